@@ -1,0 +1,69 @@
+"""derive: gradient derivations of machine learning as verified, step-by-step documents.
+
+The public API is small and imports SymPy only when a derivation is built, so that the command
+line answers ``--help``, ``list`` and ``--version`` without paying for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from derive.errors import DeriveError, UsageError, VerificationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from derive.model import Derivation
+
+__version__ = "0.1.0"
+__all__ = [
+    "DeriveError",
+    "UsageError",
+    "VerificationError",
+    "catalog",
+    "derivation",
+    "render",
+    "__version__",
+]
+
+
+def catalog() -> list[str]:
+    """Return the names of the available derivations, in catalog order."""
+    from derive.derivations import CATALOG
+
+    return list(CATALOG)
+
+
+def derivation(
+    name: str,
+    classes: int | None = None,
+    logits: Sequence[float | str] | None = None,
+    target: Sequence[float | str] | None = None,
+) -> "Derivation":
+    """Build the derivation called ``name``.
+
+    Args:
+        name: a name from :func:`catalog`, e.g. ``"softmax-ce"``.
+        classes: a concrete number of classes H; ``None`` keeps H symbolic.
+        logits: the worked example's logits (needs ``classes``).
+        target: the worked example's target (needs ``classes``).
+
+    Raises:
+        UsageError: an unknown name or bad parameters.
+    """
+    from derive.derivations import build
+
+    return build(name, classes=classes, logits=logits, target=target)
+
+
+def render(derivation: "Derivation", format: str = "md", templates: "Path | str | None" = None) -> str | bytes:
+    """Render a derivation as ``"md"``, ``"tex"`` or ``"json"`` text, or ``"pdf"`` bytes.
+
+    Args:
+        derivation: what :func:`derivation` returned.
+        format: the output format.
+        templates: a directory whose templates take precedence over the packaged ones.
+    """
+    from derive.render import render as _render
+
+    return _render(derivation, format, templates)
