@@ -1,0 +1,73 @@
+"""Writing output files so that a reader never sees half of one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from derive.errors import DeriveError, UsageError
+
+
+def write_atomic(path: Path | str, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` in one step: the old file, if any, survives any failure.
+
+    The data goes to a temporary file in the same directory, is flushed to disk and then
+    renamed over ``path``, so a crash or an error leaves either the old file or the new one.
+
+    Args:
+        path: the file to write; missing parent directories are created.
+        data: text (written as UTF-8 with ``\\n`` newlines) or bytes (written as they are).
+
+    Raises:
+        UsageError: the parent directory cannot be created or is not a directory, or ``path``
+            is a directory.
+        DeriveError: the write itself failed (a full disk, say); ``path`` is untouched.
+    """
+    path = Path(path)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"cannot write {path}: {_first_file_in(parent)} is not a directory") from None
+    except OSError as error:
+        raise UsageError(f"cannot create the directory {parent}: {error.strerror}") from None
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory")
+
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UsageError(f"cannot write in {parent}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates the file readable by its owner only; give it the usual mode.
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, path)
+    except BaseException as error:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(error, OSError):
+            raise DeriveError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
+
+
+def _first_file_in(directory: Path) -> Path:
+    """Return the first ancestor of ``directory`` (or itself) that exists but is not a directory."""
+    for candidate in reversed([directory, *directory.parents]):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return directory
+
+
+def _umask() -> int:
+    """Return the process umask (reading it means setting it, so set it back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

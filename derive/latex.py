@@ -1,0 +1,267 @@
+"""The one place that turns SymPy expressions into LaTeX.
+
+SymPy's own printer reorders factors (``\\log{(o_i)} y_i``), drops the parentheses an unevaluated
+product needs (``\\frac{y_i}{o_i} - o_i o_k`` for a product with a negative factor) and uses macros
+GitHub rejects. Derivations keep their terms in the textbook's order as unevaluated expressions, so
+this printer prints ``.args`` in order, and only canonical (evaluated) products are sorted into
+reading order: numbers, plain symbols, brackets, then functions and sums.
+
+Every formula it writes uses only macros that KaTeX and GitHub's MathJax accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import sympy as sp
+
+from derive.model import Path
+from derive.symbols import ExcludedSum
+
+
+@dataclass(frozen=True)
+class Notation:
+    """How internal names are written: ``names`` maps z, o, y, H, i, j, k, E to LaTeX."""
+
+    names: Mapping[str, str] = field(default_factory=dict)
+    log: str = r"\ln"
+
+    def name(self, internal: str) -> str:
+        return self.names.get(internal, internal)
+
+
+DEFAULT = Notation()
+
+
+def latex(
+    expr: sp.Basic,
+    labels: Mapping[Path, str] | None = None,
+    notation: Notation = DEFAULT,
+) -> str:
+    """Print ``expr``; sub-terms at the paths in ``labels`` get an underbrace with that (math) text."""
+    return _Printer(notation, dict(labels or {})).print(expr, ())
+
+
+def plain(expr: sp.Basic) -> str:
+    """A one-line text form, for the readable tree of a derivation and for error messages."""
+    return sp.sstr(expr, order="none")
+
+
+class _Printer:
+    def __init__(self, notation: Notation, labels: dict[Path, str]):
+        self.n = notation
+        self.labels = labels
+
+    def print(self, e: sp.Basic, path: Path, parens: bool = False) -> str:
+        for cls in type(e).__mro__:
+            method = _DISPATCH.get(cls)
+            if method is not None:
+                text = method(self, e, path)
+                break
+        else:
+            raise TypeError(f"no LaTeX rule for {type(e).__name__}: {plain(e)}")
+        if parens:
+            text = rf"\left({text}\right)"
+        label = self.labels.get(path)
+        if label is not None:
+            return rf"\underbrace{{{text}}}_{{{label}}}"
+        return text
+
+    def child(self, e: sp.Basic, path: Path, n: int) -> str:
+        return self.print(e.args[n], path + (n,))
+
+    # --- atoms ---------------------------------------------------------------------------------
+    def symbol(self, e: sp.Symbol, path: Path) -> str:
+        return self.n.name(e.name)
+
+    def integer(self, e: sp.Integer, path: Path) -> str:
+        return str(e)
+
+    def rational(self, e: sp.Rational, path: Path) -> str:
+        sign = "-" if e < 0 else ""
+        return rf"{sign}\frac{{{abs(e.p)}}}{{{e.q}}}"
+
+    def float_(self, e: sp.Float, path: Path) -> str:
+        return sp.latex(e)
+
+    def indexed(self, e: sp.Indexed, path: Path) -> str:
+        base = self.n.name(str(e.base))
+        index = ",".join(self.print(ix, path + (n + 1,)) for n, ix in enumerate(e.indices))
+        return f"{base}_{index}" if len(index) == 1 else f"{base}_{{{index}}}"
+
+    def delta(self, e: sp.KroneckerDelta, path: Path) -> str:
+        a, b = (self.child(e, path, n) for n in (0, 1))
+        return rf"\delta_{{{a}{b}}}"
+
+    # --- operators -----------------------------------------------------------------------------
+    def add(self, e: sp.Add, path: Path) -> str:
+        order = list(range(len(e.args)))
+        if _canonical(e):
+            # SymPy stores sums in its hash-free canonical order; print them as polynomials read.
+            ranked = e.as_ordered_terms()
+            order.sort(key=lambda n: ranked.index(e.args[n]))
+        out = ""
+        for pos, n in enumerate(order):
+            term = self._term(e, path, n)
+            if pos == 0:
+                out = term
+            elif term.startswith("-"):
+                out += " - " + term[1:].lstrip()
+            else:
+                out += " + " + term
+        return out
+
+    def _term(self, e: sp.Add, path: Path, n: int) -> str:
+        nested = isinstance(e.args[n], sp.Add) and path + (n,) not in self.labels
+        return self.print(e.args[n], path + (n,), parens=nested)
+
+    def mul(self, e: sp.Mul, path: Path) -> str:
+        order = list(range(len(e.args)))
+        if _canonical(e):
+            order.sort(key=lambda n: _factor_rank(e.args[n]))
+        sign = ""
+        num: list[tuple[int, sp.Basic]] = []
+        den: list[tuple[int, sp.Basic]] = []
+        for n in order:
+            f = e.args[n]
+            if f == 1 and len(e.args) > 1:
+                continue
+            if f == -1 and not num and not sign:
+                sign = "-"
+            elif isinstance(f, sp.Pow) and f.exp.is_Number and f.exp < 0:
+                den.append((n, f))
+            else:
+                num.append((n, f))
+        if den:
+            # Derivatives, sums and functions stay beside the fraction, not inside its numerator.
+            after = [(n, f) for n, f in num if _factor_rank(f) == 4]
+            num = [(n, f) for n, f in num if _factor_rank(f) < 4]
+            top = self._product(num, path) if num else "1"
+            bottom = self._product([(n, None) for n, _ in den], path, inverse=True, source=e)
+            frac = rf"\frac{{{top}}}{{{bottom}}}"
+            if after:
+                frac += " " + self._product(after, path, lead=True)
+            return sign + frac
+        return sign + self._product(num, path)
+
+    def _product(self, factors, path: Path, inverse: bool = False, source: sp.Basic | None = None, lead: bool = False) -> str:
+        parts: list[str] = []
+        for pos, (n, f) in enumerate(factors, int(lead)):
+            if inverse:
+                p = source.args[n]
+                base, exp = p.base, -p.exp
+                text = self.print(base, path + (n, 0))
+                if exp != 1:
+                    text = (text if _atomic(base) else rf"\left({text}\right)") + f"^{{{exp}}}"
+            else:
+                text = self.print(f, path + (n,), parens=isinstance(f, sp.Add) or (pos > 0 and _signed(f)))
+            parts.append(text)
+        out = parts[0] if parts else "1"
+        for prev, text in zip(parts, parts[1:]):
+            joint = r" \cdot " if (prev.startswith(r"\frac") and text.startswith(r"\frac")) or text[0].isdigit() else " "
+            out += joint + text
+        return out
+
+    def pow(self, e: sp.Pow, path: Path) -> str:
+        base, exp = e.args
+        if exp.is_Number and exp < 0:
+            den = self.print(base, path + (0,))
+            if exp != -1:
+                den = (den if _atomic(base) else rf"\left({den}\right)") + f"^{{{-exp}}}"
+            return rf"\frac{{1}}{{{den}}}"
+        text = self.child(e, path, 0)
+        if not _atomic(base):
+            text = rf"\left({text}\right)"
+        return f"{text}^{{{self.child(e, path, 1)}}}"
+
+    def exp(self, e: sp.exp, path: Path) -> str:
+        return f"e^{{{self.child(e, path, 0)}}}"
+
+    def log(self, e: sp.log, path: Path) -> str:
+        arg = self.child(e, path, 0)
+        if _atomic(e.args[0]):
+            return rf"{self.n.log} {arg}"
+        return rf"{self.n.log}\left({arg}\right)"
+
+    def sum_(self, e: sp.Sum, path: Path) -> str:
+        (idx, lo, hi) = e.limits[0]
+        body = self.print(e.function, path + (0,), parens=isinstance(e.function, sp.Add) or _signed(e.function))
+        return rf"\sum_{{{self.print(idx, ())}={self.print(lo, ())}}}^{{{self.print(hi, ())}}} {body}"
+
+    def excluded_sum(self, e: ExcludedSum, path: Path) -> str:
+        f, idx, lo, hi, skip = e.args
+        body = self.print(f, path + (0,), parens=isinstance(f, sp.Add) or _signed(f))
+        i, s = self.print(idx, ()), self.print(skip, ())
+        return rf"\sum_{{\substack{{{i}={self.print(lo, ())} \\ {i} \neq {s}}}}}^{{{self.print(hi, ())}}} {body}"
+
+    def derivative(self, e: sp.Derivative, path: Path) -> str:
+        (var, count), = e.variable_count
+        wrt = self.print(var, ())
+        d = r"\partial" if count == 1 else rf"\partial^{{{count}}}"
+        wrt = rf"\partial {wrt}" if count == 1 else rf"\partial {wrt}^{{{count}}}"
+        inner = self.child(e, path, 0)
+        if _atomic(e.expr) or (isinstance(e.expr, sp.Function) and _atomic(e.expr.args[0])):
+            return rf"\frac{{{d} {inner}}}{{{wrt}}}"
+        return rf"\frac{{{d}}}{{{wrt}}}\left({inner}\right)"
+
+    def relation(self, e: sp.Basic, path: Path) -> str:
+        op = {sp.Eq: "=", sp.Ne: r"\neq"}[type(e)]
+        return f"{self.child(e, path, 0)} {op} {self.child(e, path, 1)}"
+
+    def matrix(self, e: sp.MatrixBase, path: Path) -> str:
+        rows = [" & ".join(self.print(e[r, c], ()) for c in range(e.cols)) for r in range(e.rows)]
+        return r"\begin{pmatrix}" + r" \\ ".join(rows) + r"\end{pmatrix}"
+
+
+_DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
+    sp.Symbol: _Printer.symbol,
+    sp.Integer: _Printer.integer,
+    sp.Rational: _Printer.rational,
+    sp.Float: _Printer.float_,
+    sp.Indexed: _Printer.indexed,
+    sp.KroneckerDelta: _Printer.delta,
+    sp.Add: _Printer.add,
+    sp.Mul: _Printer.mul,
+    sp.Pow: _Printer.pow,
+    sp.exp: _Printer.exp,
+    sp.log: _Printer.log,
+    sp.Sum: _Printer.sum_,
+    ExcludedSum: _Printer.excluded_sum,
+    sp.Derivative: _Printer.derivative,
+    sp.Eq: _Printer.relation,
+    sp.Ne: _Printer.relation,
+    sp.MatrixBase: _Printer.matrix,
+}
+
+
+def _canonical(e: sp.Basic) -> bool:
+    """True when evaluating ``e`` would change nothing but the order of its args.
+
+    Such terms are sorted into reading order; a deliberately unevaluated form keeps its own.
+    """
+    rebuilt = e.func(*e.args)
+    return rebuilt.func == e.func and rebuilt.args == e.args
+
+
+def _signed(e: sp.Basic) -> bool:
+    """Whether ``e`` prints with a leading minus sign."""
+    if e.is_Number:
+        return e < 0
+    return isinstance(e, sp.Mul) and bool(e.args) and e.args[0].is_Number and e.args[0] < 0
+
+
+def _atomic(e: sp.Basic) -> bool:
+    return isinstance(e, (sp.Symbol, sp.Indexed)) or (e.is_Integer and e >= 0)
+
+
+def _factor_rank(e: sp.Basic) -> int:
+    if e.is_Number:
+        return 0
+    if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)):
+        return 1
+    if isinstance(e, sp.Pow) and _atomic(e.base):
+        return 1 if e.exp > 0 else 2
+    if isinstance(e, sp.Add):
+        return 3
+    return 4

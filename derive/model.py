@@ -1,0 +1,163 @@
+"""The derivation model: immutable records that hold SymPy objects and no prose.
+
+A :class:`Derivation` is a claim in steps. Each :class:`Step` says ``lhs = rhs`` for the quantity
+the derivation differentiates (its ``subject``), under the assumptions the step names. Wording
+(rule titles, justifications, labels) lives in the templates and is looked up by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.setting import Setting
+    from derive.verify import Report
+
+Path = tuple[int, ...]
+"""The position of a sub-term: the indices of ``.args`` to follow from the root."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """A sub-term of a step's ``rhs`` that the documents mark with an underbrace."""
+
+    path: Path
+    key: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """One branch of a case split: ``value`` holds where ``condition`` does."""
+
+    condition: sp.Basic
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class Step:
+    """One application of a rule: ``lhs = rhs``, both equal to the derivation's subject."""
+
+    rule: str
+    lhs: sp.Expr
+    rhs: sp.Expr
+    assumptions: tuple[str, ...] = ()
+    labels: tuple[Label, ...] = ()
+    identity: sp.Eq | None = None
+    """The identity the rule used, shown beside the step (e.g. d ln u / du = 1/u)."""
+    cases: tuple[Case, ...] = ()
+
+    @property
+    def equation(self) -> sp.Eq:
+        return sp.Eq(self.lhs, self.rhs, evaluate=False)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """``symbol := value``; ``key`` names its wording in the templates."""
+
+    key: str
+    symbol: sp.Expr
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A named assumption, e.g. ``normalised``: sum_i y_i = 1."""
+
+    key: str
+    statement: sp.Basic
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An equation the pitfall section states, and whether it holds."""
+
+    key: str
+    equation: sp.Eq
+    holds: bool
+
+
+@dataclass(frozen=True)
+class Pitfall:
+    """The wrong turn a learner takes, the right one, and numbers that tell them apart."""
+
+    claims: tuple[Claim, ...]
+    example: "Example"
+    shortcut: tuple[sp.Expr, ...]
+    """The diagonal-only chain rule's values at the example."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example with exact or high-precision SymPy numbers (classes run 1..H)."""
+
+    logits: tuple[sp.Expr, ...]
+    target: tuple[sp.Expr, ...]
+    probabilities: tuple[sp.Expr, ...]
+    loss: sp.Expr
+    gradient: tuple[sp.Expr, ...]
+    given: bool = False
+    """True when the user supplied the numbers."""
+
+
+@dataclass(frozen=True)
+class Concrete:
+    """The derivation instantiated for a concrete number of classes."""
+
+    classes: int
+    loss: sp.Expr
+    """E written out term by term."""
+    jacobian: sp.Matrix
+    """Row i is output o_i, column k is logit z_k, in terms of the outputs o_1..o_H."""
+    gradient: tuple[sp.Expr, ...]
+    example: Example
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A named derivation: definitions, assumptions, steps and the result they reach."""
+
+    name: str
+    subject: sp.Expr
+    definitions: tuple[Definition, ...]
+    assumptions: tuple[Assumption, ...]
+    steps: tuple[Step, ...]
+    setting: "Setting" = field(repr=False)
+    general: sp.Eq | None = None
+    """The result before the assumptions that specialise it (e.g. o_k sum y - y_k)."""
+    pitfall: Pitfall | None = None
+    concrete: Concrete | None = None
+
+    @property
+    def classes(self) -> int | None:
+        return self.concrete.classes if self.concrete else None
+
+    @property
+    def result(self) -> sp.Eq:
+        """The final equation: subject = the last step's rhs."""
+        return sp.Eq(self.subject, self.steps[-1].rhs, evaluate=False)
+
+    def check(self) -> "Report":
+        """Verify every step and the result; raise VerificationError on the first failure."""
+        from derive.verify import check
+
+        return check(self)
+
+    def __str__(self) -> str:
+        from derive.latex import plain
+
+        lines = [f"{self.name}: {plain(self.subject)}"]
+        for d in self.definitions:
+            lines.append(f"  definition {plain(d.symbol)} = {plain(d.value)}")
+        for a in self.assumptions:
+            lines.append(f"  assumption {a.key}: {plain(a.statement)}")
+        for n, s in enumerate(self.steps, 1):
+            used = f"  [{', '.join(s.assumptions)}]" if s.assumptions else ""
+            lines.append(f"  {n:2}. {s.rule:<17} = {plain(s.rhs)}{used}")
+            for c in s.cases:
+                lines.append(f"        case {plain(c.condition)}: {plain(c.value)}")
+        lines.append(f"  result: {plain(self.result.lhs)} = {plain(self.result.rhs)}")
+        return "\n".join(lines)

@@ -1,0 +1,380 @@
+"""The rules: a closed vocabulary, each stated once and applied by one small function.
+
+Every function takes the current expression (the subject's value so far) and returns a
+:class:`~derive.model.Step` whose ``lhs`` is that expression and whose ``rhs`` is the rewritten one.
+A rule that finds nothing to rewrite raises :class:`~derive.errors.RuleError`: a derivation that
+composes rules wrongly fails loudly instead of printing a step that does nothing.
+
+Expressions are kept unevaluated where the reader should see the shape of the textbook
+(``y_i / o_i * (-o_i o_k)`` before it cancels); :func:`algebra` and :func:`cancel` evaluate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import sympy as sp
+
+from derive.errors import RuleError
+from derive.model import Case, Definition, Label, Path, Step
+from derive.setting import Setting
+from derive.symbols import ExcludedSum
+
+RULES: tuple[str, ...] = (
+    "definition",
+    "sum_rule",
+    "constant_factor",
+    "chain_rule",
+    "log_derivative",
+    "softmax_jacobian",
+    "split_sum",
+    "algebra",
+    "factor_out",
+    "complement_sum",
+    "expand",
+    "cancel",
+    "normalisation",
+)
+"""Every rule id; the templates hold one title and one justification for each."""
+
+
+# --- building unevaluated expressions ------------------------------------------------------------
+def mul(*factors: sp.Basic) -> sp.Expr:
+    return sp.Mul(*factors, evaluate=False)
+
+
+def add(*terms: sp.Basic) -> sp.Expr:
+    return sp.Add(*terms, evaluate=False)
+
+
+def neg(term: sp.Basic) -> sp.Expr:
+    return mul(sp.Integer(-1), term)
+
+
+def _rebuild(node: sp.Basic, args: Iterable[sp.Basic]) -> sp.Basic:
+    args = tuple(args)
+    if args == node.args:
+        return node
+    if isinstance(node, (sp.Add, sp.Mul, sp.Pow)):
+        return node.func(*args, evaluate=False)
+    return node.func(*args)
+
+
+def rewrite(expr: sp.Basic, match: Callable[[sp.Basic], bool], build: Callable[[sp.Basic], sp.Basic]) -> tuple[sp.Basic, list[Path]]:
+    """Replace every outermost sub-term that ``match`` accepts by ``build(term)``, keeping the
+    rest of the tree exactly as it is; return the new tree and the paths of the replacements."""
+    paths: list[Path] = []
+
+    def walk(node: sp.Basic, path: Path) -> sp.Basic:
+        if match(node):
+            paths.append(path)
+            return build(node)
+        if not node.args or isinstance(node, (sp.Indexed, sp.Tuple)):
+            return node
+        return _rebuild(node, (walk(a, path + (n,)) for n, a in enumerate(node.args)))
+
+    return walk(expr, ()), paths
+
+
+def substitute(expr: sp.Basic, mapping: dict[sp.Basic, sp.Basic]) -> sp.Basic:
+    """``xreplace`` that keeps products and sums unevaluated (an index set to k stays visible)."""
+
+    def hit(e: sp.Basic) -> bool:
+        return e in mapping or (isinstance(e, (sp.Indexed, sp.KroneckerDelta)) and e.has(*mapping))
+
+    new, _ = rewrite(expr, hit, lambda e: mapping[e] if e in mapping else e.xreplace(mapping))
+    return new
+
+
+def find(expr: sp.Basic, match: Callable[[sp.Basic], bool]) -> list[Path]:
+    """The paths of the outermost sub-terms ``match`` accepts."""
+    _, paths = rewrite(expr, match, lambda e: e)
+    return paths
+
+
+def at(expr: sp.Basic, path: Path) -> sp.Basic:
+    for n in path:
+        expr = expr.args[n]
+    return expr
+
+
+def _apply(rule: str, expr: sp.Expr, match, build, **step) -> tuple[Step, list[Path]]:
+    new, paths = rewrite(expr, match, build)
+    if not paths:
+        raise RuleError(f"rule {rule} does not apply to {sp.sstr(expr)}")
+    return Step(rule=rule, lhs=expr, rhs=new, **step), paths
+
+
+def flatten_products(expr: sp.Basic) -> sp.Basic:
+    """Merge nested unevaluated products, so y_i * (1/o_i * d) prints as a single fraction."""
+
+    def nested(e: sp.Basic) -> bool:
+        return isinstance(e, sp.Mul) and any(isinstance(a, sp.Mul) for a in e.args) and not _is_signed_bracket(e)
+
+    def flat(e: sp.Mul) -> sp.Basic:
+        out: list[sp.Basic] = []
+        for a in e.args:
+            a = flatten_products(a)
+            out.extend(a.args if isinstance(a, sp.Mul) and not _is_signed_bracket(a) else [a])
+        return mul(*out)
+
+    new, _ = rewrite(expr, nested, flat)
+    return new
+
+
+def evaluated(expr: sp.Basic) -> sp.Basic:
+    """Let SymPy evaluate every sum, product and power, bottom-up (derivatives and sums stay)."""
+    if not expr.args or isinstance(expr, (sp.Indexed, sp.Tuple)):
+        return expr
+    args = [evaluated(a) for a in expr.args]
+    return expr.func(*args) if isinstance(expr, (sp.Add, sp.Mul, sp.Pow)) else _rebuild(expr, args)
+
+
+def _is_signed_bracket(e: sp.Basic) -> bool:
+    """-(a + b): SymPy would distribute the sign; derivations keep the bracket."""
+    return isinstance(e, sp.Mul) and len(e.args) == 2 and e.args[0].is_Number and isinstance(e.args[1], sp.Add)
+
+
+# --- the rules --------------------------------------------------------------------------------
+def definition(expr: sp.Expr, d: Definition) -> Step:
+    """f -> its definition: replace a defined symbol by what it stands for."""
+    step, _ = _apply("definition", expr, lambda e: e == d.symbol, lambda e: d.value, identity=sp.Eq(d.symbol, d.value, evaluate=False))
+    return step
+
+
+def sum_rule(expr: sp.Expr) -> Step:
+    """d/dx (c sum_i f_i) -> c sum_i df_i/dx: the derivative of a sum is the sum of the derivatives."""
+
+    def split(e: sp.Basic) -> tuple[sp.Expr, sp.Sum] | None:
+        if not isinstance(e, sp.Derivative):
+            return None
+        inner = e.expr
+        if isinstance(inner, sp.Sum):
+            return sp.Integer(1), inner
+        if isinstance(inner, sp.Mul) and len(inner.args) == 2 and inner.args[0].is_Number and isinstance(inner.args[1], sp.Sum):
+            return inner.args[0], inner.args[1]
+        return None
+
+    def build(e: sp.Derivative) -> sp.Expr:
+        c, s = split(e)
+        moved = sp.Sum(sp.Derivative(s.function, *e.variables), *s.limits)
+        return moved if c == 1 else mul(c, moved)
+
+    step, _ = _apply("sum_rule", expr, lambda e: split(e) is not None, build)
+    return step
+
+
+def constant_factor(expr: sp.Expr, setting: Setting) -> Step:
+    """d/dx (c f) -> c df/dx when c does not depend on x."""
+
+    def parts(e: sp.Basic) -> tuple[list, list] | None:
+        if not (isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Mul)):
+            return None
+        const = [f for f in e.expr.args if not setting.depends(f)]
+        rest = [f for f in e.expr.args if setting.depends(f)]
+        return (const, rest) if const and rest else None
+
+    def build(e: sp.Derivative) -> sp.Expr:
+        const, rest = parts(e)
+        return mul(*const, sp.Derivative(sp.Mul(*rest), *e.variables))
+
+    step, _ = _apply("constant_factor", expr, lambda e: parts(e) is not None, build)
+    return step
+
+
+def chain_rule(expr: sp.Expr, setting: Setting) -> Step:
+    """d f(u)/dx -> df/du * du/dx, where u is an intermediate quantity that depends on x."""
+
+    def inner(e: sp.Basic) -> sp.Indexed | None:
+        if isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Function) and len(e.expr.args) == 1:
+            u = e.expr.args[0]
+            if isinstance(u, sp.Indexed) and u.base in setting.intermediates:
+                return u
+        return None
+
+    def build(e: sp.Derivative) -> sp.Expr:
+        u = inner(e)
+        return mul(sp.Derivative(e.expr, u), sp.Derivative(u, *e.variables))
+
+    step, _ = _apply("chain_rule", expr, lambda e: inner(e) is not None, build)
+    return step
+
+
+def log_derivative(expr: sp.Expr) -> Step:
+    """d ln u / du -> 1/u."""
+    u = sp.Dummy("u", positive=True)
+
+    def is_log_derivative(e: sp.Basic) -> bool:
+        return isinstance(e, sp.Derivative) and isinstance(e.expr, sp.log) and e.variables == (e.expr.args[0],)
+
+    step, _ = _apply(
+        "log_derivative",
+        expr,
+        is_log_derivative,
+        lambda e: sp.Pow(e.variables[0], -1),
+        identity=sp.Eq(sp.Derivative(sp.log(u), u), 1 / u, evaluate=False),
+    )
+    return replace(step, rhs=flatten_products(step.rhs))
+
+
+def softmax_jacobian(expr: sp.Expr, setting: Setting) -> Step:
+    """d o_i / d z_k -> o_i (delta_ik - o_k), that is o_i (1 - o_i) if i = k and -o_i o_k if i != k."""
+    z_k = setting.wrt
+    k = z_k.indices[0]
+
+    def is_jacobian(e: sp.Basic) -> bool:
+        return (
+            isinstance(e, sp.Derivative)
+            and isinstance(e.expr, sp.Indexed)
+            and e.expr.base in setting.intermediates
+            and e.variables == (z_k,)
+        )
+
+    found = [at(expr, p) for p in find(expr, is_jacobian)]
+    if not found:
+        raise RuleError(f"rule softmax_jacobian does not apply to {sp.sstr(expr)}")
+    o_i = found[0].expr
+    o, i = o_i.base, o_i.indices[0]
+    compact = mul(o_i, add(sp.KroneckerDelta(i, k), neg(o[k])))
+    cases = (
+        Case(sp.Eq(i, k, evaluate=False), mul(o[k], add(sp.Integer(1), neg(o[k])))),
+        Case(sp.Ne(i, k, evaluate=False), neg(mul(o_i, o[k]))),
+    )
+    step, paths = _apply(
+        "softmax_jacobian", expr, is_jacobian, lambda e: compact,
+        identity=sp.Eq(found[0], compact, evaluate=False), cases=cases,
+    )
+    return replace(step, labels=tuple(Label(p, "jacobian") for p in paths))
+
+
+def split_sum(expr: sp.Expr, term: sp.Expr, cases: tuple[Case, ...]) -> Step:
+    """sum_i f_i -> sum_{i != k} f_i + f_k, each part with its case of ``term`` substituted."""
+    eq, ne = cases
+    i, k = eq.condition.args
+
+    def is_split_sum(e: sp.Basic) -> bool:
+        return isinstance(e, sp.Sum) and e.limits[0][0] == i and e.function.has(term)
+
+    def build(e: sp.Sum) -> sp.Expr:
+        _, lo, hi = e.limits[0]
+        others = ExcludedSum(substitute(e.function, {term: ne.value}), i, lo, hi, k)
+        own = substitute(substitute(e.function, {term: eq.value.xreplace({k: i})}), {i: k})
+        return add(others, own)
+
+    step, paths = _apply("split_sum", expr, is_split_sum, build)
+    labels: list[Label] = []
+    for p in paths:
+        for n, (part, case) in enumerate(((0, ne), (1, eq))):
+            labels.append(Label(p + (part,), "terms_ne" if case is ne else "term_eq"))
+            piece = at(step.rhs, p + (part,))
+            value = case.value if case is ne else case.value.xreplace({i: k})
+            for q in find(piece, lambda e, v=value: e == v):
+                labels.append(Label(p + (part,) + q, "jacobian_ne" if case is ne else "jacobian_eq"))
+    return replace(step, labels=tuple(labels), cases=cases)
+
+
+def algebra(expr: sp.Expr) -> Step:
+    """Evaluate every product: factors cancel (y_i / o_i * (-o_i o_k) -> -y_i o_k); brackets stay."""
+
+    def is_product(e: sp.Basic) -> bool:
+        return isinstance(e, sp.Mul) and not _is_signed_bracket(e)
+
+    step, _ = _apply("algebra", expr, is_product, evaluated)
+    if step.rhs == expr:
+        raise RuleError(f"rule algebra changes nothing in {sp.sstr(expr)}")
+    return step
+
+
+def factor_out(expr: sp.Expr, setting: Setting) -> Step:
+    """sum_i c f_i -> c sum_i f_i when c does not depend on the summation index i."""
+
+    def parts(e: sp.Basic) -> tuple[list, list] | None:
+        if not isinstance(e, (sp.Sum, ExcludedSum)) or not isinstance(e.function, sp.Mul):
+            return None
+        idx = e.index if isinstance(e, ExcludedSum) else e.limits[0][0]
+        const = [f for f in e.function.args if not f.has(idx)]
+        rest = [f for f in e.function.args if f.has(idx)]
+        return (const, rest) if const and rest else None
+
+    def build(e: sp.Basic) -> sp.Expr:
+        const, rest = parts(e)
+        inner = e.func(sp.Mul(*rest), *e.args[1:])
+        sign = [c for c in const if c == -1]
+        const = [c for c in const if c != -1]
+        return mul(*sign, *const, inner)
+
+    step, paths = _apply("factor_out", expr, lambda e: parts(e) is not None, build)
+    labels = []
+    for p in paths:
+        node = at(step.rhs, p)
+        for n, a in enumerate(node.args[:-1]):
+            if a != -1:
+                labels.append(Label(p + (n,), "independent"))
+    return replace(step, labels=tuple(labels))
+
+
+def complement_sum(expr: sp.Expr) -> Step:
+    """sum_{i != k} f_i -> sum_i f_i - f_k: a sum that skips one term is the full sum less that term."""
+
+    def build(e: ExcludedSum) -> sp.Expr:
+        f, idx, lo, hi, skip = e.args
+        return add(sp.Sum(f, (idx, lo, hi)), neg(f.xreplace({idx: skip})))
+
+    found = find(expr, lambda e: isinstance(e, ExcludedSum))
+    if not found:
+        raise RuleError(f"rule complement_sum does not apply to {sp.sstr(expr)}")
+    first = at(expr, found[0])
+    step, _ = _apply(
+        "complement_sum", expr, lambda e: isinstance(e, ExcludedSum), build,
+        identity=sp.Eq(first, build(first), evaluate=False),
+    )
+    return step
+
+
+def _monomials(e: sp.Basic) -> list[sp.Expr]:
+    """Distribute products over sums, keeping every term (nothing is collected yet)."""
+    if isinstance(e, sp.Add):
+        return [t for a in e.args for t in _monomials(a)]
+    if isinstance(e, sp.Mul):
+        terms = [sp.Integer(1)]
+        for a in e.args:
+            terms = [sp.Mul(t, u) for t in terms for u in _monomials(a)]
+        return terms
+    return [e]
+
+
+def expand(expr: sp.Expr) -> Step:
+    """Multiply out every bracket; terms that cancel are gathered and marked."""
+    terms = _monomials(expr)
+    pair = next(
+        ((a, b) for a in range(len(terms)) for b in range(a + 1, len(terms)) if sp.Add(terms[a], terms[b]) == 0),
+        None,
+    )
+    if pair is None:
+        rhs = add(*terms)
+        labels: tuple[Label, ...] = ()
+    else:
+        a, b = pair
+        plus, minus = sorted((terms[a], terms[b]), key=lambda t: t.could_extract_minus_sign())
+        rest = [t for n, t in enumerate(terms) if n not in pair]
+        rhs = add(*rest, add(plus, minus))
+        labels = (Label((len(rest),), "cancel"),)
+    if rhs == expr:
+        raise RuleError(f"rule expand changes nothing in {sp.sstr(expr)}")
+    return Step(rule="expand", lhs=expr, rhs=rhs, labels=labels)
+
+
+def cancel(expr: sp.Expr) -> Step:
+    """a + b - b -> a: collect the terms."""
+    new = sp.Add(*_monomials(expr))
+    if new == expr:
+        raise RuleError(f"rule cancel changes nothing in {sp.sstr(expr)}")
+    return Step(rule="cancel", lhs=expr, rhs=new)
+
+
+def normalisation(expr: sp.Expr, statement: sp.Eq, key: str = "normalised") -> Step:
+    """sum_i y_i -> 1, by the assumption that the target sums to one."""
+    total, value = statement.args
+    step, _ = _apply("normalisation", expr, lambda e: e == total, lambda e: value, assumptions=(key,), identity=statement)
+    return replace(step, rhs=evaluated(step.rhs))

@@ -1,0 +1,91 @@
+"""What a derivation's symbols mean, so that verification can write any step out for a concrete H.
+
+A :class:`Setting` knows the class count H, the free index k, the variable we differentiate by,
+which indexed quantities are free variables (z, y) and which are defined in terms of them (o),
+and how each named assumption constrains the variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import sympy as sp
+
+from derive.model import Definition
+from derive.symbols import H, ExcludedSum, i, j, k, o, y, z
+
+Constraint = Callable[[int], dict[sp.Basic, sp.Expr]]
+
+
+def normalised(n: int) -> dict[sp.Basic, sp.Expr]:
+    """sum_i y_i = 1, imposed by solving for the last target entry."""
+    return {y[n]: 1 - sum((y[m] for m in range(1, n)), sp.Integer(0))}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The meaning of a derivation's symbols."""
+
+    wrt: sp.Indexed
+    """The variable the subject is differentiated by, e.g. z_k."""
+    definitions: tuple[Definition, ...]
+    intermediates: tuple[sp.IndexedBase, ...] = (o,)
+    """Indexed quantities defined in terms of the variables (they depend on ``wrt``)."""
+    constraints: Mapping[str, Constraint] = field(default_factory=lambda: {"normalised": normalised})
+    classes: sp.Symbol = H
+    index: sp.Symbol = k
+
+    def depends(self, expr: sp.Basic) -> bool:
+        """Whether ``expr`` can vary with ``wrt`` (directly or through an intermediate)."""
+        if expr.has(self.wrt.base):
+            return True
+        return any(expr.has(b) for b in self.intermediates)
+
+    def define(self, expr: sp.Basic) -> sp.Expr:
+        """Replace every defined symbol by its definition, until none is left."""
+        for _ in range(len(self.definitions) + 1):
+            new = expr
+            for d in self.definitions:
+                new = _substitute_definition(new, d)
+            if new == expr:
+                return new
+            expr = new
+        raise RecursionError("definitions refer to each other in a cycle")
+
+
+def _substitute_definition(expr: sp.Basic, d: Definition) -> sp.Basic:
+    if isinstance(d.symbol, sp.Indexed):
+        base, pattern = d.symbol.base, d.symbol.indices[0]
+
+        def is_def(e: sp.Basic) -> bool:
+            return isinstance(e, sp.Indexed) and e.base == base
+
+        return expr.replace(is_def, lambda e: d.value.xreplace({pattern: e.indices[0]}))
+    return expr.xreplace({d.symbol: d.value})
+
+
+def expand_sums(expr: sp.Basic) -> sp.Basic:
+    """Write every Sum and ExcludedSum with concrete limits as explicit terms, bottom-up.
+
+    Unlike ``doit`` this evaluates no derivative, so derivatives by intermediates survive.
+    """
+
+    def is_sum(e: sp.Basic) -> bool:
+        return isinstance(e, (sp.Sum, ExcludedSum))
+
+    def explicit(e: sp.Basic) -> sp.Basic:
+        if isinstance(e, ExcludedSum):
+            e = e.full()
+            return explicit(e.args[0]) + explicit(e.args[1]) if isinstance(e, sp.Add) else explicit(e)
+        if isinstance(e, sp.Sum):
+            idx, lo, hi = e.limits[0]
+            if not (lo.is_Integer and hi.is_Integer):
+                raise ValueError(f"cannot write out a sum with symbolic limits: {e}")
+            return sp.Add(*[e.function.xreplace({idx: sp.Integer(v)}) for v in range(int(lo), int(hi) + 1)])
+        return e
+
+    return expr.replace(is_sum, explicit)
+
+
+__all__ = ["Setting", "normalised", "expand_sums", "H", "i", "j", "k", "o", "y", "z"]
