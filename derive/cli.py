@@ -1,0 +1,278 @@
+"""The command line: parse, call the library, write the file, report.
+
+Every derivation in the catalog becomes a command of the same name. Building and rendering
+(SymPy, Jinja2) are imported inside the command, so ``derive --help``, ``derive list`` and
+``derive --version`` start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence
+
+import typer
+from typer.core import TyperGroup
+
+from derive import __version__
+from derive.derivations import CATALOG
+from derive.errors import DeriveError, UsageError
+from derive.files import write_atomic
+
+
+class Format(str, Enum):
+    """An output format; its value is also the file extension."""
+
+    md = "md"
+    tex = "tex"
+    pdf = "pdf"
+    json = "json"
+
+
+FORMAT_BY_EXTENSION: dict[str, Format] = {f".{fmt.value}": fmt for fmt in Format}
+STDOUT = "-"
+INTERRUPTED_EXIT_CODE = 130
+DEBUG_VARIABLE = "DERIVE_DEBUG"
+
+# Typer ships its own copy of Click in recent versions and uses the click package in older ones;
+# its BadParameter is a UsageError, itself a ClickException, whichever Click that is.
+ClickUsageError: type[Exception] = typer.BadParameter.__mro__[1]
+ClickException: type[Exception] = typer.BadParameter.__mro__[2]
+
+EXAMPLE = """\
+Examples:
+
+\b
+  derive {name}                        writes output/{name}.md (H symbolic)
+  derive {name} --classes 3            writes output/{name}-3.md
+  derive {name} --classes 3 --logits 2,1,0.1 --target 1,0,0 -o ce.pdf
+  derive {name} --format json -o -     prints JSON on stdout
+"""
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """A command group that reports every error as one ``error: ...`` line on stderr.
+
+    Click's usage errors keep their exit code 2; the project's errors keep theirs; an
+    interrupt exits with 130. No traceback is printed.
+    """
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as error:
+            _fail(_click_message(error), error.exit_code)  # type: ignore[attr-defined]
+        except DeriveError as error:
+            _fail(str(error), error.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted", INTERRUPTED_EXIT_CODE)
+        except Exception as error:
+            # A bug, not a user's mistake: still one line, with the way to see more.
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            _fail(f"internal error: {type(error).__name__}: {error} (set {DEBUG_VARIABLE}=1 for the traceback)", 1)
+        code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name="derive",
+    cls=OneLineErrorsGroup,
+    help="Gradient derivations of machine learning as verified, step-by-step documents.",
+    epilog="Example: derive softmax-ce --classes 3 -o ce.pdf",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"derive {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    context: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Gradient derivations of machine learning as verified, step-by-step documents.
+
+    Run 'derive list' for the derivations, 'derive NAME --help' for one of them.
+    """
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+
+
+@app.command("list", epilog="Example:\n\n\b\n  derive list")
+def list_derivations() -> None:
+    """List the derivations, one per line: name and description."""
+    width = max((len(name) for name in CATALOG), default=0)
+    for name, description in CATALOG.items():
+        typer.echo(f"{name:<{width}}  {description}")
+
+
+def _derivation_command(name: str) -> Callable[..., None]:
+    """Build the command that writes the derivation ``name``."""
+
+    def command(
+        classes: Annotated[
+            Optional[int],
+            typer.Option(
+                "--classes", "-n", min=1, help="Number of classes H (default: symbolic H).", show_default=False
+            ),
+        ] = None,
+        format: Annotated[
+            Optional[Format],
+            typer.Option(
+                "--format",
+                "-f",
+                help="Output format (default: from the -o extension, else md).",
+                case_sensitive=False,
+                show_default=False,
+            ),
+        ] = None,
+        output: Annotated[
+            Optional[str],
+            typer.Option(
+                "--output",
+                "-o",
+                metavar="PATH",
+                help="Where to write; '-' for stdout (default: output/NAME[-N].EXT).",
+                show_default=False,
+            ),
+        ] = None,
+        logits: Annotated[
+            Optional[str],
+            typer.Option(metavar="A,B,...", help="Logits of a worked example, comma-separated (needs --classes)."),
+        ] = None,
+        target: Annotated[
+            Optional[str],
+            typer.Option(metavar="T1,T2,...", help="Target of the worked example, comma-separated (needs --classes)."),
+        ] = None,
+        templates: Annotated[
+            Optional[Path],
+            typer.Option(
+                metavar="DIR",
+                help="A directory of templates that take precedence over the packaged ones.",
+                exists=True,
+                file_okay=False,
+                dir_okay=True,
+            ),
+        ] = None,
+    ) -> None:
+        try:
+            _write_derivation(name, classes, format, output, logits, target, templates)
+        except DeriveError as error:
+            _fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", INTERRUPTED_EXIT_CODE)
+
+    command.__name__ = name.replace("-", "_")
+    return command
+
+
+for _name, _description in CATALOG.items():
+    app.command(_name, help=_description, epilog=EXAMPLE.format(name=_name))(_derivation_command(_name))
+
+
+def _write_derivation(
+    name: str,
+    classes: int | None,
+    format: Format | None,
+    output: str | None,
+    logits: str | None,
+    target: str | None,
+    templates: Path | None,
+) -> None:
+    """Build, render and write one derivation; print where it went."""
+    fmt = _choose_format(format, output)
+    to_stdout = output == STDOUT
+    if to_stdout and fmt is Format.pdf and sys.stdout.isatty():
+        raise UsageError("refusing to write a PDF to a terminal: redirect stdout or use -o FILE")
+
+    import derive
+
+    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target))
+    document = derive.render(built, fmt.value, templates=templates)
+
+    if to_stdout:
+        _write_stdout(document)
+        return
+    path = Path(output) if output is not None else _default_path(name, classes, fmt)
+    write_atomic(path, document)
+    typer.echo(str(path))
+
+
+def _choose_format(format: Format | None, output: str | None) -> Format:
+    """Return ``--format`` if given, else the format named by the output's extension, else md."""
+    if format is not None:
+        return format
+    if output is None or output == STDOUT:
+        return Format.md
+    extension = Path(output).suffix.lower()
+    if extension not in FORMAT_BY_EXTENSION:
+        known = " ".join(FORMAT_BY_EXTENSION)
+        raise UsageError(f"cannot tell the format of {output!r} (known extensions: {known}): add --format")
+    return FORMAT_BY_EXTENSION[extension]
+
+
+def _default_path(name: str, classes: int | None, fmt: Format) -> Path:
+    """Return ``output/NAME.EXT`` (symbolic) or ``output/NAME-N.EXT``, under the working directory."""
+    stem = name if classes is None else f"{name}-{classes}"
+    return Path("output") / f"{stem}.{fmt.value}"
+
+
+def _split(numbers: str | None) -> list[str] | None:
+    """Split a comma-separated list; the library validates the numbers themselves."""
+    if numbers is None:
+        return None
+    return [item.strip() for item in numbers.split(",")]
+
+
+def _write_stdout(document: str | bytes) -> None:
+    """Write a rendered document to stdout as it is, text or bytes."""
+    if isinstance(document, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(document)
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(document)
+        sys.stdout.flush()
+
+
+def _click_message(error: Exception) -> str:
+    """Return Click's message for ``error`` on one line, with a pointer to the command's help."""
+    # Recent Typer validates with pydantic, whose messages start with this.
+    message = error.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+    context = getattr(error, "ctx", None)
+    if isinstance(error, ClickUsageError) and context is not None:
+        message += f" (see '{context.command_path} --help')"
+    return " ".join(message.split())
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print one error line on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Run the command line (the ``derive`` console script and ``python -m derive``)."""
+    app(prog_name="derive")
