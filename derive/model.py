@@ -73,11 +73,13 @@ class Assumption:
 
 @dataclass(frozen=True)
 class Claim:
-    """An equation the pitfall section states, and whether it holds."""
+    """An equation the pitfall section states, whether it holds, and in which setting."""
 
     key: str
     equation: sp.Eq
     holds: bool
+    setting: "Setting" = field(repr=False)
+    assumptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,11 @@ class Pitfall:
     claims: tuple[Claim, ...]
     example: "Example"
     shortcut: tuple[sp.Expr, ...]
-    """The diagonal-only chain rule's values at the example."""
+    """The diagonal-only chain rule, y_j (o_j - 1), at the example."""
+    quotient: tuple[sp.Expr, ...]
+    """The learner's division (o_j - y_j) / (o_j (1 - o_j)), at the example."""
+    direct: tuple[sp.Expr, ...]
+    """dE/do_j = -y_j / o_j, at the example."""
 
 
 @dataclass(frozen=True)

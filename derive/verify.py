@@ -1,0 +1,296 @@
+"""Verification: every step is a claim ``lhs = rhs``; here each claim must survive every check.
+
+- exact: for H = 1..6 and every k, the sums are written out, the definitions substituted and the
+  derivatives evaluated; lhs - rhs must cancel to exactly 0 under the step's assumptions;
+- numeric: the same instances at random points with mpmath at 30 digits;
+- the result against central finite differences of the loss itself, computed from the definitions
+  and never from a step;
+- for a concrete H, every gradient and Jacobian entry exactly, and the worked example.
+
+A failed check raises :class:`~derive.errors.VerificationError` naming the step and the instance.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+import mpmath
+import sympy as sp
+
+from derive.errors import VerificationError
+from derive.model import Claim, Derivation, Step
+from derive.setting import Setting, expand_sums
+from derive.symbols import ExcludedSum
+
+SIZES = range(1, 7)
+"""The class counts a symbolic-H claim is written out for."""
+DIGITS = 30
+TOLERANCE = mpmath.mpf(10) ** -(DIGITS - 5)
+POINTS = 2
+"""Random points per class count in the numeric check."""
+SEED = 20240601
+"""Random points are drawn from a fixed seed: the same derivation is checked the same way."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification that ran, and how."""
+
+    what: str
+    method: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`check` verified."""
+
+    name: str
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {sum(c.passed for c in self.checks)}/{len(self.checks)} checks passed"]
+        lines += [f"  [{'ok' if c.passed else 'FAIL'}] {c.what}: {c.method}{' - ' + c.detail if c.detail else ''}" for c in self.checks]
+        return "\n".join(lines)
+
+
+def check(d: Derivation) -> Report:
+    """Verify a derivation; raise VerificationError on the first failed check."""
+    key = (d.name, d.subject, d.steps, d.pitfall.claims if d.pitfall else ())
+    if key not in _SYMBOLIC:
+        _SYMBOLIC[key] = _symbolic(d)
+    checks = list(_SYMBOLIC[key])
+    if d.concrete is not None:
+        from derive.concrete import checks as concrete_checks
+
+        checks.extend(concrete_checks(d))
+    report = Report(d.name, tuple(checks))
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        c = failed[0]
+        raise VerificationError(f"{d.name}: {c.what} failed ({c.method}): {c.detail}")
+    return report
+
+
+_SYMBOLIC: dict[tuple, tuple[Check, ...]] = {}
+"""The symbolic-H checks do not depend on the class count or the example: run them once per process."""
+
+
+def _symbolic(d: Derivation) -> tuple[Check, ...]:
+    cases = Instances(d.setting)
+    checks: list[Check] = [_chain(d)]
+    for n, step in enumerate(d.steps, 1):
+        checks.append(_exact(cases, step, n))
+        checks.append(_numeric(cases, step, n))
+    checks.append(_finite_differences(d, cases))
+    if d.pitfall is not None:
+        checks.extend(_claim(claim) for claim in d.pitfall.claims)
+    return tuple(checks)
+
+
+# --- the checks ---------------------------------------------------------------------------------
+def _chain(d: Derivation) -> Check:
+    """Each step starts where the previous one ended, and the first starts at the subject."""
+    previous = d.subject
+    for n, step in enumerate(d.steps, 1):
+        if step.lhs != previous:
+            return Check("the steps form a chain", "each lhs is the previous rhs", False, f"step {n} ({step.rule}) starts elsewhere")
+        previous = step.rhs
+    return Check("the steps form a chain", "each lhs is the previous rhs", True)
+
+
+def _exact(cases: "Instances", step: Step, n: int) -> Check:
+    what = f"step {n} ({step.rule})"
+    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}, every k"
+    for size in SIZES:
+        for index in range(1, size + 1):
+            diff = cases.get(step.lhs, size, index, step.assumptions) - cases.get(step.rhs, size, index, step.assumptions)
+            if not is_zero(diff, cases.setting):
+                return Check(what, method, False, f"lhs - rhs = {sp.sstr(diff)} at H = {size}, k = {index}")
+    return Check(what, method, True)
+
+
+def _numeric(cases: "Instances", step: Step, n: int) -> Check:
+    what = f"step {n} ({step.rule})"
+    method = f"mpmath at {DIGITS} digits, {POINTS} random points for each H = 2..{SIZES[-1]}"
+    rng = random.Random(f"{SEED}:{n}")
+    for size in SIZES[1:]:
+        index = rng.randint(1, size)
+        lhs = cases.get(step.lhs, size, index, step.assumptions)
+        rhs = cases.get(step.rhs, size, index, step.assumptions)
+        for _ in range(POINTS):
+            point = random_point(lhs.free_symbols | rhs.free_symbols, rng)
+            a, b = evaluate(lhs, point), evaluate(rhs, point)
+            if abs(a - b) > TOLERANCE * max(1, abs(a)):
+                return Check(what, method, False, f"lhs = {mpmath.nstr(a, 12)}, rhs = {mpmath.nstr(b, 12)} at H = {size}, k = {index}")
+    return Check(what, method, True)
+
+
+def _finite_differences(d: Derivation, cases: "Instances") -> Check:
+    """The result against central differences of the loss, written out from the definitions."""
+    setting = d.setting
+    what = "the result"
+    method = f"central finite differences of the loss, mpmath at {DIGITS} digits, H = 1..{SIZES[-1]}"
+    assumptions = tuple(a.key for a in d.assumptions)
+    rng = random.Random(f"{SEED}:result")
+    loss = d.subject.expr
+    wrt = setting.wrt
+    h = mpmath.mpf(10) ** -12
+    with mpmath.workdps(DIGITS + 20):
+        for size in SIZES:
+            for index in range(1, size + 1):
+                f = cases.get(loss, size, index, assumptions)
+                g = cases.get(d.result.rhs, size, index, assumptions)
+                variable = symbolize(wrt.xreplace({setting.index: index}))
+                point = random_point(f.free_symbols | g.free_symbols | {variable}, rng)
+                up, down = dict(point), dict(point)
+                up[variable] += h
+                down[variable] -= h
+                numeric = (evaluate(f, up) - evaluate(f, down)) / (2 * h)
+                claimed = evaluate(g, point)
+                if abs(numeric - claimed) > mpmath.mpf(10) ** -15 * max(1, abs(claimed)):
+                    return Check(what, method, False, f"finite differences give {mpmath.nstr(numeric, 12)}, the result {mpmath.nstr(claimed, 12)} at H = {size}, k = {index}")
+    return Check(what, method, True)
+
+
+def _claim(claim: Claim) -> Check:
+    """A claim that holds must hold exactly for H = 1..6; one that does not must fail somewhere."""
+    cases = Instances(claim.setting)
+    lhs, rhs = claim.equation.args
+    failures = [
+        (size, index)
+        for size in SIZES
+        for index in range(1, size + 1)
+        if not is_zero(cases.get(lhs, size, index, claim.assumptions) - cases.get(rhs, size, index, claim.assumptions), claim.setting)
+    ]
+    if claim.holds:
+        detail = f"fails at H = {failures[0][0]}, index {failures[0][1]}" if failures else ""
+        return Check(f"pitfall: {claim.key} holds", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", not failures, detail)
+    return Check(f"pitfall: {claim.key} is wrong", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", bool(failures), "" if failures else "it holds everywhere")
+
+
+# --- writing a claim out for a concrete H ------------------------------------------------------
+class Instances:
+    """Claims written out for concrete H and k, each computed once (a step's lhs is the previous
+    step's rhs)."""
+
+    def __init__(self, setting: Setting):
+        self.setting = setting
+        self._cache: dict[tuple, sp.Expr] = {}
+        self._values: dict[int, dict[sp.Symbol, sp.Expr]] = {}
+
+    def get(self, expr: sp.Expr, size: int, index: int, assumptions: tuple[str, ...]) -> sp.Expr:
+        key = (expr, size, index, assumptions)
+        if key not in self._cache:
+            self._cache[key] = instantiate(self.setting, expr, size, index, assumptions, self._intermediates(size))
+        return self._cache[key]
+
+    def _intermediates(self, size: int) -> dict[sp.Symbol, sp.Expr]:
+        """o_1..o_H written out for this H, once."""
+        if size not in self._values:
+            self._values[size] = intermediate_values(self.setting, size)
+        return self._values[size]
+
+
+def intermediate_values(setting: Setting, size: int) -> dict[sp.Symbol, sp.Expr]:
+    values: dict[sp.Symbol, sp.Expr] = {}
+    for d in setting.definitions:
+        if isinstance(d.symbol, sp.Indexed):
+            base, pattern = d.symbol.base, d.symbol.indices[0]
+            for m in range(1, size + 1):
+                value = expand_sums(d.value.xreplace({pattern: sp.Integer(m), setting.classes: sp.Integer(size)}))
+                values[_symbol(base[m])] = symbolize(value)
+    return values
+
+
+def instantiate(
+    setting: Setting,
+    expr: sp.Expr,
+    size: int,
+    index: int,
+    assumptions: tuple[str, ...],
+    intermediates: dict[sp.Symbol, sp.Expr] | None = None,
+) -> sp.Expr:
+    """Write ``expr`` out for H = size, k = index: explicit sums, definitions substituted,
+    derivatives evaluated, assumptions imposed. The result depends only on z_1..z_H, y_1..y_H."""
+    fix = {setting.classes: sp.Integer(size), setting.index: sp.Integer(index)}
+    e = expr
+    for d in setting.definitions:
+        if not isinstance(d.symbol, sp.Indexed):
+            e = e.xreplace({d.symbol: d.value})
+    e = expand_sums(e.xreplace(fix))
+    # Derivatives by an intermediate (d ln o_i / d o_i) are taken while o_i is still a variable.
+    e = e.replace(
+        lambda x: isinstance(x, sp.Derivative) and any(isinstance(v, sp.Indexed) and v.base in setting.intermediates for v in x.variables),
+        lambda x: x.doit(),
+    )
+    for key in assumptions:
+        e = e.xreplace(setting.constraints[key](size))
+    if intermediates is None:
+        intermediates = intermediate_values(setting, size)
+    return symbolize(e).xreplace(intermediates).doit()
+
+
+def symbolize(expr: sp.Expr) -> sp.Expr:
+    """Indexed entries with concrete indices become plain symbols (z[2] -> z2): SymPy
+    differentiates and cancels those much faster."""
+    return expr.xreplace({x: _symbol(x) for x in expr.atoms(sp.Indexed)})
+
+
+def _symbol(x: sp.Indexed) -> sp.Symbol:
+    name = f"{x.base}{'_'.join(str(i) for i in x.indices)}"
+    return sp.Symbol(name, **{k: v for k, v in x.base.assumptions0.items() if k in ("real", "positive")})
+
+
+def is_zero(expr: sp.Expr, setting: Setting) -> bool:
+    """Exact: every logit z_m becomes ln a_m with a_m > 0, so exponentials turn into powers of
+    a_m; logs are split and the rational function that remains must cancel to 0."""
+    if expr == 0:
+        return True
+    prefix = str(setting.wrt.base)
+    logits = [x for x in expr.free_symbols if x.name.startswith(prefix) and x.name[len(prefix):].isdigit()]
+    names = {x: sp.log(sp.Symbol(f"a{x.name[len(prefix):]}", positive=True)) for x in logits}
+    e = sp.expand_log(expr.xreplace(names), force=True)
+    if sp.cancel(sp.together(e)) == 0:
+        return True
+    return sp.simplify(e) == 0
+
+
+def random_point(symbols: Iterable[sp.Basic], rng: random.Random) -> dict[sp.Basic, mpmath.mpf]:
+    return {s: mpmath.mpf(rng.uniform(-3, 3)) for s in sorted(symbols, key=sp.default_sort_key)}
+
+
+def evaluate(expr: sp.Basic, point: dict[sp.Basic, mpmath.mpf]) -> mpmath.mpf:
+    """Evaluate a written-out claim with mpmath (faster than compiling it with lambdify)."""
+    with mpmath.workdps(max(mpmath.mp.dps, DIGITS + 10)):
+        return _eval(expr, point)
+
+
+def _eval(e: sp.Basic, point: dict) -> mpmath.mpf:
+    if e in point:
+        return point[e]
+    if e.is_Number:
+        return mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
+    if isinstance(e, sp.Add):
+        return mpmath.fsum(_eval(a, point) for a in e.args)
+    if isinstance(e, sp.Mul):
+        return mpmath.fprod(_eval(a, point) for a in e.args)
+    if isinstance(e, sp.Pow):
+        return mpmath.power(_eval(e.base, point), _eval(e.exp, point))
+    if isinstance(e, sp.exp):
+        return mpmath.exp(_eval(e.args[0], point))
+    if isinstance(e, sp.log):
+        return mpmath.log(_eval(e.args[0], point))
+    if e is sp.E:
+        return mpmath.e
+    raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {sp.sstr(e)}")
+
+
+__all__ = ["Check", "Report", "check", "instantiate", "is_zero", "ExcludedSum"]
