@@ -78,7 +78,7 @@ class Claim:
     key: str
     equation: sp.Eq
     holds: bool
-    setting: "Setting" = field(repr=False)
+    setting: "Setting" = field(repr=False, compare=False)
     assumptions: tuple[str, ...] = ()
 
 
@@ -131,7 +131,7 @@ class Derivation:
     definitions: tuple[Definition, ...]
     assumptions: tuple[Assumption, ...]
     steps: tuple[Step, ...]
-    setting: "Setting" = field(repr=False)
+    setting: "Setting" = field(repr=False, compare=False)
     general: sp.Eq | None = None
     """The result before the assumptions that specialise it (e.g. o_k sum y - y_k)."""
     pitfall: Pitfall | None = None

@@ -203,7 +203,7 @@ def chain_rule(expr: sp.Expr, setting: Setting) -> Step:
 
 def log_derivative(expr: sp.Expr) -> Step:
     """d ln u / du -> 1/u."""
-    u = sp.Dummy("u", positive=True)
+    u = sp.Symbol("u", positive=True)
 
     def is_log_derivative(e: sp.Basic) -> bool:
         return isinstance(e, sp.Derivative) and isinstance(e.expr, sp.log) and e.variables == (e.expr.args[0],)
@@ -259,17 +259,16 @@ def split_sum(expr: sp.Expr, term: sp.Expr, cases: tuple[Case, ...]) -> Step:
     def build(e: sp.Sum) -> sp.Expr:
         _, lo, hi = e.limits[0]
         others = ExcludedSum(substitute(e.function, {term: ne.value}), i, lo, hi, k)
-        own = substitute(substitute(e.function, {term: eq.value.xreplace({k: i})}), {i: k})
+        own = substitute(substitute(e.function, {term: eq.value}), {i: k})
         return add(others, own)
 
     step, paths = _apply("split_sum", expr, is_split_sum, build)
     labels: list[Label] = []
     for p in paths:
-        for n, (part, case) in enumerate(((0, ne), (1, eq))):
+        for part, case in ((0, ne), (1, eq)):
             labels.append(Label(p + (part,), "terms_ne" if case is ne else "term_eq"))
             piece = at(step.rhs, p + (part,))
-            value = case.value if case is ne else case.value.xreplace({i: k})
-            for q in find(piece, lambda e, v=value: e == v):
+            for q in find(piece, lambda e, v=case.value: e == v):
                 labels.append(Label(p + (part,) + q, "jacobian_ne" if case is ne else "jacobian_eq"))
     return replace(step, labels=tuple(labels), cases=cases)
 

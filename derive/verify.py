@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import mpmath
 import sympy as sp
@@ -65,34 +65,36 @@ def check(d: Derivation) -> Report:
     """Verify a derivation; raise VerificationError on the first failed check."""
     key = (d.name, d.subject, d.steps, d.pitfall.claims if d.pitfall else ())
     if key not in _SYMBOLIC:
-        _SYMBOLIC[key] = _symbolic(d)
+        _SYMBOLIC[key] = tuple(_passed(d, _symbolic(d)))
     checks = list(_SYMBOLIC[key])
     if d.concrete is not None:
         from derive.concrete import checks as concrete_checks
 
-        checks.extend(concrete_checks(d))
-    report = Report(d.name, tuple(checks))
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        c = failed[0]
-        raise VerificationError(f"{d.name}: {c.what} failed ({c.method}): {c.detail}")
-    return report
+        checks.extend(_passed(d, concrete_checks(d)))
+    return Report(d.name, tuple(checks))
+
+
+def _passed(d: Derivation, checks: Iterable[Check]) -> Iterator[Check]:
+    """Stop at the first failed check: what comes after a wrong step proves nothing."""
+    for c in checks:
+        if not c.passed:
+            raise VerificationError(f"{d.name}: {c.what} failed ({c.method}): {c.detail}")
+        yield c
 
 
 _SYMBOLIC: dict[tuple, tuple[Check, ...]] = {}
 """The symbolic-H checks do not depend on the class count or the example: run them once per process."""
 
 
-def _symbolic(d: Derivation) -> tuple[Check, ...]:
+def _symbolic(d: Derivation) -> Iterator[Check]:
     cases = Instances(d.setting)
-    checks: list[Check] = [_chain(d)]
+    yield _chain(d)
     for n, step in enumerate(d.steps, 1):
-        checks.append(_exact(cases, step, n))
-        checks.append(_numeric(cases, step, n))
-    checks.append(_finite_differences(d, cases))
+        yield _exact(cases, step, n)
+        yield _numeric(cases, step, n)
+    yield _finite_differences(d, cases)
     if d.pitfall is not None:
-        checks.extend(_claim(claim) for claim in d.pitfall.claims)
-    return tuple(checks)
+        yield from (_claim(claim) for claim in d.pitfall.claims)
 
 
 # --- the checks ---------------------------------------------------------------------------------
