@@ -64,6 +64,6 @@ def render(derivation: "Derivation", format: str = "md", templates: "Path | str 
         format: the output format.
         templates: a directory whose templates take precedence over the packaged ones.
     """
-    from derive.render import render as _render
+    from derive.rendering import render as _render
 
     return _render(derivation, format, templates)

@@ -135,8 +135,9 @@ class _Printer:
                 num.append((n, f))
         if den:
             # Derivatives, sums and functions stay beside the fraction, not inside its numerator.
-            after = [(n, f) for n, f in num if _factor_rank(f) == 4]
-            num = [(n, f) for n, f in num if _factor_rank(f) < 4]
+            inside = [(n, f) for n, f in num if _simple(f) and path + (n,) not in self.labels]
+            after = [(n, f) for n, f in num if (n, f) not in inside]
+            num = inside
             top = self._product(num, path) if num else "1"
             bottom = self._product([(n, None) for n, _ in den], path, inverse=True, source=e)
             frac = rf"\frac{{{top}}}{{{bottom}}}"
@@ -233,6 +234,15 @@ _DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
     sp.Ne: _Printer.relation,
     sp.MatrixBase: _Printer.matrix,
 }
+
+
+def _simple(e: sp.Basic) -> bool:
+    """A factor that reads well in a numerator; products, sums and operators follow the fraction."""
+    if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)) or e.is_Number:
+        return True
+    if isinstance(e, sp.Pow):
+        return _atomic(e.base) and e.exp.is_positive
+    return isinstance(e, (sp.exp, sp.log)) and _atomic(e.args[0])
 
 
 def _canonical(e: sp.Basic) -> bool:

@@ -72,10 +72,12 @@ def pitfall() -> Pitfall:
         Claim("output_gradient", sp.Eq(dE_do, -y[j] / o[j], evaluate=False), True, at_j),
         Claim("softmax_diagonal", sp.Eq(do_dz, o[j] * (1 - o[j]), evaluate=False), True, at_j),
         Claim("shortcut", sp.Eq(sp.Derivative(E, z[j]), rules.mul(dE_do, do_dz), evaluate=False), False, at_j, ("normalised",)),
-        Claim("shortcut_value", sp.Eq(rules.mul(dE_do, do_dz), y[j] * (o[j] - 1), evaluate=False), True, at_j),
+        Claim("shortcut_value", sp.Eq(rules.mul(dE_do, do_dz), rules.mul(-y[j] / o[j], o[j] * (1 - o[j])), evaluate=False), True, at_j),
+        Claim("shortcut_result", sp.Eq(rules.mul(-y[j] / o[j], o[j] * (1 - o[j])), y[j] * (o[j] - 1), evaluate=False), True, at_j),
         Claim("full_chain", sp.Eq(sp.Derivative(E, z[j]), full, evaluate=False), True, at_j),
         Claim("full_value", sp.Eq(full, o[j] - y[j], evaluate=False), True, at_j, ("normalised",)),
         Claim("regression", sp.Eq(sp.Derivative(E, z[j]), rules.mul(dE_do, do_dz), evaluate=False), True, linear),
+        Claim("regression_value", sp.Eq(rules.mul(dE_do, do_dz), rules.mul(o[j] - y[j], sp.Integer(1)), evaluate=False), True, linear),
     )
     ex = concrete.example(3)
     return Pitfall(

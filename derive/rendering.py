@@ -1,0 +1,346 @@
+"""Rendering: one derivation model, four formats, all through Jinja2 templates.
+
+:func:`document` turns a derivation and its verification report into plain data (LaTeX strings,
+numbers, wording from ``wording.toml``); the templates lay that data out. The renderer never
+differentiates or simplifies: everything it shows was computed by the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jinja2
+import mpmath
+import sympy as sp
+
+from derive.errors import DeriveError, UsageError
+from derive.latex import latex
+from derive.model import Derivation, Step
+from derive.verify import Report
+
+FORMATS = ("md", "tex", "json", "pdf")
+TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2"}
+WORDING = "wording.toml"
+
+SHOW = 8
+"""Vectors, sums and tables longer than this are elided in the middle."""
+HEAD, TAIL = 3, 2
+"""How many entries an elided vector keeps at each end."""
+
+
+def templates_dir() -> Path:
+    """The packaged templates: inside the installed package, or beside it in a checkout."""
+    packaged = resources.files("derive") / "templates"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def render(d: Derivation, format: str = "md", templates: Path | str | None = None) -> str | bytes:
+    """Render ``d`` as md, tex or json text, or pdf bytes; the checks run first."""
+    if format not in FORMATS:
+        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    report = d.check()
+    env = environment(templates)
+    if format == "pdf":
+        from derive.pdf import build_pdf
+
+        return build_pdf(_render_text(env, d, report, "tex"))
+    return _render_text(env, d, report, format)
+
+
+def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str) -> str:
+    data = document(d, report, wording(env), fmt)
+    try:
+        return env.get_template(TEMPLATE[fmt]).render(doc=data)
+    except jinja2.UndefinedError as error:
+        raise DeriveError(f"template {TEMPLATE[fmt]}: {error.message}") from None
+    except jinja2.TemplateError as error:
+        raise DeriveError(f"template {TEMPLATE[fmt]}: {error}") from None
+
+
+# --- the environment -----------------------------------------------------------------------------
+def environment(templates: Path | str | None = None) -> jinja2.Environment:
+    """Delimiters that cannot clash with LaTeX: ``((* block *))``, ``((( variable )))``, ``((= comment =))``.
+
+    A user's directory goes first, so a course can restyle the documents file by file.
+    """
+    search = [str(templates_dir())]
+    if templates is not None:
+        user = Path(templates)
+        if not user.is_dir():
+            raise UsageError(f"templates directory {str(user)!r} does not exist")
+        search.insert(0, str(user))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        block_start_string="((*",
+        block_end_string="*))",
+        variable_start_string="(((",
+        variable_end_string=")))",
+        comment_start_string="((=",
+        comment_end_string="=))",
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def wording(env: jinja2.Environment) -> dict[str, Any]:
+    """The prose: rule titles and justifications, labels, section texts (user file first)."""
+    try:
+        source, filename, _ = env.loader.get_source(env, WORDING)
+    except jinja2.TemplateNotFound:
+        raise DeriveError(f"no {WORDING} among the templates") from None
+    try:
+        return tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise DeriveError(f"{filename}: {error}") from None
+
+
+# --- filters -------------------------------------------------------------------------------------
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "#": r"\#",
+    "$": r"\$",
+    "%": r"\%",
+    "&": r"\&",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~])")
+_INLINE = re.compile(r"\\\((.+?)\\\)")
+
+
+def tex_escape(text: str) -> str:
+    """Escape prose for LaTeX (never math)."""
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def md_escape(text: str) -> str:
+    """Escape prose for Markdown (never math)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def prose(text: str, fmt: str) -> str:
+    r"""Our wording writes inline math as \( ... \); Markdown wants $`...`$ (GitHub's safe form)."""
+    if fmt == "md":
+        return _INLINE.sub(lambda m: f"$`{m.group(1)}`$", text)
+    return text
+
+
+FILTERS: dict[str, Callable[..., Any]] = {"tex_escape": tex_escape, "md_escape": md_escape, "prose": prose}
+
+
+# --- numbers -------------------------------------------------------------------------------------
+def number(x: sp.Expr, digits: int = 4) -> str:
+    """A decimal for a reader: 0.2, -0.8, 1.6094, 5.076 \\times 10^{-435} (LaTeX)."""
+    with mpmath.workdps(40):
+        v = mpmath.mpf(sp.N(x, 40)) if not isinstance(x, mpmath.mpf) else x
+        if v == 0:
+            return "0"
+        if abs(v) >= mpmath.mpf(10) ** -digits and abs(v) < 10**7:
+            text = mpmath.nstr(v, digits + 1 + max(0, int(mpmath.floor(mpmath.log10(abs(v))))), min_fixed=-mpmath.inf, max_fixed=mpmath.inf)
+            text = f"{float(mpmath.nstr(v, 30)):.{digits}f}".rstrip("0").rstrip(".")
+            return "0" if text in ("-0", "") else text
+        mantissa, exponent = mpmath.nstr(v, digits, min_fixed=1, max_fixed=0).split("e")
+        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+
+
+def exact_and_decimal(x: sp.Expr) -> str:
+    """ln 5 ~ 1.6094 when the exact value is not itself a short decimal."""
+    decimal = number(x)
+    if isinstance(x, sp.Float) or x.is_Integer:
+        return decimal
+    if x.is_Rational and sp.Rational(decimal) == x:
+        return decimal
+    return rf"{latex(x)} \approx {decimal}"
+
+
+def elide(values: Sequence[Any], gap: Any) -> list[Any]:
+    """The first HEAD and last TAIL entries with ``gap`` between, when there are more than SHOW."""
+    values = list(values)
+    if len(values) <= SHOW:
+        return values
+    return values[:HEAD] + [gap] + values[-TAIL:]
+
+
+# --- the document data ---------------------------------------------------------------------------
+def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """Everything a template needs, as strings and numbers."""
+    subject = latex(d.subject)
+    about = words["derivation"][d.name]
+    return {
+        "name": d.name,
+        "format": fmt,
+        "title": about["title"],
+        "summary": prose(about["summary"], fmt),
+        "setting": prose(about["setting"], fmt),
+        "notation": [prose(n, fmt) for n in about["notation"]],
+        "classes": d.classes,
+        "subject": subject,
+        "definitions": [
+            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"][x.key], fmt)}
+            for x in d.definitions
+        ],
+        "assumptions": [
+            {"key": a.key, "latex": latex(a.statement), "text": prose(words["assumption"][a.key], fmt)} for a in d.assumptions
+        ],
+        "steps": [_step(n, s, subject, words, fmt) for n, s in enumerate(d.steps, 1)],
+        "general": latex(d.general.rhs) if d.general is not None else None,
+        "result": f"{subject} = {latex(d.result.rhs)}",
+        "result_rhs": latex(d.result.rhs),
+        "pitfall": _pitfall(d, words, fmt) if d.pitfall is not None else None,
+        "concrete": _concrete(d) if d.concrete is not None else None,
+        "checks": [{"what": c.what, "method": c.method, "passed": c.passed} for c in report.checks],
+        "check_rows": _check_rows(report),
+        "checks_passed": sum(c.passed for c in report.checks),
+        "words": words.get("section", {}),
+    }
+
+
+def _check_rows(report: Report) -> list[dict[str, Any]]:
+    """One row per claim: a step's exact and numeric checks share a row."""
+    rows: dict[str, dict[str, Any]] = {}
+    for c in report.checks:
+        row = rows.setdefault(c.what, {"what": c.what, "methods": [], "passed": True})
+        row["methods"].append(c.method)
+        row["passed"] = row["passed"] and c.passed
+    return list(rows.values())
+
+
+def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str) -> dict[str, Any]:
+    rule = words["rule"][s.rule]
+    labels = {l.path: words["label"][l.key] for l in s.labels}
+    return {
+        "number": n,
+        "rule": s.rule,
+        "title": rule["title"],
+        "why": prose(rule["why"], fmt),
+        "latex": f"{subject} = {latex(s.rhs, labels)}",
+        "rhs": latex(s.rhs, labels),
+        "identity": latex(s.identity) if s.identity is not None else None,
+        "cases": [{"value": latex(c.value), "condition": latex(c.condition)} for c in s.cases],
+        "assumptions": list(s.assumptions),
+    }
+
+
+def _pitfall(d: Derivation, words: dict[str, Any], fmt: str) -> dict[str, Any]:
+    p = d.pitfall
+    ex = p.example
+    rows = []
+    for m in range(len(ex.probabilities)):
+        rows.append(
+            {
+                "index": m + 1,
+                "probability": number(ex.probabilities[m]),
+                "target": number(ex.target[m]),
+                "shortcut": number(p.shortcut[m]),
+                "gradient": number(ex.gradient[m]),
+                "direct": number(p.direct[m]),
+                "quotient": number(p.quotient[m]),
+                "agree": p.shortcut[m] == ex.gradient[m],
+            }
+        )
+    vector = lambda xs: "(" + ", ".join(number(x) for x in xs) + ")"
+    values = {"o": vector(ex.probabilities), "y": vector(ex.target)}
+    return {
+        "claims": {
+            c.key: {"latex": latex(c.equation), "lhs": latex(c.equation.lhs), "rhs": latex(c.equation.rhs), "holds": c.holds}
+            for c in p.claims
+        },
+        "rows": rows,
+        "text": {k: prose(v % values if "%(" in v else v, fmt) for k, v in words["pitfall"].items()},
+    }
+
+
+def _concrete(d: Derivation) -> dict[str, Any]:
+    c = d.concrete
+    ex = c.example
+    n = c.classes
+    from derive.concrete import normalised
+    from derive.symbols import o, y
+
+    vector = lambda xs: r"\begin{pmatrix} " + r" \\ ".join(elide(xs, r"\vdots")) + r" \end{pmatrix}"
+    rows_kept = elide(range(n), None)
+    cols_kept = elide(range(n), None)
+
+    def cell(r, col):
+        if r is None and col is None:
+            return r"\ddots"
+        if r is None:
+            return r"\vdots"
+        if col is None:
+            return r"\cdots"
+        return latex(c.jacobian[r, col])
+
+    matrix = r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in cols_kept) for r in rows_kept) + r" \end{pmatrix}"
+    terms = [latex(t) for t in c.loss.args[1].args]
+    terms = elide(terms, r"\cdots")
+    table = [
+        {
+            "index": m + 1,
+            "logit": exact_and_decimal(ex.logits[m]),
+            "probability": number(ex.probabilities[m]),
+            "target": number(ex.target[m]),
+            "gradient": number(ex.gradient[m]),
+        }
+        for m in range(n)
+    ]
+    return {
+        "classes": n,
+        "loss": "E = -\\left(" + " + ".join(terms) + "\\right)",
+        "jacobian": matrix,
+        "elided": n > SHOW,
+        "gradient": vector([latex(g) for g in c.gradient]),
+        "probabilities_vector": vector([number(p) for p in ex.probabilities]),
+        "table": elide(table, None),
+        "loss_value": exact_and_decimal(ex.loss),
+        "given": ex.given,
+        "normalised": normalised(ex.target),
+        "target_sum": number(sum(ex.target)),
+        "gradient_sum": number(sum(ex.gradient)),
+        "json": {
+            "logits": [float(v) for v in ex.logits],
+            "probabilities": [float(v) for v in ex.probabilities],
+            "target": [float(v) for v in ex.target],
+            "loss": float(ex.loss),
+            "gradient": [float(v) for v in ex.gradient],
+        },
+    }
+
+
+def as_json(doc: dict[str, Any]) -> str:
+    """The JSON document: stable key order, two-space indent, one trailing newline."""
+    out = {
+        "name": doc["name"],
+        "title": doc["title"],
+        "classes": doc["classes"],
+        "subject": doc["subject"],
+        "definitions": [{"key": x["key"], "latex": x["latex"]} for x in doc["definitions"]],
+        "assumptions": [{"key": a["key"], "latex": a["latex"]} for a in doc["assumptions"]],
+        "steps": [
+            {"number": s["number"], "rule": s["rule"], "title": s["title"], "latex": s["latex"], "assumptions": s["assumptions"]}
+            for s in doc["steps"]
+        ],
+        "general": doc["general"],
+        "result": doc["result"],
+        "checks": [{"what": c["what"], "method": c["method"], "passed": c["passed"]} for c in doc["checks"]],
+    }
+    if doc["concrete"] is not None:
+        out["example"] = doc["concrete"]["json"]
+    return json.dumps(out, indent=2, ensure_ascii=False)
+
+
+FILTERS["json_document"] = as_json
