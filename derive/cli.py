@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 from derive import __version__
 from derive.derivations import CATALOG
 from derive.errors import DeriveError, UsageError
-from derive.files import write_atomic
+from derive.files import check_writable, write_atomic
 
 
 class Format(str, Enum):
@@ -207,15 +207,18 @@ def _write_derivation(
     if to_stdout and fmt is Format.pdf and sys.stdout.isatty():
         raise UsageError("refusing to write a PDF to a terminal: redirect stdout or use -o FILE")
 
+    path = None if to_stdout else Path(output) if output is not None else _default_path(name, classes, fmt)
+    if path is not None:
+        check_writable(path)
+
     import derive
 
     built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target))
     document = derive.render(built, fmt.value, templates=templates)
 
-    if to_stdout:
+    if path is None:
         _write_stdout(document)
         return
-    path = Path(output) if output is not None else _default_path(name, classes, fmt)
     write_atomic(path, document)
     typer.echo(str(path))
 

@@ -58,6 +58,20 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
         raise
 
 
+def check_writable(path: Path | str) -> None:
+    """Fail early, before any work, when ``path`` can certainly not be written.
+
+    Raises:
+        UsageError: an ancestor of ``path`` is a file, or ``path`` is a directory.
+    """
+    path = Path(path)
+    blocker = _first_file_in(path.parent)
+    if blocker.exists() and not blocker.is_dir():
+        raise UsageError(f"cannot write {path}: {blocker} is not a directory")
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory")
+
+
 def _first_file_in(directory: Path) -> Path:
     """Return the first ancestor of ``directory`` (or itself) that exists but is not a directory."""
     for candidate in reversed([directory, *directory.parents]):

@@ -12,6 +12,7 @@ A failed check raises :class:`~derive.errors.VerificationError` naming the step 
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -63,10 +64,7 @@ class Report:
 
 def check(d: Derivation) -> Report:
     """Verify a derivation; raise VerificationError on the first failed check."""
-    key = (d.name, d.subject, d.steps, d.pitfall.claims if d.pitfall else ())
-    if key not in _SYMBOLIC:
-        _SYMBOLIC[key] = tuple(_passed(d, _symbolic(d)))
-    checks = list(_SYMBOLIC[key])
+    checks = symbolic_checks(d)
     if d.concrete is not None:
         from derive.concrete import checks as concrete_checks
 
@@ -82,8 +80,23 @@ def _passed(d: Derivation, checks: Iterable[Check]) -> Iterator[Check]:
         yield c
 
 
-_SYMBOLIC: dict[tuple, tuple[Check, ...]] = {}
-"""The symbolic-H checks do not depend on the class count or the example: run them once per process."""
+def symbolic_checks(d: Derivation) -> list[Check]:
+    """The symbolic-H checks; they do not depend on the class count or the example, so a passed
+    result is cached (see :mod:`derive.cache`)."""
+    from derive import cache
+
+    claims = d.pitfall.claims if d.pitfall else ()
+    k = cache.key(
+        d.name,
+        d.subject,
+        [(s.rule, s.lhs, s.rhs, s.assumptions) for s in d.steps],
+        [(c.key, c.equation, c.holds, c.assumptions, [(x.symbol, x.value) for x in c.setting.definitions]) for c in claims],
+        [(x.symbol, x.value) for x in d.setting.definitions],
+        d.setting.wrt,
+        sorted(d.setting.constraints),
+    )
+    rows = cache.cached(k, lambda: [c.__dict__ for c in _passed(d, _symbolic(d))])
+    return [Check(**row) for row in rows]
 
 
 def _symbolic(d: Derivation) -> Iterator[Check]:
@@ -94,7 +107,9 @@ def _symbolic(d: Derivation) -> Iterator[Check]:
         yield _numeric(cases, step, n)
     yield _finite_differences(d, cases)
     if d.pitfall is not None:
-        yield from (_claim(claim) for claim in d.pitfall.claims)
+        shared: dict[int, Instances] = {}
+        for claim in d.pitfall.claims:
+            yield _claim(claim, shared.setdefault(id(claim.setting), Instances(claim.setting)))
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -162,16 +177,16 @@ def _finite_differences(d: Derivation, cases: "Instances") -> Check:
     return Check(what, method, True)
 
 
-def _claim(claim: Claim) -> Check:
+def _claim(claim: Claim, cases: "Instances") -> Check:
     """A claim that holds must hold exactly for H = 1..6; one that does not must fail somewhere."""
-    cases = Instances(claim.setting)
     lhs, rhs = claim.equation.args
-    failures = [
+    failures = (
         (size, index)
         for size in SIZES
         for index in range(1, size + 1)
         if not is_zero(cases.get(lhs, size, index, claim.assumptions) - cases.get(rhs, size, index, claim.assumptions), claim.setting)
-    ]
+    )
+    failures = list(itertools.islice(failures, 1))
     if claim.holds:
         detail = f"fails at H = {failures[0][0]}, index {failures[0][1]}" if failures else ""
         return Check(f"pitfall: {claim.key} holds", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", not failures, detail)
@@ -260,9 +275,7 @@ def is_zero(expr: sp.Expr, setting: Setting) -> bool:
     logits = [x for x in expr.free_symbols if x.name.startswith(prefix) and x.name[len(prefix):].isdigit()]
     names = {x: sp.log(sp.Symbol(f"a{x.name[len(prefix):]}", positive=True)) for x in logits}
     e = sp.expand_log(expr.xreplace(names), force=True)
-    if sp.cancel(sp.together(e)) == 0:
-        return True
-    return sp.simplify(e) == 0
+    return sp.cancel(sp.together(e)) == 0
 
 
 def random_point(symbols: Iterable[sp.Basic], rng: random.Random) -> dict[sp.Basic, mpmath.mpf]:

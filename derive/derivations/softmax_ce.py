@@ -77,7 +77,7 @@ def pitfall() -> Pitfall:
         Claim("full_chain", sp.Eq(sp.Derivative(E, z[j]), full, evaluate=False), True, at_j),
         Claim("full_value", sp.Eq(full, o[j] - y[j], evaluate=False), True, at_j, ("normalised",)),
         Claim("regression", sp.Eq(sp.Derivative(E, z[j]), rules.mul(dE_do, do_dz), evaluate=False), True, linear),
-        Claim("regression_value", sp.Eq(rules.mul(dE_do, do_dz), rules.mul(o[j] - y[j], sp.Integer(1)), evaluate=False), True, linear),
+        Claim("regression_value", sp.Eq(rules.mul(dE_do, do_dz), o[j] - y[j], evaluate=False), True, linear),
     )
     ex = concrete.example(3)
     return Pitfall(
