@@ -110,13 +110,41 @@ class Example:
 
 
 @dataclass(frozen=True)
+class RuleMatrix:
+    """An H x H matrix given by its rule: ``diagonal`` where the row index ``row`` equals the
+    column index ``col``, ``off`` elsewhere. Entries are built when asked for (1-based indices in
+    the formulas, 0-based in ``m[r, c]`` like a SymPy matrix), so a large H costs nothing twice."""
+
+    size: int
+    row: sp.Symbol
+    col: sp.Symbol
+    diagonal: sp.Expr
+    off: sp.Expr
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def rule(self, r: int, c: int) -> sp.Expr:
+        """The formula of entry (r, c), still in terms of the index symbols."""
+        return self.diagonal if r == c else self.off
+
+    def __getitem__(self, rc: tuple[int, int]) -> sp.Expr:
+        r, c = rc
+        return self.rule(r, c).xreplace({self.row: sp.Integer(r + 1), self.col: sp.Integer(c + 1)})
+
+    def as_matrix(self) -> sp.ImmutableMatrix:
+        return sp.ImmutableMatrix(self.size, self.size, lambda r, c: self[r, c])
+
+
+@dataclass(frozen=True)
 class Concrete:
     """The derivation instantiated for a concrete number of classes."""
 
     classes: int
     loss: sp.Expr
     """E written out term by term."""
-    jacobian: sp.Matrix
+    jacobian: RuleMatrix
     """Row i is output o_i, column k is logit z_k, in terms of the outputs o_1..o_H."""
     gradient: tuple[sp.Expr, ...]
     example: Example

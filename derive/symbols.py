@@ -10,9 +10,9 @@ import sympy as sp
 
 H = sp.Symbol("H", integer=True, positive=True)
 i, j, k = (sp.Symbol(n, integer=True, positive=True) for n in "ijk")
-z = sp.IndexedBase("z", real=True)
-o = sp.IndexedBase("o", positive=True)
-y = sp.IndexedBase("y", real=True)
+z = sp.IndexedBase("z")
+o = sp.IndexedBase("o")
+y = sp.IndexedBase("y")
 E = sp.Symbol("E", real=True)
 
 

@@ -238,3 +238,20 @@ def test_bad_parameters_raise_usage_errors(kwargs, message):
     kwargs = {"name": "softmax-ce", **kwargs}
     with pytest.raises(UsageError, match=message):
         derive.derivation(**kwargs)
+
+
+def test_planted_concrete_errors_are_caught():
+    from derive.concrete import checks
+    from derive.model import RuleMatrix
+
+    d = derive.derivation("softmax-ce", classes=4)
+    assert all(c.passed for c in checks(d))
+    wrong_gradient = replace(d.concrete, gradient=d.concrete.gradient[:2] + (o[3] + y[3],) + d.concrete.gradient[3:])
+    failed = checks(replace(d, concrete=wrong_gradient))
+    assert not failed[0].passed and "entry 3" in failed[0].detail
+    jac = d.concrete.jacobian
+    wrong_jacobian = replace(d.concrete, jacobian=RuleMatrix(jac.size, jac.row, jac.col, o[i] * (1 + o[i]), jac.off))
+    failed = checks(replace(d, concrete=wrong_jacobian))
+    assert failed[0].passed and not failed[1].passed and "(1, 1)" in failed[1].detail
+    with pytest.raises(VerificationError, match="Jacobian"):
+        replace(d, concrete=wrong_jacobian).check()
