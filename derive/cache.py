@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,13 +33,17 @@ def directory() -> Path | None:
 
 
 def key(*parts: Any) -> str:
-    """A hash of the claims (printed with srepr, which is exact) and of the checker's source."""
+    """A hash of the claims and of the checker's source.
+
+    The claims are pickled: pickling is lossless, so equal bytes mean equal claims (a different
+    sharing of equal sub-terms can only give a different key, a harmless cache miss).
+    """
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for name in _CHECKER:
         h.update((here / name).read_bytes())
     h.update(sp.__version__.encode())
-    h.update(sp.srepr(parts).encode())
+    h.update(pickle.dumps(parts, protocol=4))
     return h.hexdigest()
 
 

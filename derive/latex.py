@@ -12,6 +12,7 @@ Every formula it writes uses only macros that KaTeX and GitHub's MathJax accept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Mapping
 
 import sympy as sp
@@ -245,6 +246,7 @@ def _simple(e: sp.Basic) -> bool:
     return isinstance(e, (sp.exp, sp.log)) and _atomic(e.args[0])
 
 
+@lru_cache(maxsize=4096)
 def _canonical(e: sp.Basic) -> bool:
     """True when evaluating ``e`` would change nothing but the order of its args.
 

@@ -78,6 +78,7 @@ def environment(templates: Path | str | None = None) -> jinja2.Environment:
         search.insert(0, str(user))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
+        bytecode_cache=_bytecode_cache(),
         block_start_string="((*",
         block_end_string="*))",
         variable_start_string="(((",
@@ -92,6 +93,20 @@ def environment(templates: Path | str | None = None) -> jinja2.Environment:
     )
     env.filters.update(FILTERS)
     return env
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates are kept beside the check cache (Jinja checks each template's source)."""
+    from derive.cache import directory
+
+    folder = directory()
+    if folder is None:
+        return None
+    try:
+        (folder / "templates").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder / "templates"))
 
 
 def wording(env: jinja2.Environment) -> dict[str, Any]:

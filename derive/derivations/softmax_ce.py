@@ -20,7 +20,7 @@ from derive.symbols import E, H, i, j, k, o, y, z
 
 SOFTMAX = Definition("softmax", o[i], sp.exp(z[i]) / sp.Sum(sp.exp(z[j]), (j, 1, H)))
 LOSS = Definition("cross_entropy", E, -sp.Sum(y[i] * sp.log(o[i]), (i, 1, H)))
-NORMALISED = Assumption("normalised", sp.Eq(sp.Sum(y[i], (i, 1, H)), 1))
+NORMALISED = Assumption("normalised", sp.Eq(sp.Sum(y[i], (i, 1, H)), 1, evaluate=False))
 
 SETTING = Setting(wrt=z[k], definitions=(LOSS, SOFTMAX))
 
@@ -92,12 +92,13 @@ def pitfall() -> Pitfall:
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
     if classes is None and (logits is not None or target is not None):
         raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
-    all_steps = steps()
-    general = next(s for s in all_steps if s.rule == "cancel")
+    # Bad input fails before any symbolic work.
     instance = None
     if classes is not None:
         n = concrete.classes_of(classes)
         instance = concrete.concrete(n, concrete.example(n, logits, target))
+    all_steps = steps()
+    general = next(s for s in all_steps if s.rule == "cancel")
     return Derivation(
         name="softmax-ce",
         subject=sp.Derivative(E, z[k]),
