@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import mpmath
 import sympy as sp
 
 from derive.errors import UsageError
-from derive.model import Concrete, Derivation, Example, RuleMatrix
+from derive.model import Concrete, Derivation, Example, JacobianExample, RuleMatrix
 from derive.symbols import i, k, o, y, z
 
 MAX_CLASSES = 512
@@ -146,6 +147,43 @@ def jacobian(classes: int) -> RuleMatrix:
     return RuleMatrix(classes, i, k, o[i] * (1 - o[i]), -o[i] * o[k])
 
 
+def log_jacobian(classes: int) -> RuleMatrix:
+    """Row i is d ln o_i, column k is d z_k: 1 - o_i on the diagonal, -o_k elsewhere."""
+    return RuleMatrix(classes, i, k, 1 - o[i], -o[k])
+
+
+def jacobian_instance(name: str, classes: int | None, logits: Sequence | None, target: Sequence | None) -> Concrete | None:
+    """The concrete part of a Jacobian derivation: the N x N Jacobian and its worked example."""
+    if target is not None:
+        raise UsageError(f"{name} takes no --target: it is the Jacobian of {name} itself, and a target belongs to a loss")
+    if classes is None:
+        if logits is not None:
+            raise UsageError("--logits needs --classes: the worked example is for a concrete number of classes")
+        return None
+    n = classes_of(classes)
+    function = JACOBIANS[name]
+    return Concrete(classes=n, loss=None, jacobian=function.matrix(n), gradient=None, example=jacobian_example(name, n, logits), of=name)
+
+
+def jacobian_example(name: str, classes: int, logits: Sequence | None = None) -> JacobianExample:
+    """The Jacobian at our logits (exact) or the user's (30 digits, through log-sum-exp)."""
+    function = JACOBIANS[name]
+    if logits is None:
+        z_ = _default_logits(classes)
+        weights = [sp.exp(v) for v in z_]
+        total = sum(weights)
+        probabilities = tuple(w / total for w in weights)
+        entries = [[function.entry(probabilities, r, c) for c in range(classes)] for r in range(classes)]
+        return JacobianExample(z_, probabilities, tuple(map(tuple, entries)))
+    z_ = numbers(logits, "--logits", classes)
+    with mpmath.workdps(DIGITS + 20):
+        zm = [_mp(v) for v in z_]
+        lse = log_sum_exp(zm)
+        p = [mpmath.exp(v - lse) for v in zm]
+        entries = [[_float(function.entry(p, r, c)) for c in range(classes)] for r in range(classes)]
+    return JacobianExample(z_, tuple(_float(v) for v in p), tuple(map(tuple, entries)), given=True)
+
+
 # --- checks -----------------------------------------------------------------------------------
 POINTS = 2
 """Random points for the exact concrete-H checks."""
@@ -236,15 +274,50 @@ def exact_value(e: sp.Expr, values: dict[tuple[str, int], int], env: dict[sp.Sym
     raise ValueError(f"cannot evaluate {e} exactly")
 
 
+@dataclass(frozen=True)
+class Jacobian:
+    """A function of the logits whose Jacobian a derivation states, in three independent forms."""
+
+    matrix: Callable[[int], RuleMatrix]
+    """The rule matrix the derivation claims."""
+    entry: Callable[[Sequence, int, int], object]
+    """Entry (r, c), 0-based, from the probabilities: the worked example's numbers."""
+    forward: Callable[[list[Dual], int], int]
+    """Entry (r, c) from the forward-mode column of softmax by z_c, modulo PRIME."""
+    value: Callable[[list, mpmath.mpf, int], mpmath.mpf]
+    """Output r of the function at the logits (given their log-sum-exp), for finite differences."""
+
+
+def _delta(r: int, c: int) -> int:
+    return 1 if r == c else 0
+
+
+JACOBIANS: dict[str, Jacobian] = {
+    "softmax": Jacobian(
+        jacobian,
+        lambda p, r, c: p[r] * (_delta(r, c) - p[c]),
+        lambda column, r: column[r].d,
+        lambda zs, lse, r: mpmath.exp(zs[r] - lse),
+    ),
+    "log-softmax": Jacobian(
+        log_jacobian,
+        lambda p, r, c: _delta(r, c) - p[c],
+        lambda column, r: column[r].d * _inverse(column[r].v) % PRIME,
+        lambda zs, lse, r: zs[r] - lse,
+    ),
+}
+
+
 def checks(d: Derivation) -> list:
-    """Every gradient and Jacobian entry against derivatives of the loss and of softmax
+    """Every gradient and Jacobian entry against derivatives of the loss and of the function
     themselves, and the worked example against finite differences."""
     from derive.verify import Check
 
     c = d.concrete
     n = c.classes
+    function = JACOBIANS[c.of]
     rng = random.Random(f"derive:{d.name}:{n}")
-    how = f"exact arithmetic modulo 2^61 - 1 at {POINTS} random points, against forward-mode derivatives of the {{}}"
+    how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, against forward-mode derivatives of the {{}}"
     bad_gradient = bad_jacobian = None
     for _ in range(POINTS):
         a, t = random_point(n, rng)
@@ -253,21 +326,45 @@ def checks(d: Derivation) -> list:
         values = {("o", m + 1): a[m] * inv % PRIME for m in range(n)} | {("y", m + 1): t[m] for m in range(n)}
         jac = c.jacobian
         for col in range(n):
-            if bad_gradient is None and exact_value(c.gradient[col], values) != loss_derivative(a, t, col):
+            if c.gradient is not None and bad_gradient is None and exact_value(c.gradient[col], values) != loss_derivative(a, t, col):
                 bad_gradient = col + 1
             column = softmax_duals(a, col)
             for r in range(n):
                 entry = exact_value(jac.rule(r, col), values, {jac.row: r + 1, jac.col: col + 1})
-                if bad_jacobian is None and entry != column[r].d:
+                if bad_jacobian is None and entry != function.forward(column, r):
                     bad_jacobian = (r + 1, col + 1)
-    return [
-        Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""),
-        Check(f"the Jacobian for H = {n}", f"each of the {n * n} entries, " + how.format("softmax"), bad_jacobian is None, f"entry {bad_jacobian} differs" if bad_jacobian else ""),
-        example_check(c.example),
-    ]
+    out = []
+    if c.gradient is not None:
+        out.append(Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""))
+    out.append(Check(f"the Jacobian for H = {n}", f"each of the {n * n} entries, " + how.format(c.of), bad_jacobian is None, f"entry {bad_jacobian} differs" if bad_jacobian else ""))
+    out.append(EXAMPLE_CHECKS[type(c.example)](c.example, c.of))
+    return out
 
 
-def example_check(ex: Example):
+def jacobian_example_check(ex: JacobianExample, of: str):
+    """Every entry of the example's Jacobian against central differences of the function itself."""
+    from derive.verify import Check
+
+    function = JACOBIANS[of]
+    what = "the worked example"
+    method = f"every entry against central finite differences of the {of} (mpmath)"
+    with mpmath.workdps(60):
+        zm = [_mp(sp.N(v, 60)) for v in ex.logits]
+        h = mpmath.mpf(10) ** -25
+        for col in range(len(zm)):
+            up, down = list(zm), list(zm)
+            up[col] += h
+            down[col] -= h
+            lse_up, lse_down = log_sum_exp(up), log_sum_exp(down)
+            for r in range(len(zm)):
+                numeric = (function.value(up, lse_up, r) - function.value(down, lse_down, r)) / (2 * h)
+                claimed = _mp(sp.N(ex.jacobian[r][col], 60))
+                if abs(numeric - claimed) > mpmath.mpf(10) ** -20:
+                    return Check(what, method, False, f"entry ({r + 1}, {col + 1}): finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
+    return Check(what, method, True)
+
+
+def example_check(ex: Example, of: str = "softmax"):
     """The example's loss from its probabilities, and its gradient against central differences."""
     from derive.verify import Check
 
@@ -289,3 +386,7 @@ def example_check(ex: Example):
         if abs(direct - _mp(sp.N(ex.loss, 60))) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
             return Check(what, method, False, f"loss {mpmath.nstr(_mp(sp.N(ex.loss, 60)), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")
     return Check(what, method, True)
+
+
+EXAMPLE_CHECKS: dict[type, Callable] = {Example: example_check, JacobianExample: jacobian_example_check}
+"""The check for each kind of worked example."""

@@ -20,7 +20,7 @@ import sympy as sp
 
 from derive.errors import DeriveError, UsageError
 from derive.latex import latex
-from derive.model import Derivation, Step
+from derive.model import Derivation, Example, JacobianExample, Step
 from derive.verify import Report
 
 FORMATS = ("md", "tex", "json", "pdf")
@@ -131,8 +131,8 @@ _TEX_SPECIAL = {
     "%": r"\%",
     "&": r"\&",
     "_": r"\_",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
+    "~": r"\~{}",
+    "^": r"\^{}",
 }
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~])")
 _INLINE = re.compile(r"\\\((.+?)\\\)")
@@ -217,7 +217,7 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> 
         "result": f"{subject} = {latex(d.result.rhs)}",
         "result_rhs": latex(d.result.rhs),
         "pitfall": _pitfall(d, words, fmt) if d.pitfall is not None else None,
-        "concrete": _concrete(d) if d.concrete is not None else None,
+        "concrete": _concrete(d, about) if d.concrete is not None else None,
         "checks": [{"what": c.what, "method": c.method, "passed": c.passed} for c in report.checks],
         "check_rows": _check_rows(report),
         "checks_passed": sum(c.passed for c in report.checks),
@@ -246,6 +246,7 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str) -> dic
         "latex": f"{subject} = {latex(s.rhs, labels)}",
         "rhs": latex(s.rhs, labels),
         "identity": latex(s.identity) if s.identity is not None else None,
+        "restates": s.lhs == s.rhs,
         "cases": [{"value": latex(c.value), "condition": latex(c.condition)} for c in s.cases],
         "assumptions": list(s.assumptions),
     }
@@ -280,16 +281,13 @@ def _pitfall(d: Derivation, words: dict[str, Any], fmt: str) -> dict[str, Any]:
     }
 
 
-def _concrete(d: Derivation) -> dict[str, Any]:
-    c = d.concrete
-    ex = c.example
-    n = c.classes
-    from derive.concrete import normalised
-    from derive.symbols import o, y
+def _vector(xs: Sequence[str]) -> str:
+    return r"\begin{pmatrix} " + r" \\ ".join(elide(xs, r"\vdots")) + r" \end{pmatrix}"
 
-    vector = lambda xs: r"\begin{pmatrix} " + r" \\ ".join(elide(xs, r"\vdots")) + r" \end{pmatrix}"
-    rows_kept = elide(range(n), None)
-    cols_kept = elide(range(n), None)
+
+def _matrix(n: int, entry: Callable[[int, int], str]) -> str:
+    """An n x n matrix, its middle rows and columns elided beyond SHOW."""
+    kept = elide(range(n), None)
 
     def cell(r, col):
         if r is None and col is None:
@@ -298,9 +296,44 @@ def _concrete(d: Derivation) -> dict[str, Any]:
             return r"\vdots"
         if col is None:
             return r"\cdots"
-        return latex(c.jacobian[r, col])
+        return entry(r, col)
 
-    matrix = r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in cols_kept) for r in rows_kept) + r" \end{pmatrix}"
+    return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in kept) for r in kept) + r" \end{pmatrix}"
+
+
+def _concrete(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
+    """The appendix: the Jacobian for every derivation, then what its kind of example shows."""
+    c = d.concrete
+    common = {
+        "classes": c.classes,
+        "jacobian": _matrix(c.classes, lambda r, col: latex(c.jacobian[r, col])),
+        "jacobian_symbol": about["jacobian"],
+        "elided": c.classes > SHOW,
+        "given": c.example.given,
+    }
+    return common | _EXAMPLES[type(c.example)](d)
+
+
+def _jacobian_example(d: Derivation) -> dict[str, Any]:
+    ex = d.concrete.example
+    return {
+        "loss": None,
+        "logits_vector": _vector([exact_and_decimal(v) for v in ex.logits]),
+        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
+        "example_jacobian": _matrix(d.concrete.classes, lambda r, col: number(ex.jacobian[r][col])),
+        "json": {
+            "logits": [float(v) for v in ex.logits],
+            "jacobian": [[float(v) for v in row] for row in ex.jacobian],
+        },
+    }
+
+
+def _loss_example(d: Derivation) -> dict[str, Any]:
+    c = d.concrete
+    ex = c.example
+    n = c.classes
+    from derive.concrete import normalised
+
     terms = [latex(t) for t in c.loss.args[1].args]
     terms = elide(terms, r"\cdots")
     table = [
@@ -314,15 +347,11 @@ def _concrete(d: Derivation) -> dict[str, Any]:
         for m in range(n)
     ]
     return {
-        "classes": n,
         "loss": "E = -\\left(" + " + ".join(terms) + "\\right)",
-        "jacobian": matrix,
-        "elided": n > SHOW,
-        "gradient": vector([latex(g) for g in c.gradient]),
-        "probabilities_vector": vector([number(p) for p in ex.probabilities]),
+        "gradient": _vector([latex(g) for g in c.gradient]),
+        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
         "table": elide(table, None),
         "loss_value": exact_and_decimal(ex.loss),
-        "given": ex.given,
         "normalised": normalised(ex.target),
         "target_sum": number(sum(ex.target)),
         "gradient_sum": number(sum(ex.gradient)),
@@ -334,6 +363,10 @@ def _concrete(d: Derivation) -> dict[str, Any]:
             "gradient": [float(v) for v in ex.gradient],
         },
     }
+
+
+_EXAMPLES: dict[type, Callable[[Derivation], dict[str, Any]]] = {Example: _loss_example, JacobianExample: _jacobian_example}
+"""What the appendix shows for each kind of worked example."""
 
 
 def as_json(doc: dict[str, Any]) -> str:
