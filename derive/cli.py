@@ -128,6 +128,21 @@ def list_derivations() -> None:
         typer.echo(f"{name:<{width}}  {description}")
 
 
+def _parse_classes(value: str) -> int:
+    """Parse ``--classes``: a whole number, at least 1; the library checks the upper limit.
+
+    Click's own messages for ``min=1`` differ between Typer releases ("'abc' is not a valid int
+    range."); this one says what is wanted.
+    """
+    try:
+        classes = int(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"the number of classes must be a whole number, not {value!r}") from None
+    if classes < 1:
+        raise typer.BadParameter(f"the number of classes must be at least 1, not {classes}")
+    return classes
+
+
 def _derivation_command(name: str) -> Callable[..., None]:
     """Build the command that writes the derivation ``name``."""
 
@@ -135,7 +150,12 @@ def _derivation_command(name: str) -> Callable[..., None]:
         classes: Annotated[
             Optional[int],
             typer.Option(
-                "--classes", "-n", min=1, help="Number of classes H (default: symbolic H).", show_default=False
+                "--classes",
+                "-n",
+                metavar="N",
+                parser=_parse_classes,
+                help="Number of classes H (default: symbolic H).",
+                show_default=False,
             ),
         ] = None,
         format: Annotated[
