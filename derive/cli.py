@@ -230,6 +230,12 @@ def _write_derivation(
     path = None if to_stdout else Path(output) if output is not None else _default_path(name, classes, fmt)
     if path is not None:
         check_writable(path)
+    if fmt is Format.pdf:
+        # Without TeX the build would fail anyway, after seconds of checks: say so at once.
+        from derive.pdf import MISSING_TOOLS_MESSAGE, tex_available
+
+        if not tex_available():
+            raise DeriveError(MISSING_TOOLS_MESSAGE)
 
     import derive
 

@@ -62,7 +62,8 @@ def check_writable(path: Path | str) -> None:
     """Fail early, before any work, when ``path`` can certainly not be written.
 
     Raises:
-        UsageError: an ancestor of ``path`` is a file, or ``path`` is a directory.
+        UsageError: an ancestor of ``path`` is a file, ``path`` is a directory, or the directory
+            that would hold ``path`` (or its nearest existing ancestor) is not writable.
     """
     path = Path(path)
     blocker = _first_file_in(path.parent)
@@ -70,12 +71,25 @@ def check_writable(path: Path | str) -> None:
         raise UsageError(f"cannot write {path}: {blocker} is not a directory")
     if path.is_dir():
         raise UsageError(f"cannot write {path}: it is a directory")
+    # The temporary file (and any missing directory) is created there. Root passes os.access
+    # whatever the mode; write_atomic still reports what the system refuses then.
+    existing = _nearest_existing(path.parent)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {path}: {existing} is not writable")
 
 
 def _first_file_in(directory: Path) -> Path:
     """Return the first ancestor of ``directory`` (or itself) that exists but is not a directory."""
     for candidate in reversed([directory, *directory.parents]):
         if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return directory
+
+
+def _nearest_existing(directory: Path) -> Path:
+    """Return ``directory`` if it exists, else its nearest ancestor that does."""
+    for candidate in [directory, *directory.parents]:
+        if candidate.exists():
             return candidate
     return directory
 
