@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,15 +34,15 @@ def directory() -> Path | None:
 def key(*parts: Any) -> str:
     """A hash of the claims and of the checker's source.
 
-    The claims are pickled: pickling is lossless, so equal bytes mean equal claims (a different
-    sharing of equal sub-terms can only give a different key, a harmless cache miss).
+    The claims are printed with ``srepr``, which is exact and does not depend on how equal
+    sub-terms happen to be shared in memory (pickle does, so it would miss the cache at random).
     """
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for name in _CHECKER:
         h.update((here / name).read_bytes())
     h.update(sp.__version__.encode())
-    h.update(pickle.dumps(parts, protocol=4))
+    h.update(sp.srepr(parts).encode())
     return h.hexdigest()
 
 
