@@ -138,6 +138,10 @@ class _Printer:
             # Derivatives, sums and functions stay beside the fraction, not inside its numerator.
             inside = [(n, f) for n, f in num if _simple(f) and path + (n,) not in self.labels]
             after = [(n, f) for n, f in num if (n, f) not in inside]
+            if not inside and len(after) == 1 and isinstance(after[0][1], sp.Add) and path + (after[0][0],) not in self.labels:
+                # A lone sum over the denominator is the numerator of one fraction, as in the quotient rule.
+                (n, f), = after
+                return sign + rf"\frac{{{self.print(f, path + (n,))}}}{{{self._product([(m, None) for m, _ in den], path, inverse=True, source=e)}}}"
             num = inside
             top = self._product(num, path) if num else "1"
             bottom = self._product([(n, None) for n, _ in den], path, inverse=True, source=e)

@@ -110,6 +110,17 @@ class Example:
 
 
 @dataclass(frozen=True)
+class JacobianExample:
+    """A worked example of a Jacobian: row i is output i, column k is logit k (classes run 1..H)."""
+
+    logits: tuple[sp.Expr, ...]
+    probabilities: tuple[sp.Expr, ...]
+    jacobian: tuple[tuple[sp.Expr, ...], ...]
+    given: bool = False
+    """True when the user supplied the numbers."""
+
+
+@dataclass(frozen=True)
 class RuleMatrix:
     """An H x H matrix given by its rule: ``diagonal`` where the row index ``row`` equals the
     column index ``col``, ``off`` elsewhere. Entries are built when asked for (1-based indices in
@@ -142,12 +153,14 @@ class Concrete:
     """The derivation instantiated for a concrete number of classes."""
 
     classes: int
-    loss: sp.Expr
-    """E written out term by term."""
+    loss: sp.Expr | None
+    """E written out term by term (None for a Jacobian derivation, which has no loss)."""
     jacobian: RuleMatrix
-    """Row i is output o_i, column k is logit z_k, in terms of the outputs o_1..o_H."""
-    gradient: tuple[sp.Expr, ...]
-    example: Example
+    """Row i is output i, column k is logit z_k, in terms of the outputs o_1..o_H."""
+    gradient: tuple[sp.Expr, ...] | None
+    example: Example | JacobianExample
+    of: str = "softmax"
+    """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ RULES: tuple[str, ...] = (
     "expand",
     "cancel",
     "normalisation",
+    "quotient_rule",
+    "exp_derivative",
+    "sifting",
+    "split_fraction",
+    "outputs",
+    "common_factor",
+    "delta_cases",
 )
 """Every rule id; the templates hold one title and one justification for each."""
 
@@ -377,3 +384,169 @@ def normalisation(expr: sp.Expr, statement: sp.Eq, key: str = "normalised") -> S
     total, value = statement.args
     step, _ = _apply("normalisation", expr, lambda e: e == total, lambda e: value, assumptions=(key,), identity=statement)
     return replace(step, rhs=evaluated(step.rhs))
+
+
+def quotient_rule(expr: sp.Expr) -> Step:
+    """d/dx (u / v) -> (du/dx v - u dv/dx) / v^2."""
+
+    def parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr] | None:
+        if not (isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Mul) and len(e.expr.args) == 2):
+            return None
+        u, v = e.expr.args
+        if isinstance(u, sp.Pow) and u.exp == -1:
+            u, v = v, u
+        return (u, v.base) if isinstance(v, sp.Pow) and v.exp == -1 else None
+
+    def build(e: sp.Derivative) -> sp.Expr:
+        u, v = parts(e)
+        x = e.variables
+        return mul(add(mul(sp.Derivative(u, *x), v), neg(mul(u, sp.Derivative(v, *x)))), sp.Pow(v, -2, evaluate=False))
+
+    step, _ = _apply("quotient_rule", expr, lambda e: parts(e) is not None, build)
+    return step
+
+
+def exp_derivative(expr: sp.Expr, setting: Setting) -> Step:
+    """d e^{z_j} / d z_k -> delta_jk e^{z_j}: an exponential of one variable, by any variable."""
+    z_k = setting.wrt
+
+    def is_exp_derivative(e: sp.Basic) -> bool:
+        return (
+            isinstance(e, sp.Derivative)
+            and isinstance(e.expr, sp.exp)
+            and isinstance(e.expr.args[0], sp.Indexed)
+            and e.expr.args[0].base == z_k.base
+            and e.variables == (z_k,)
+        )
+
+    def build(e: sp.Derivative) -> sp.Expr:
+        return mul(sp.KroneckerDelta(e.expr.args[0].indices[0], z_k.indices[0]), e.expr)
+
+    found = find(expr, is_exp_derivative)
+    if not found:
+        raise RuleError(f"rule exp_derivative does not apply to {sp.sstr(expr)}")
+    first = at(expr, found[0])
+    step, _ = _apply("exp_derivative", expr, is_exp_derivative, build, identity=sp.Eq(first, build(first), evaluate=False))
+    return replace(step, rhs=flatten_products(step.rhs))
+
+
+def sifting(expr: sp.Expr) -> Step:
+    """sum_j delta_jk f_j -> f_k: the Kronecker delta picks the one term with j = k."""
+
+    def delta(e: sp.Basic) -> sp.KroneckerDelta | None:
+        if not (isinstance(e, sp.Sum) and isinstance(e.function, sp.Mul)):
+            return None
+        j = e.limits[0][0]
+        return next((f for f in e.function.args if isinstance(f, sp.KroneckerDelta) and j in f.args), None)
+
+    def build(e: sp.Sum) -> sp.Expr:
+        d = delta(e)
+        j = e.limits[0][0]
+        other = d.args[1] if d.args[0] == j else d.args[0]
+        rest = [f for f in e.function.args if f is not d]
+        return substitute(mul(*rest) if len(rest) > 1 else rest[0], {j: other})
+
+    found = find(expr, lambda e: delta(e) is not None)
+    if not found:
+        raise RuleError(f"rule sifting does not apply to {sp.sstr(expr)}")
+    first = at(expr, found[0])
+    step, _ = _apply("sifting", expr, lambda e: delta(e) is not None, build, identity=sp.Eq(first, build(first), evaluate=False))
+    return step
+
+
+def split_fraction(expr: sp.Expr) -> Step:
+    """(a v - b c) / v^2 -> a / v - (b / v)(c / v): one fraction over v^2 as fractions over v."""
+
+    def parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | None:
+        if not (isinstance(e, sp.Mul) and len(e.args) == 2):
+            return None
+        top, bottom = e.args
+        if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
+            return None
+        v = bottom.base
+        first, second = (_factors(t) for t in top.args)
+        if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
+            return None
+        return mul(*first[:-1]), second[1], second[2], v
+
+    def build(e: sp.Mul) -> sp.Expr:
+        a, b, c, v = parts(e)
+        over = lambda x: mul(*(x.args if isinstance(x, sp.Mul) else (x,)), sp.Pow(v, -1, evaluate=False))
+        return add(over(a), neg(mul(over(b), over(c))))
+
+    step, _ = _apply("split_fraction", expr, lambda e: parts(e) is not None, build)
+    return step
+
+
+def outputs(expr: sp.Expr, d: Definition) -> Step:
+    """e^{z_m} / sum_j e^{z_j} -> o_m: a definition read backwards, wherever its value appears."""
+    pattern = d.symbol.indices[0]
+    value = d.value if isinstance(d.value, sp.Mul) else sp.Mul(d.value)
+
+    def hit(e: sp.Basic) -> tuple[sp.Basic, list] | None:
+        if not isinstance(e, sp.Mul):
+            return None
+        for index in sorted({x.indices[0] for x in e.atoms(sp.Indexed)}, key=sp.default_sort_key):
+            wanted = [f.xreplace({pattern: index}) for f in value.args]
+            if all(f in e.args for f in wanted):
+                return index, wanted
+        return None
+
+    def build(e: sp.Mul) -> sp.Expr:
+        index, wanted = hit(e)
+        first = min(e.args.index(f) for f in wanted)
+        rest = [f for f in e.args if f not in wanted]
+        out = d.symbol.xreplace({pattern: index})
+        kept = rest[:first] + [out] + rest[first:]
+        return mul(*kept) if len(kept) > 1 else out
+
+    step, _ = _apply("outputs", expr, lambda e: hit(e) is not None, build, identity=sp.Eq(d.value, d.symbol, evaluate=False))
+    return step
+
+
+def _factors(term: sp.Basic) -> list[sp.Basic]:
+    if isinstance(term, sp.Mul):
+        return [f for a in term.args for f in _factors(a)]
+    return [term]
+
+
+def common_factor(expr: sp.Expr) -> Step:
+    """a x - x b -> x (a - b): a factor every term shares comes out in front."""
+
+    def shared(e: sp.Basic) -> sp.Basic | None:
+        if not isinstance(e, sp.Add):
+            return None
+        terms = [_factors(t) for t in e.args]
+        return next((f for f in terms[0] if not f.is_Number and all(f in t for t in terms[1:])), None)
+
+    def build(e: sp.Add) -> sp.Expr:
+        x = shared(e)
+        rest = []
+        for t in e.args:
+            fs = _factors(t)
+            fs.remove(x)
+            sign = [f for f in fs if f == -1]
+            fs = [f for f in fs if f != -1]
+            body = mul(*fs) if len(fs) > 1 else (fs[0] if fs else sp.Integer(1))
+            rest.append(neg(body) if len(sign) % 2 else body)
+        return mul(x, add(*rest))
+
+    step, _ = _apply("common_factor", expr, lambda e: shared(e) is not None, build)
+    return step
+
+
+def delta_cases(expr: sp.Expr, subject: sp.Expr) -> Step:
+    """f(delta_ik) -> f(1) if i = k, f(0) if i != k: the Kronecker delta, case by case.
+
+    The expression is unchanged; the step states its two cases (written with i for i = k).
+    """
+    deltas = sorted(expr.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
+    if not deltas:
+        raise RuleError(f"rule delta_cases does not apply to {sp.sstr(expr)}")
+    d = deltas[0]
+    i, k = d.args
+    cases = (
+        Case(sp.Eq(i, k, evaluate=False), evaluated(substitute(expr, {d: sp.Integer(1)}).xreplace({k: i}))),
+        Case(sp.Ne(i, k, evaluate=False), evaluated(substitute(expr, {d: sp.Integer(0)}))),
+    )
+    return Step(rule="delta_cases", lhs=expr, rhs=expr, identity=sp.Eq(subject, expr, evaluate=False), cases=cases)

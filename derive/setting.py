@@ -1,8 +1,8 @@
 """What a derivation's symbols mean, so that verification can write any step out for a concrete H.
 
-A :class:`Setting` knows the class count H, the free index k, the variable we differentiate by,
-which indexed quantities are free variables (z, y) and which are defined in terms of them (o),
-and how each named assumption constrains the variables.
+A :class:`Setting` knows the class count H, the free indices (k, and i for a Jacobian d o_i / d z_k),
+the variable we differentiate by, which indexed quantities are free variables (z, y) and which are
+defined in terms of them (o), and how each named assumption constrains the variables.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ class Setting:
     constraints: Mapping[str, Constraint] = field(default_factory=lambda: {"normalised": normalised})
     classes: sp.Symbol = H
     index: sp.Symbol = k
+    """The index of the variable we differentiate by."""
+    outer: tuple[sp.Symbol, ...] = ()
+    """Further free indices of the subject, e.g. the output index i of a Jacobian d o_i / d z_k."""
+
+    @property
+    def indices(self) -> tuple[sp.Symbol, ...]:
+        """Every free index; verification fixes each of them to every value in 1..H."""
+        return (*self.outer, self.index)
 
     def depends(self, expr: sp.Basic) -> bool:
         """Whether ``expr`` can vary with ``wrt`` (directly or through an intermediate)."""

@@ -1,10 +1,12 @@
 """Verification: every step is a claim ``lhs = rhs``; here each claim must survive every check.
 
-- exact: for H = 1..6 and every k, the sums are written out, the definitions substituted and the
-  derivatives evaluated; lhs - rhs must cancel to exactly 0 under the step's assumptions;
+- exact: for H = 1..6 and every value of each free index (k, and i for a Jacobian), the sums are
+  written out, the definitions substituted and the derivatives evaluated; lhs - rhs must cancel to
+  exactly 0 under the step's assumptions;
+- a case split: each case where its condition holds, and every index value covered by a case;
 - numeric: the same instances at random points with mpmath at 30 digits;
-- the result against central finite differences of the loss itself, computed from the definitions
-  and never from a step;
+- the result against central finite differences of the differentiated function itself, computed
+  from the definitions and never from a step;
 - for a concrete H, every gradient and Jacobian entry exactly, and the worked example.
 
 A failed check raises :class:`~derive.errors.VerificationError` naming the step and the instance.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import mpmath
@@ -89,10 +91,11 @@ def symbolic_checks(d: Derivation) -> list[Check]:
     k = cache.key(
         d.name,
         d.subject,
-        [(s.rule, s.lhs, s.rhs, s.assumptions) for s in d.steps],
+        [(s.rule, s.lhs, s.rhs, s.assumptions, s.identity, s.cases) for s in d.steps],
         [(c.key, c.equation, c.holds, c.assumptions, [(x.symbol, x.value) for x in c.setting.definitions]) for c in claims],
         [(x.symbol, x.value) for x in d.setting.definitions],
         d.setting.wrt,
+        d.setting.indices,
         sorted(d.setting.constraints),
     )
     rows = cache.cached(k, lambda: [c.__dict__ for c in _passed(d, _symbolic(d))])
@@ -105,6 +108,8 @@ def _symbolic(d: Derivation) -> Iterator[Check]:
     for n, step in enumerate(d.steps, 1):
         yield _exact(cases, step, n)
         yield _numeric(cases, step, n)
+        if step.cases and step.identity is not None:
+            yield _cases(d.setting, step, n)
     yield _finite_differences(d, cases)
     if d.pitfall is not None:
         shared: dict[int, Instances] = {}
@@ -125,12 +130,37 @@ def _chain(d: Derivation) -> Check:
 
 def _exact(cases: "Instances", step: Step, n: int) -> Check:
     what = f"step {n} ({step.rule})"
-    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}, every k"
+    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}, every {_names(cases.setting)}"
     for size in SIZES:
-        for index in range(1, size + 1):
+        for index in assignments(cases.setting, size):
             diff = cases.get(step.lhs, size, index, step.assumptions) - cases.get(step.rhs, size, index, step.assumptions)
             if not is_zero(diff, cases.setting):
-                return Check(what, method, False, f"lhs - rhs = {sp.sstr(diff)} at H = {size}, k = {index}")
+                return Check(what, method, False, f"lhs - rhs = {sp.sstr(diff)} at H = {size}, {_where(cases.setting, index)}")
+    return Check(what, method, True)
+
+
+def _cases(setting: Setting, step: Step, n: int) -> Check:
+    """A case split: the identity holds, each case's value holds where its condition does, and
+    every choice of the indices falls under some case (a dropped case leaves some uncovered)."""
+    what = f"step {n} ({step.rule}): the cases"
+    lhs, rhs = step.identity.args
+    free = sorted({s for s in lhs.free_symbols | rhs.free_symbols if isinstance(s, sp.Symbol) and s.is_integer} - {setting.classes, setting.index}, key=str)
+    split = replace(setting, outer=tuple(free))
+    cases = Instances(split)
+    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}, every {_names(split)}: each case where its condition holds, every choice covered"
+    for size in SIZES:
+        for index in assignments(split, size):
+            fix = dict(zip(split.indices, map(sp.Integer, index)))
+            where = f"H = {size}, {_where(split, index)}"
+            value = cases.get(lhs, size, index, step.assumptions)
+            if not is_zero(value - cases.get(rhs, size, index, step.assumptions), split):
+                return Check(what, method, False, f"the identity fails at {where}")
+            holding = [c for c in step.cases if bool(c.condition.xreplace(fix))]
+            if not holding:
+                return Check(what, method, False, f"no case covers {where}")
+            for c in holding:
+                if not is_zero(value - cases.get(c.value, size, index, step.assumptions), split):
+                    return Check(what, method, False, f"the case {sp.sstr(c.condition)} is wrong at {where}")
     return Check(what, method, True)
 
 
@@ -139,22 +169,23 @@ def _numeric(cases: "Instances", step: Step, n: int) -> Check:
     method = f"mpmath at {DIGITS} digits, {POINTS} random points for each H = 2..{SIZES[-1]}"
     rng = random.Random(f"{SEED}:{n}")
     for size in SIZES[1:]:
-        index = rng.randint(1, size)
+        index = tuple(rng.randint(1, size) for _ in cases.setting.indices)
         lhs = cases.get(step.lhs, size, index, step.assumptions)
         rhs = cases.get(step.rhs, size, index, step.assumptions)
         for _ in range(POINTS):
             point = random_point(lhs.free_symbols | rhs.free_symbols, rng)
             a, b = evaluate(lhs, point), evaluate(rhs, point)
             if abs(a - b) > TOLERANCE * max(1, abs(a)):
-                return Check(what, method, False, f"lhs = {mpmath.nstr(a, 12)}, rhs = {mpmath.nstr(b, 12)} at H = {size}, k = {index}")
+                return Check(what, method, False, f"lhs = {mpmath.nstr(a, 12)}, rhs = {mpmath.nstr(b, 12)} at H = {size}, {_where(cases.setting, index)}")
     return Check(what, method, True)
 
 
 def _finite_differences(d: Derivation, cases: "Instances") -> Check:
-    """The result against central differences of the loss, written out from the definitions."""
+    """The result against central differences of the differentiated function (the loss, or the
+    output of a Jacobian), written out from the definitions."""
     setting = d.setting
     what = "the result"
-    method = f"central finite differences of the loss, mpmath at {DIGITS} digits, H = 1..{SIZES[-1]}"
+    method = f"central finite differences of the differentiated function itself, mpmath at {DIGITS} digits, H = 1..{SIZES[-1]}"
     assumptions = tuple(a.key for a in d.assumptions)
     rng = random.Random(f"{SEED}:result")
     loss = d.subject.expr
@@ -162,10 +193,10 @@ def _finite_differences(d: Derivation, cases: "Instances") -> Check:
     h = mpmath.mpf(10) ** -12
     with mpmath.workdps(DIGITS + 20):
         for size in SIZES:
-            for index in range(1, size + 1):
+            for index in assignments(setting, size):
                 f = cases.get(loss, size, index, assumptions)
                 g = cases.get(d.result.rhs, size, index, assumptions)
-                variable = symbolize(wrt.xreplace({setting.index: index}))
+                variable = symbolize(wrt.xreplace(dict(zip(setting.indices, map(sp.Integer, index)))))
                 point = random_point(f.free_symbols | g.free_symbols | {variable}, rng)
                 up, down = dict(point), dict(point)
                 up[variable] += h
@@ -173,7 +204,7 @@ def _finite_differences(d: Derivation, cases: "Instances") -> Check:
                 numeric = (evaluate(f, up) - evaluate(f, down)) / (2 * h)
                 claimed = evaluate(g, point)
                 if abs(numeric - claimed) > mpmath.mpf(10) ** -15 * max(1, abs(claimed)):
-                    return Check(what, method, False, f"finite differences give {mpmath.nstr(numeric, 12)}, the result {mpmath.nstr(claimed, 12)} at H = {size}, k = {index}")
+                    return Check(what, method, False, f"finite differences give {mpmath.nstr(numeric, 12)}, the result {mpmath.nstr(claimed, 12)} at H = {size}, {_where(setting, index)}")
     return Check(what, method, True)
 
 
@@ -183,28 +214,48 @@ def _claim(claim: Claim, cases: "Instances") -> Check:
     failures = (
         (size, index)
         for size in SIZES
-        for index in range(1, size + 1)
+        for index in assignments(claim.setting, size)
         if not is_zero(cases.get(lhs, size, index, claim.assumptions) - cases.get(rhs, size, index, claim.assumptions), claim.setting)
     )
     failures = list(itertools.islice(failures, 1))
     if claim.holds:
-        detail = f"fails at H = {failures[0][0]}, index {failures[0][1]}" if failures else ""
+        detail = f"fails at H = {failures[0][0]}, {_where(claim.setting, failures[0][1])}" if failures else ""
         return Check(f"pitfall: {claim.key} holds", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", not failures, detail)
     return Check(f"pitfall: {claim.key} is wrong", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", bool(failures), "" if failures else "it holds everywhere")
 
 
 # --- writing a claim out for a concrete H ------------------------------------------------------
+def assignments(setting: Setting, size: int) -> Iterator[tuple[int, ...]]:
+    """Every choice of values 1..size for the setting's free indices."""
+    return itertools.product(range(1, size + 1), repeat=len(setting.indices))
+
+
+def _values(setting: Setting, index: "int | tuple[int, ...]") -> dict[sp.Symbol, sp.Integer]:
+    values = (index,) if isinstance(index, int) else tuple(index)
+    if len(values) != len(setting.indices):
+        raise ValueError(f"need a value for each of the indices {', '.join(map(str, setting.indices))}")
+    return dict(zip(setting.indices, map(sp.Integer, values)))
+
+
+def _names(setting: Setting) -> str:
+    return ", ".join(str(s) for s in setting.indices)
+
+
+def _where(setting: Setting, index: "int | tuple[int, ...]") -> str:
+    return ", ".join(f"{s} = {v}" for s, v in _values(setting, index).items())
+
+
 class Instances:
-    """Claims written out for concrete H and k, each computed once (a step's lhs is the previous
-    step's rhs)."""
+    """Claims written out for concrete H and free indices, each computed once (a step's lhs is
+    the previous step's rhs)."""
 
     def __init__(self, setting: Setting):
         self.setting = setting
         self._cache: dict[tuple, sp.Expr] = {}
         self._values: dict[int, dict[sp.Symbol, sp.Expr]] = {}
 
-    def get(self, expr: sp.Expr, size: int, index: int, assumptions: tuple[str, ...]) -> sp.Expr:
-        key = (expr, size, index, assumptions)
+    def get(self, expr: sp.Expr, size: int, index: "int | tuple[int, ...]", assumptions: tuple[str, ...]) -> sp.Expr:
+        key = (expr, size, tuple(_values(self.setting, index).values()), assumptions)
         if key not in self._cache:
             self._cache[key] = instantiate(self.setting, expr, size, index, assumptions, self._intermediates(size))
         return self._cache[key]
@@ -231,13 +282,14 @@ def instantiate(
     setting: Setting,
     expr: sp.Expr,
     size: int,
-    index: int,
+    index: "int | tuple[int, ...]",
     assumptions: tuple[str, ...],
     intermediates: dict[sp.Symbol, sp.Expr] | None = None,
 ) -> sp.Expr:
-    """Write ``expr`` out for H = size, k = index: explicit sums, definitions substituted,
-    derivatives evaluated, assumptions imposed. The result depends only on z_1..z_H, y_1..y_H."""
-    fix = {setting.classes: sp.Integer(size), setting.index: sp.Integer(index)}
+    """Write ``expr`` out for H = size and the free indices set to ``index`` (one value, or one per
+    index of ``setting.indices``): explicit sums, definitions substituted, derivatives evaluated,
+    assumptions imposed. The result depends only on z_1..z_H, y_1..y_H."""
+    fix = {setting.classes: sp.Integer(size), **_values(setting, index)}
     e = expr
     for d in setting.definitions:
         if not isinstance(d.symbol, sp.Indexed):
