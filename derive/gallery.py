@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-GALLERY: tuple[tuple[str, int | None], ...] = (("softmax-ce", None), ("softmax-ce", 3))
+GALLERY: tuple[tuple[str, int | None], ...] = (
+    ("softmax-ce", None),
+    ("softmax-ce", 3),
+    ("softmax", None),
+    ("softmax", 3),
+    ("log-softmax", None),
+    ("log-softmax", 3),
+)
 FORMATS = ("md", "tex", "json", "pdf")
 
 

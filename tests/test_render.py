@@ -110,9 +110,12 @@ def test_markdown_has_every_part(three):
     assert "| 2 | 0.6 | 0 | 0 | 0.6 |" in md  # the shortcut says 0 where the gradient is 0.6
 
 
-@pytest.mark.parametrize("classes", [None, 3, 12])
-def test_every_markdown_formula_parses_in_katex_and_mathjax(classes):
-    md = derive.render(derive.derivation("softmax-ce", classes=classes), "md")
+DOCUMENTS = [(name, classes) for name in derive.catalog() for classes in (None, 3, 12)]
+
+
+@pytest.mark.parametrize("name, classes", DOCUMENTS)
+def test_every_markdown_formula_parses_in_katex_and_mathjax(name, classes):
+    md = derive.render(derive.derivation(name, classes=classes), "md")
     formulas = markdown_formulas(md)
     assert len(formulas) > 40
     assert check_formulas(formulas) == []
@@ -125,10 +128,10 @@ def test_formula_check_catches_a_planted_macro(three):
     assert any("boxedd" in e for e in check_formulas(markdown_formulas(md)))
 
 
-@pytest.mark.parametrize("classes", [None, 3, 12])
-def test_latex_compiles_without_overfull_lines(classes, tmp_path):
+@pytest.mark.parametrize("name, classes", DOCUMENTS)
+def test_latex_compiles_without_overfull_lines(name, classes, tmp_path):
     tex_or_skip()
-    tex = derive.render(derive.derivation("softmax-ce", classes=classes), "tex")
+    tex = derive.render(derive.derivation(name, classes=classes), "tex")
     for banned in (r"\cancel", "{cancel}", "tikz", r"\newcommand"):
         assert banned not in tex
     (tmp_path / "doc.tex").write_text(tex)

@@ -15,10 +15,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CATALOG: dict[str, str] = {
     "softmax-ce": "Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k",
+    "softmax": "The softmax Jacobian: do_i/dz_k = o_i (delta_ik - o_k)",
+    "log-softmax": "The log-softmax Jacobian: d ln o_i/dz_k = delta_ik - o_k",
 }
 
 _MODULES: dict[str, str] = {
     "softmax-ce": "derive.derivations.softmax_ce",
+    "softmax": "derive.derivations.softmax",
+    "log-softmax": "derive.derivations.log_softmax",
 }
 
 
