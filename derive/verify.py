@@ -91,7 +91,7 @@ def symbolic_checks(d: Derivation) -> list[Check]:
     k = cache.key(
         d.name,
         d.subject,
-        [(s.rule, s.lhs, s.rhs, s.assumptions, s.identity, s.cases) for s in d.steps],
+        [(s.rule, s.lhs, s.rhs, s.assumptions, s.identity, [(c.condition, c.value) for c in s.cases]) for s in d.steps],
         [(c.key, c.equation, c.holds, c.assumptions, [(x.symbol, x.value) for x in c.setting.definitions]) for c in claims],
         [(x.symbol, x.value) for x in d.setting.definitions],
         d.setting.wrt,
