@@ -48,6 +48,8 @@ class Step:
     identity: sp.Eq | None = None
     """The identity the rule used, shown beside the step (e.g. d ln u / du = 1/u)."""
     cases: tuple[Case, ...] = ()
+    """A case split. With an ``identity``, the cases are those of its lhs, and verification
+    checks each one where its condition holds and that the cases cover every index value."""
 
     @property
     def equation(self) -> sp.Eq:
