@@ -47,7 +47,7 @@ Examples:
 \b
   derive {name}                        writes output/{name}.md (H symbolic)
   derive {name} --classes 3            writes output/{name}-3.md
-  derive {name} --classes 3 --logits 2,1,0.1 --target 1,0,0 -o ce.pdf
+  derive {name} --classes 3 --logits 2,1,0.1 -o doc.pdf
   derive {name} --format json -o -     prints JSON on stdout
 """
 

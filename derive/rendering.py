@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+import traceback
+import unicodedata
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -58,10 +60,18 @@ def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: st
     data = document(d, report, wording(env), fmt)
     try:
         return env.get_template(TEMPLATE[fmt]).render(doc=data)
-    except jinja2.UndefinedError as error:
-        raise DeriveError(f"template {TEMPLATE[fmt]}: {error.message}") from None
+    except jinja2.TemplateSyntaxError as error:
+        where = f"{error.name or TEMPLATE[fmt]}, line {error.lineno}"
+        raise DeriveError(f"template {where}: {error.message}") from None
     except jinja2.TemplateError as error:
-        raise DeriveError(f"template {TEMPLATE[fmt]}: {error}") from None
+        raise DeriveError(f"template {_failing_template(error) or TEMPLATE[fmt]}: {error.message or error}") from None
+
+
+def _failing_template(error: Exception) -> str | None:
+    """The template file in which a rendering error happened (Jinja puts template frames in the
+    traceback), so an error in an included template names that template."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.endswith(".j2")]
+    return f"{Path(frames[-1].filename).name}, line {frames[-1].lineno}" if frames else None
 
 
 # --- the environment -----------------------------------------------------------------------------
@@ -133,14 +143,52 @@ _TEX_SPECIAL = {
     "_": r"\_",
     "~": r"\~{}",
     "^": r"\^{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
 }
+# Letters that pdflatex sets with the default OT1 fonts of base TeX Live, and accents by name.
+_TEX_LETTERS = {"ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "ø": r"\o{}", "Ø": r"\O{}", "œ": r"\oe{}",
+                "Œ": r"\OE{}", "å": r"\aa{}", "Å": r"\AA{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}"}
+_TEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0308": '"', "\u0304": "=",
+                "\u0306": "u", "\u0307": ".", "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~])")
 _INLINE = re.compile(r"\\\((.+?)\\\)")
 
 
 def tex_escape(text: str) -> str:
-    """Escape prose for LaTeX (never math)."""
-    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+    """Escape prose for LaTeX (never math).
+
+    ASCII specials are escaped; accented Latin letters become accent commands; Greek letters
+    become math symbols; anything else base TeX Live cannot set with its default fonts is written
+    as its code point, [U+68AF], rather than breaking the build.
+    """
+    return "".join(_tex_char(c) for c in str(text))
+
+
+def _tex_char(c: str) -> str:
+    if c.isascii():
+        return _TEX_SPECIAL.get(c, c)
+    if c in _TEX_LETTERS:
+        return _TEX_LETTERS[c]
+    base, *marks = unicodedata.normalize("NFD", c)
+    if base.isascii() and base.isalpha() and marks and all(m in _TEX_ACCENTS for m in marks):
+        out = base if base not in "ij" else "\\" + base
+        for m in marks:
+            out = f"\\{_TEX_ACCENTS[m]}{{{out}}}"
+        return out
+    name = unicodedata.name(c, "")
+    if name.startswith("GREEK ") and " LETTER " in name and "WITH" not in name:
+        letter = name.split(" LETTER ")[1].lower().replace("lamda", "lambda")
+        if letter in _GREEK:
+            command = letter if "SMALL" in name else letter.capitalize()
+            return rf"\(\{command}\)" if command in _GREEK_COMMANDS else f"[U+{ord(c):04X}]"
+    return f"[U+{ord(c):04X}]"
+
+
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+          "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega"}
+_GREEK_COMMANDS = _GREEK | {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
 
 
 def md_escape(text: str) -> str:

@@ -214,23 +214,11 @@ def test_every_latex_special_compiles_as_a_title(tex: None) -> None:
     assert build_pdf(title_document(text, HYPERREF_DOCUMENT)).startswith(b"%PDF")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeriveError,
-    reason="tex_escape passes letters outside LaTeX's OT1 set-up (Greek, Cyrillic, CJK, eth, thorn) "
-    "through unchanged and pdflatex stops with 'Unicode character ... not set up' or 'unavailable in "
-    "encoding OT1'; the fix belongs in derive/rendering.py (or the templates' font set-up)",
-)
 @pytest.mark.parametrize("text", ["Ableitung α β", "Производная", "梯度", "Íslenska ð þ"], ids=["greek", "cyrillic", "cjk", "eth-thorn"])
 def test_letters_of_other_scripts_compile_as_a_title(tex: None, text: str) -> None:
     assert build_pdf(title_document(text)).startswith(b"%PDF")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tex_escape leaves < > | as they are, and in OT1 text fonts they print as ¡ ¿ —; "
-    "the fix belongs in derive/rendering.py (\\textless{}, \\textgreater{}, \\textbar{})",
-)
 def test_angle_brackets_and_bar_print_as_themselves(tex: None, tmp_path: Path) -> None:
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext (poppler-utils, installed by test.sh) is needed to read the PDF back")
