@@ -50,28 +50,6 @@ class Setting:
             return True
         return any(expr.has(b) for b in self.intermediates)
 
-    def define(self, expr: sp.Basic) -> sp.Expr:
-        """Replace every defined symbol by its definition, until none is left."""
-        for _ in range(len(self.definitions) + 1):
-            new = expr
-            for d in self.definitions:
-                new = _substitute_definition(new, d)
-            if new == expr:
-                return new
-            expr = new
-        raise RecursionError("definitions refer to each other in a cycle")
-
-
-def _substitute_definition(expr: sp.Basic, d: Definition) -> sp.Basic:
-    if isinstance(d.symbol, sp.Indexed):
-        base, pattern = d.symbol.base, d.symbol.indices[0]
-
-        def is_def(e: sp.Basic) -> bool:
-            return isinstance(e, sp.Indexed) and e.base == base
-
-        return expr.replace(is_def, lambda e: d.value.xreplace({pattern: e.indices[0]}))
-    return expr.xreplace({d.symbol: d.value})
-
 
 def expand_sums(expr: sp.Basic) -> sp.Basic:
     """Write every Sum and ExcludedSum with concrete limits as explicit terms, bottom-up.
