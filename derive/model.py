@@ -195,6 +195,13 @@ class Derivation:
 
         return check(self)
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        """Jupyter shows the Markdown document (the same text as ``derive.render(d, "md")``);
+        ``text/latex`` is the LaTeX document, ``text/plain`` the tree."""
+        from derive.rendering import render
+
+        return {"text/markdown": render(self, "md"), "text/latex": render(self, "tex"), "text/plain": str(self)}
+
     def __str__(self) -> str:
         from derive.latex import plain
 

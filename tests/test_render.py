@@ -203,3 +203,10 @@ def test_escape_filters():
 
     assert tex_escape("50% of $x_1 & {y}# ~^\\") == r"50\% of \$x\_1 \& \{y\}\# \~{}\^{}\textbackslash{}"
     assert md_escape("a*b_c|d`e") == r"a\*b\_c\|d\`e"
+
+
+def test_notebook_display_is_the_rendered_document(three):
+    bundle = three._repr_mimebundle_()
+    assert bundle["text/markdown"] == derive.render(three, "md")
+    assert bundle["text/latex"] == derive.render(three, "tex")
+    assert bundle["text/plain"] == str(three) and "sum_rule" in bundle["text/plain"]
