@@ -18,7 +18,7 @@ import sympy as sp
 
 from derive.errors import UsageError
 from derive.model import Concrete, Derivation, Example, JacobianExample, RuleMatrix
-from derive.symbols import i, k, o, y, z
+from derive.symbols import i, k, o, y
 
 MAX_CLASSES = 512
 """The exact checks of a concrete H grow as H^2 (the Jacobian has H^2 entries)."""

@@ -46,6 +46,18 @@ RULES: tuple[str, ...] = (
 """Every rule id; the templates hold one title and one justification for each."""
 
 
+class Chain:
+    """The steps of a derivation, collected as each rule is applied to the previous result:
+    ``e = then(rules.sum_rule(e))`` records the step and returns its rhs."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    def __call__(self, step: Step) -> sp.Expr:
+        self.steps.append(step)
+        return step.rhs
+
+
 # --- building unevaluated expressions ------------------------------------------------------------
 def mul(*factors: sp.Basic) -> sp.Expr:
     return sp.Mul(*factors, evaluate=False)

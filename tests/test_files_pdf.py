@@ -12,6 +12,7 @@ import pytest
 from derive.errors import DeriveError, UsageError
 from derive.files import write_atomic
 from derive.pdf import MISSING_TOOLS_MESSAGE, build_pdf, first_tex_error, tex_available
+from processes import build_directories, running_processes_in
 
 # ---------------------------------------------------------------------------------------------
 # write_atomic
@@ -129,27 +130,6 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make the builds use ``tmp_path`` as the system temporary directory."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return tmp_path
-
-
-def build_directories(directory: Path) -> list[Path]:
-    return sorted(directory.glob("derive-pdf-*"))
-
-
-def running_processes_in(directory: Path) -> list[str]:
-    """Processes (not zombies) whose working directory is inside ``directory``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(entry / "cwd"))
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state = stat[stat.rfind(")") + 2 :].split()[0]
-        if state != "Z" and (cwd == directory or directory in cwd.parents):
-            found.append(f"{entry.name} {(entry / 'comm').read_text().strip()} in {cwd}")
-    return found
 
 
 def test_minimal_document_builds(tex: None, private_tmp: Path) -> None:

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from derive.concrete import example, loss_value
-from derive.errors import DeriveError
 from derive.pdf import build_pdf, tex_available
 from derive.rendering import tex_escape
 

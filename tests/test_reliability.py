@@ -29,6 +29,7 @@ import derive
 import derive.pdf
 from derive.cli import app
 from derive.pdf import MISSING_TOOLS_MESSAGE, tex_available
+from processes import build_directories, running_processes_in
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -88,29 +89,6 @@ def assert_nothing_at(path: Path) -> None:
 def assert_untouched(path: Path, content: bytes) -> None:
     assert path.read_bytes() == content
     assert temporary_files(path) == []
-
-
-def build_directories(directory: Path) -> list[Path]:
-    """The build directories of derive/pdf.py (derive-pdf-*) in a temporary directory."""
-    return sorted(directory.glob("derive-pdf-*"))
-
-
-def running_processes_in(directory: Path) -> list[str]:
-    """Processes (not zombies) whose working directory is inside ``directory``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(entry / "cwd"))
-            stat = (entry / "stat").read_text()
-            name = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        state = stat[stat.rfind(")") + 2 :].split()[0]
-        if state != "Z" and (cwd == directory or directory in cwd.parents):
-            found.append(f"{entry.name} {name} in {cwd}")
-    return found
 
 
 def course_templates(directory: Path, after_begin_document: str) -> Path:

@@ -22,18 +22,14 @@ SETTING = Setting(wrt=z[k], definitions=(SOFTMAX,), constraints={}, outer=(i,))
 
 def steps() -> tuple[Step, ...]:
     """Compose the rules, each applied to the previous step's result."""
-    out: list[Step] = []
-
-    def then(step: Step) -> sp.Expr:
-        out.append(step)
-        return step.rhs
+    then = rules.Chain()
 
     e = then(rules.chain_rule(SUBJECT, SETTING))
     e = then(rules.log_derivative(e))
     e = then(rules.softmax_jacobian(e, SETTING))
     e = then(rules.algebra(e))
     then(rules.delta_cases(e, SUBJECT))
-    return tuple(out)
+    return tuple(then.steps)
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:

@@ -23,11 +23,7 @@ SETTING = Setting(wrt=z[k], definitions=(SOFTMAX,), constraints={}, outer=(i,))
 
 def steps() -> tuple[Step, ...]:
     """Compose the rules, each applied to the previous step's result."""
-    out: list[Step] = []
-
-    def then(step: Step) -> sp.Expr:
-        out.append(step)
-        return step.rhs
+    then = rules.Chain()
 
     e = then(rules.definition(SUBJECT, SOFTMAX))
     e = then(rules.quotient_rule(e))
@@ -38,7 +34,7 @@ def steps() -> tuple[Step, ...]:
     e = then(rules.outputs(e, SOFTMAX))
     e = then(rules.common_factor(e))
     then(rules.delta_cases(e, SUBJECT))
-    return tuple(out)
+    return tuple(then.steps)
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:

@@ -27,11 +27,7 @@ SETTING = Setting(wrt=z[k], definitions=(LOSS, SOFTMAX))
 
 def steps() -> tuple[Step, ...]:
     """Compose the rules, each applied to the previous step's result."""
-    out: list[Step] = []
-
-    def then(step: Step) -> sp.Expr:
-        out.append(step)
-        return step.rhs
+    then = rules.Chain()
 
     e = then(rules.definition(sp.Derivative(E, z[k]), LOSS))
     e = then(rules.sum_rule(e))
@@ -47,7 +43,7 @@ def steps() -> tuple[Step, ...]:
     e = then(rules.expand(e))
     e = then(rules.cancel(e))
     e = then(rules.normalisation(e, NORMALISED.statement))
-    return tuple(out)
+    return tuple(then.steps)
 
 
 def pitfall() -> Pitfall:
