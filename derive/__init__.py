@@ -39,6 +39,7 @@ def derivation(
     classes: int | None = None,
     logits: Sequence[float | str] | None = None,
     target: Sequence[float | str] | None = None,
+    **options: object,
 ) -> "Derivation":
     """Build the derivation called ``name``.
 
@@ -47,13 +48,15 @@ def derivation(
         classes: a concrete number of classes H; ``None`` keeps H symbolic.
         logits: the worked example's logits (needs ``classes``).
         target: the worked example's target (needs ``classes``).
+        options: a derivation's own options, e.g. ``temperature=2`` for softmax-ce; see
+            ``derive NAME --help``.
 
     Raises:
         UsageError: an unknown name or bad parameters.
     """
     from derive.derivations import build
 
-    return build(name, classes=classes, logits=logits, target=target)
+    return build(name, classes=classes, logits=logits, target=target, **options)
 
 
 def render(derivation: "Derivation", format: str = "md", templates: "Path | str | None" = None) -> str | bytes:

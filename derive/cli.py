@@ -7,11 +7,12 @@ Every derivation in the catalog becomes a command of the same name. Building and
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence
+from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence, get_type_hints
 
 import typer
 from typer.core import TyperGroup
@@ -29,6 +30,7 @@ class Format(str, Enum):
     tex = "tex"
     pdf = "pdf"
     json = "json"
+    html = "html"
 
 
 FORMAT_BY_EXTENSION: dict[str, Format] = {f".{fmt.value}": fmt for fmt in Format}
@@ -124,8 +126,8 @@ def _root(
 def list_derivations() -> None:
     """List the derivations, one per line: name and description."""
     width = max((len(name) for name in CATALOG), default=0)
-    for name, description in CATALOG.items():
-        typer.echo(f"{name:<{width}}  {description}")
+    for name, entry in CATALOG.items():
+        typer.echo(f"{name:<{width}}  {entry.description}")
 
 
 def _parse_classes(value: str) -> int:
@@ -196,20 +198,48 @@ def _derivation_command(name: str) -> Callable[..., None]:
                 dir_okay=True,
             ),
         ] = None,
+        **options: Any,
     ) -> None:
         try:
-            _write_derivation(name, classes, format, output, logits, target, templates)
+            _write_derivation(name, classes, format, output, logits, target, templates, options)
         except DeriveError as error:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", INTERRUPTED_EXIT_CODE)
 
-    command.__name__ = name.replace("-", "_")
-    return command
+    return _with_options(command, name, CATALOG[name].options)
 
 
-for _name, _description in CATALOG.items():
-    app.command(_name, help=_description, epilog=EXAMPLE.format(name=_name))(_derivation_command(_name))
+OPTIONS: dict[str, Any] = {
+    "temperature": typer.Option(metavar="T", help="Softmax temperature T > 0: o = softmax(z / T) (default: none, T = 1)."),
+    "label_smoothing": typer.Option(metavar="EPS", help="Label smoothing 0 <= EPS < 1: the target becomes (1 - EPS) y + EPS / H."),
+    "inputs": typer.Option(metavar="D", help="Number of inputs D of the layer (default: symbolic D)."),
+}
+"""A derivation's own options (see ``Entry.options``); the library parses and checks the values."""
+
+
+def _with_options(command: Callable[..., None], name: str, options: tuple[str, ...]) -> Callable[..., None]:
+    """Give ``command`` a signature with the standard parameters and the derivation's own options,
+    so that each command's ``--help`` shows only what it takes."""
+    hints = get_type_hints(command, include_extras=True)
+    standard = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    extra = [
+        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], OPTIONS[key]])
+        for key in options
+    ]
+
+    def wrapper(**values: Any) -> None:
+        command(**values)
+
+    wrapper.__signature__ = inspect.Signature(standard + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in standard + extra}
+    wrapper.__name__ = name.replace("-", "_")
+    wrapper.__doc__ = CATALOG[name].description
+    return wrapper
+
+
+for _name, _entry in CATALOG.items():
+    app.command(_name, help=_entry.description, epilog=EXAMPLE.format(name=_name))(_derivation_command(_name))
 
 
 def _write_derivation(
@@ -220,6 +250,7 @@ def _write_derivation(
     logits: str | None,
     target: str | None,
     templates: Path | None,
+    options: dict[str, Any],
 ) -> None:
     """Build, render and write one derivation; print where it went."""
     fmt = _choose_format(format, output)
@@ -239,7 +270,7 @@ def _write_derivation(
 
     import derive
 
-    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target))
+    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **options)
     document = derive.render(built, fmt.value, templates=templates)
 
     if path is None:

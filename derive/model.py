@@ -109,6 +109,8 @@ class Example:
     gradient: tuple[sp.Expr, ...]
     given: bool = False
     """True when the user supplied the numbers."""
+    extra: tuple[tuple[str, object], ...] = ()
+    """A derivation's own numbers, by name (e.g. the smoothed target), for the documents."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,13 @@ class Concrete:
     """Row i is output i, column k is logit z_k, in terms of the outputs o_1..o_H."""
     gradient: tuple[sp.Expr, ...] | None
     example: Example | JacobianExample
-    of: str = "softmax"
-    """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``."""
+    of: str | None = "softmax"
+    """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``, whose
+    hand-written checks apply; None for the generic checks of :mod:`derive.instance`."""
+    parameters: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
+    """Symbols fixed to numbers in this instance (a temperature)."""
+    assumptions: tuple[str, ...] = ()
+    """The assumptions the gradient formula relies on (none when the target is not normalised)."""
 
 
 @dataclass(frozen=True)

@@ -120,15 +120,36 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 
 def wording(env: jinja2.Environment) -> dict[str, Any]:
-    """The prose: rule titles and justifications, labels, section texts (user file first)."""
+    """The prose: rule titles and justifications, labels, section texts, and each derivation's
+    own wording from ``derivations/NAME.toml`` (user files first)."""
+    from derive.derivations import CATALOG
+
+    words = _toml(env, WORDING)
+    for name in CATALOG:
+        _merge(words, _toml(env, f"derivations/{name}.toml"), f"derivations/{name}.toml")
+    return words
+
+
+def _toml(env: jinja2.Environment, name: str) -> dict[str, Any]:
     try:
-        source, filename, _ = env.loader.get_source(env, WORDING)
+        source, filename, _ = env.loader.get_source(env, name)
     except jinja2.TemplateNotFound:
-        raise DeriveError(f"no {WORDING} among the templates") from None
+        raise DeriveError(f"no {name} among the templates") from None
     try:
         return tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
         raise DeriveError(f"{filename}: {error}") from None
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any], source: str, where: str = "") -> None:
+    """Merge tables; a key set twice is a mistake in the wording, not an override."""
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source, f"{where}{key}.")
+        elif key in into:
+            raise DeriveError(f"{source}: {where}{key} is already set in another wording file")
+        else:
+            into[key] = value
 
 
 # --- filters -------------------------------------------------------------------------------------
@@ -382,8 +403,11 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
     n = c.classes
     from derive.concrete import normalised
 
-    terms = [latex(t) for t in c.loss.args[1].args]
-    terms = elide(terms, r"\cdots")
+    factors = [a for a in c.loss.args if not isinstance(a, sp.Add)] if isinstance(c.loss, sp.Mul) else []
+    inner = next((a for a in c.loss.args if isinstance(a, sp.Add)), c.loss) if factors else c.loss
+    terms = elide([latex(t) for t in inner.args] if isinstance(inner, sp.Add) else [latex(inner)], r"\cdots")
+    front = "-" if factors == [sp.Integer(-1)] else latex(sp.Mul(*factors)) + " " if factors else ""
+    loss = next(x for x in d.definitions if x.symbol == d.subject.expr)
     table = [
         {
             "index": m + 1,
@@ -395,7 +419,8 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
         for m in range(n)
     ]
     return {
-        "loss": "E = -\\left(" + " + ".join(terms) + "\\right)",
+        "loss": f"{latex(loss.symbol)} = {front}\\left(" + " + ".join(terms) + "\\right)" if factors else f"{latex(loss.symbol)} = " + " + ".join(terms),
+        "loss_sum": latex(loss.value.xreplace({d.setting.classes: sp.Integer(n), **dict(c.parameters)})),
         "gradient": _vector([latex(g) for g in c.gradient]),
         "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
         "table": elide(table, None),
@@ -409,7 +434,8 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
             "target": [float(v) for v in ex.target],
             "loss": float(ex.loss),
             "gradient": [float(v) for v in ex.gradient],
-        },
+        }
+        | {key: [float(v) for v in value] if isinstance(value, tuple) else float(value) for key, value in ex.extra},
     }
 
 

@@ -272,9 +272,14 @@ def intermediate_values(setting: Setting, size: int) -> dict[sp.Symbol, sp.Expr]
     for d in setting.definitions:
         if isinstance(d.symbol, sp.Indexed):
             base, pattern = d.symbol.base, d.symbol.indices[0]
+            # Written out once with the index still a symbol; each entry then shares the parts
+            # that do not depend on it (the softmax denominator), so H entries cost O(H) each.
+            shared = expand_sums(d.value.xreplace({setting.classes: sp.Integer(size)}))
+            shared = shared.xreplace({x: _symbol(x) for x in shared.atoms(sp.Indexed) if all(ix.is_Integer for ix in x.indices)})
+            varying = [x for x in shared.atoms(sp.Indexed) if pattern in x.free_symbols]
             for m in range(1, size + 1):
-                value = expand_sums(d.value.xreplace({pattern: sp.Integer(m), setting.classes: sp.Integer(size)}))
-                values[_symbol(base[m])] = symbolize(value)
+                at = {x: _symbol(x.xreplace({pattern: sp.Integer(m)})) for x in varying}
+                values[_symbol(base[m])] = shared.xreplace(at)
     return values
 
 

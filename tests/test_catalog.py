@@ -55,7 +55,7 @@ def test_catalog_lists_the_jacobians():
 
     for name in NAMES:
         assert name in derive.catalog()
-        assert "Jacobian" in CATALOG[name]
+        assert "Jacobian" in CATALOG[name].description
 
 
 def test_rule_sequence(symbolic):

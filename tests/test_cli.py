@@ -60,8 +60,8 @@ def test_list_prints_name_and_description_per_line() -> None:
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert len(lines) == len(CATALOG)
-    for line, (name, description) in zip(lines, CATALOG.items()):
-        assert line.split(None, 1) == [name, description]
+    for line, (name, entry) in zip(lines, CATALOG.items()):
+        assert line.split(None, 1) == [name, entry.description]
 
 
 def test_every_catalog_name_is_a_command() -> None:
