@@ -8,11 +8,12 @@ Every derivation in the catalog becomes a command of the same name. Building and
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional, Sequence, get_type_hints
+from typing import Annotated, Any, Callable, Iterator, NoReturn, Optional, Sequence, get_type_hints
 
 import typer
 from typer.core import TyperGroup
@@ -130,6 +131,52 @@ def list_derivations() -> None:
         typer.echo(f"{name:<{width}}  {entry.description}")
 
 
+QUIET = typer.Option("--quiet", "-q", help="No progress on stderr (it is shown only on a terminal, for work that takes a while).")
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[None]:
+    """Show progress on stderr while the block runs, if stderr is a terminal and not ``quiet``."""
+    from derive import progress
+
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    terminal = progress.Terminal(sys.stderr)
+    previous = progress.install(terminal)
+    try:
+        yield
+    finally:
+        progress.install(previous)
+        terminal.close()
+
+
+@app.command("overview", epilog="Examples:\n\n\b\n  derive overview                 writes output/overview.md\n  derive overview -o overview.pdf")
+def overview_command(
+    format: Annotated[
+        Optional[Format],
+        typer.Option("--format", "-f", help="Output format (default: from the -o extension, else md).", case_sensitive=False, show_default=False),
+    ] = None,
+    output: Annotated[
+        Optional[str],
+        typer.Option("--output", "-o", metavar="PATH", help="Where to write; '-' for stdout (default: output/overview.EXT).", show_default=False),
+    ] = None,
+    templates: Annotated[
+        Optional[Path],
+        typer.Option(metavar="DIR", help="A directory of templates that take precedence over the packaged ones.", exists=True, file_okay=False, dir_okay=True),
+    ] = None,
+    quiet: Annotated[bool, QUIET] = False,
+) -> None:
+    """A table of every activation and loss pair: its gradient, whether it is output minus target, and why."""
+    fmt = _choose_format(format, output)
+    path = _target(fmt, output, Path("output") / f"overview.{fmt.value}")
+    from derive import overview
+
+    with _progress(quiet):
+        document = overview.render(fmt.value, templates=templates)
+    _deliver(document, path)
+
+
 def _parse_classes(value: str) -> int:
     """Parse ``--classes``: a whole number, at least 1; the library checks the upper limit.
 
@@ -198,10 +245,12 @@ def _derivation_command(name: str) -> Callable[..., None]:
                 dir_okay=True,
             ),
         ] = None,
+        quiet: Annotated[bool, QUIET] = False,
         **options: Any,
     ) -> None:
         try:
-            _write_derivation(name, classes, format, output, logits, target, templates, options)
+            with _progress(quiet):
+                _write_derivation(name, classes, format, output, logits, target, templates, options)
         except DeriveError as error:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
@@ -254,12 +303,24 @@ def _write_derivation(
 ) -> None:
     """Build, render and write one derivation; print where it went."""
     fmt = _choose_format(format, output)
-    to_stdout = output == STDOUT
-    if to_stdout and fmt is Format.pdf and sys.stdout.isatty():
-        raise UsageError("refusing to write a PDF to a terminal: redirect stdout or use -o FILE")
+    path = _target(fmt, output, _default_path(name, classes, fmt))
 
-    path = None if to_stdout else Path(output) if output is not None else _default_path(name, classes, fmt)
-    if path is not None:
+    import derive
+    from derive import progress
+
+    progress.update("building the derivation")
+    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **options)
+    _deliver(derive.render(built, fmt.value, templates=templates), path)
+
+
+def _target(fmt: Format, output: str | None, default: Path) -> Path | None:
+    """Where a document goes (None: stdout), checked before any work is done."""
+    if output == STDOUT:
+        if fmt is Format.pdf and sys.stdout.isatty():
+            raise UsageError("refusing to write a PDF to a terminal: redirect stdout or use -o FILE")
+        path = None
+    else:
+        path = Path(output) if output is not None else default
         check_writable(path)
     if fmt is Format.pdf:
         # Without TeX the build would fail anyway, after seconds of checks: say so at once.
@@ -267,12 +328,11 @@ def _write_derivation(
 
         if not tex_available():
             raise DeriveError(MISSING_TOOLS_MESSAGE)
+    return path
 
-    import derive
 
-    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **options)
-    document = derive.render(built, fmt.value, templates=templates)
-
+def _deliver(document: str | bytes, path: Path | None) -> None:
+    """Write a rendered document to ``path`` atomically, or to stdout; print where it went."""
     if path is None:
         _write_stdout(document)
         return

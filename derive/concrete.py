@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import mpmath
 import sympy as sp
 
+from derive import progress
 from derive.errors import UsageError
 from derive.model import Concrete, Derivation, Example, JacobianExample, RuleMatrix
 from derive.symbols import i, k, o, y
@@ -331,6 +332,7 @@ def checks(d: Derivation) -> list:
         values = {("o", m + 1): a[m] * inv % PRIME for m in range(n)} | {("y", m + 1): t[m] for m in range(n)}
         jac = c.jacobian
         for col in range(n):
+            progress.update(f"checking every entry for H = {n}", col + 1, n)
             if c.gradient is not None and bad_gradient is None and exact_value(c.gradient[col], values) != loss_derivative(a, t, col):
                 bad_gradient = col + 1
             column = softmax_duals(a, col)
@@ -342,6 +344,7 @@ def checks(d: Derivation) -> list:
     if c.gradient is not None:
         out.append(Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""))
     out.append(Check(f"the Jacobian for H = {n}", f"each of the {n * n} entries, " + how.format(c.of), bad_jacobian is None, f"entry {bad_jacobian} differs" if bad_jacobian else ""))
+    progress.update("checking the worked example")
     out.append(EXAMPLE_CHECKS[type(c.example)](c.example, c.of))
     return out
 

@@ -33,6 +33,10 @@ def documents(formats: tuple[str, ...] = FORMATS) -> Iterator[tuple[str, str | b
         d = derive.derivation(name, classes=classes)
         for fmt in formats:
             yield filename(name, classes, fmt), derive.render(d, fmt)
+    from derive import overview
+
+    for fmt in formats:
+        yield f"overview.{fmt}", overview.render(fmt)
 
 
 def main(argv: list[str]) -> None:

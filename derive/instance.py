@@ -22,6 +22,7 @@ import mpmath
 import sympy as sp
 
 from derive.concrete import DIGITS, PRIME, _default_logits, _entry, _inverse, _one_hot, classes_of, exact_value, normalised, numbers
+from derive import progress
 from derive.errors import UsageError
 from derive.model import Concrete, Definition, Derivation, Example, RuleMatrix
 from derive.setting import Setting, expand_sums
@@ -282,6 +283,7 @@ def checks(d: Derivation) -> list:
         o_values = {("o", m + 1): field(outputs[m]).v for m in range(n)}
         values = o_values | {("y", m + 1): field.values[targets[m]] for m in range(n)}
         for col in range(n):
+            progress.update(f"checking every entry for H = {n}", col + 1, n)
             field.differentiate_by(logits[col])
             if bad_gradient is None and _exact(c.gradient[col], values) != field(loss).d:
                 bad_gradient = col + 1
@@ -292,8 +294,13 @@ def checks(d: Derivation) -> list:
     return [
         Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""),
         Check(f"the Jacobian for H = {n}", f"each of the {n * n} entries, " + how.format("outputs"), bad_jacobian is None, f"entry {bad_jacobian} differs" if bad_jacobian else ""),
-        example_check(d),
+        _example_check_reported(d),
     ]
+
+
+def _example_check_reported(d: Derivation):
+    progress.update("checking the worked example")
+    return example_check(d)
 
 
 def _exact(e: sp.Expr, values: dict) -> int:

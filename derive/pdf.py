@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from derive import progress
 from derive.errors import DeriveError
 
 REQUIRED_TOOLS = ("latexmk", "pdflatex")
@@ -67,6 +68,7 @@ def build_pdf(tex: str, timeout: float = 120) -> bytes:
     """
     if not tex_available():
         raise DeriveError(MISSING_TOOLS_MESSAGE)
+    progress.update("building the PDF with latexmk")
     with tempfile.TemporaryDirectory(prefix="derive-pdf-") as directory:
         workdir = Path(directory)
         (workdir / "doc.tex").write_text(tex, encoding="utf-8", newline="\n")

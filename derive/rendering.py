@@ -57,14 +57,18 @@ def render(d: Derivation, format: str = "md", templates: Path | str | None = Non
 
 
 def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str) -> str:
-    data = document(d, report, wording(env), fmt)
+    return render_template(env, TEMPLATE[fmt], document(d, report, wording(env), fmt))
+
+
+def render_template(env: jinja2.Environment, name: str, data: dict[str, Any]) -> str:
+    """Render one template with ``doc``; a template error names the template and line."""
     try:
-        return env.get_template(TEMPLATE[fmt]).render(doc=data)
+        return env.get_template(name).render(doc=data)
     except jinja2.TemplateSyntaxError as error:
-        where = f"{error.name or TEMPLATE[fmt]}, line {error.lineno}"
+        where = f"{error.name or name}, line {error.lineno}"
         raise DeriveError(f"template {where}: {error.message}") from None
     except jinja2.TemplateError as error:
-        raise DeriveError(f"template {_failing_template(error) or TEMPLATE[fmt]}: {error.message or error}") from None
+        raise DeriveError(f"template {_failing_template(error) or name}: {error.message or error}") from None
 
 
 def _failing_template(error: Exception) -> str | None:

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import mpmath
 import sympy as sp
 
+from derive import progress
 from derive.errors import VerificationError
 from derive.model import Claim, Derivation, Step
 from derive.setting import Setting, expand_sums
@@ -106,10 +107,12 @@ def _symbolic(d: Derivation) -> Iterator[Check]:
     cases = Instances(d.setting)
     yield _chain(d)
     for n, step in enumerate(d.steps, 1):
+        progress.update("verifying step", n, len(d.steps))
         yield _exact(cases, step, n)
         yield _numeric(cases, step, n)
         if step.cases and step.identity is not None:
             yield _cases(d.setting, step, n)
+    progress.update("checking the result against finite differences")
     yield _finite_differences(d, cases)
     if d.pitfall is not None:
         shared: dict[int, Instances] = {}

@@ -1,0 +1,119 @@
+"""The overview: every activation and loss pair of the catalog in one table, with its gradient,
+whether it is "output minus target", and why.
+
+Nothing in the table is typed in by hand: each row builds its derivation, verifies it, and
+takes the result from it; whether the result is output minus target is decided by comparing it
+with o_k - y_k symbolically. The wording (the pair's names, the reason) comes from each
+derivation's ``overview`` entry in ``templates/derivations/NAME.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sympy as sp
+
+from derive.derivations import CATALOG
+from derive.errors import DeriveError, UsageError
+from derive.latex import latex
+from derive.model import Derivation
+
+FORMATS = ("md", "tex", "json", "pdf", "html")
+TEMPLATE = "overview.{}.j2"
+
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = ()
+"""Rows beyond one per catalog entry: a derivation with options, e.g. a temperature."""
+
+
+def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per derivation (and variant), in catalog order."""
+    import derive
+
+    out = []
+    for name in CATALOG:
+        for options in [{}] + [o for n, o in VARIANTS if n == name]:
+            d = derive.derivation(name, **options)
+            report = d.check()
+            about = words["derivation"][name]
+            row = about.get("overview", {})
+            out.append(
+                {
+                    "name": name,
+                    "options": options,
+                    "title": about["title"],
+                    "activation": row.get("activation", ""),
+                    "loss": row.get("loss", ""),
+                    "why": row.get("why", ""),
+                    "result": latex(d.result),
+                    "kind": "loss" if _is_loss(d) else "jacobian",
+                    "output_minus_target": output_minus_target(d),
+                    "checks": len(report.checks),
+                }
+            )
+    return out
+
+
+def _is_loss(d: Derivation) -> bool:
+    return isinstance(d.subject, sp.Derivative) and not isinstance(d.subject.expr, sp.Indexed) and d.subject.expr.is_Symbol
+
+
+def output_minus_target(d: Derivation) -> bool:
+    """Whether the result is exactly o_k - t_k for the derivative's index k and a target t."""
+    rhs = d.result.rhs
+    k = d.setting.index
+    outputs = d.setting.intermediates[0]
+    targets = {x.base for x in rhs.atoms(sp.Indexed) if x.base != outputs and x.base != d.setting.wrt.base}
+    return any(sp.expand(rhs - (outputs[k] - t[k])) == 0 for t in targets)
+
+
+def document(words: dict[str, Any], fmt: str) -> dict[str, Any]:
+    from derive.rendering import prose
+
+    about = words["overview"]
+    table = rows(words)
+    for r in table:
+        r["why"] = prose(r["why"], fmt)
+        r["link"] = _link(r, fmt)
+        r["link_target"] = f"({r['link']})"
+    return {
+        "format": fmt,
+        "title": about["title"],
+        "intro": prose(about["intro"], fmt),
+        "canonical": prose(about["canonical"], fmt),
+        "jacobians_intro": prose(about["jacobians_intro"], fmt),
+        "words": about,
+        "losses": [r for r in table if r["kind"] == "loss"],
+        "jacobians": [r for r in table if r["kind"] == "jacobian"],
+        "rows": table,
+    }
+
+
+def _link(row: dict[str, Any], fmt: str) -> str:
+    """The gallery file of the row's derivation, beside the overview in output/."""
+    ext = {"md": "md", "html": "html"}.get(fmt, "pdf")
+    suffix = "".join(f"-{key}{value}" for key, value in sorted(row["options"].items()))
+    return f"{row['name']}{suffix}.{ext}"
+
+
+def render(format: str = "md", templates: Path | str | None = None) -> str | bytes:
+    """The overview as md, tex, json or html text, or pdf bytes."""
+    from derive.rendering import environment, render_template, wording
+
+    if format not in FORMATS:
+        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    env = environment(templates)
+    words = wording(env)
+    if format == "json":
+        data = document(words, "json")
+        keys = ("name", "options", "title", "activation", "loss", "result", "kind", "output_minus_target")
+        return json.dumps({"title": data["title"], "rows": [{k: r[k] for k in keys} for r in data["rows"]]}, indent=2, ensure_ascii=False) + "\n"
+    if format == "pdf":
+        from derive.pdf import build_pdf
+
+        return build_pdf(render_template(env, TEMPLATE.format("tex"), document(words, "tex")))
+    return render_template(env, TEMPLATE.format(format), document(words, format))
+
+
+__all__ = ["render", "rows", "output_minus_target", "DeriveError"]
