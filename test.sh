@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh Debian machine and runs them: ./test.sh [pytest args]
 #
 # Debian packages: texlive-latex-base texlive-latex-recommended latexmk poppler-utils (PDF),
-# nodejs npm (formula checks, only if node is missing), python3-venv (only if venv is missing).
+# nodejs npm (formula checks, only if node is missing), chromium (the HTML page in a browser),
+# python3-venv (only if venv is missing).
 # npm packages (katex, mathjax-full) go to tests/js/node_modules; Python ones to .venv.
 # Every step is skipped when its result is already there, so a second run only runs pytest.
 set -euo pipefail
@@ -28,6 +29,9 @@ if ! have latexmk || ! have pdflatex || ! have pdftotext; then
 fi
 if ! have node || ! have npm; then
   apt_install nodejs npm
+fi
+if ! have chromium; then
+  apt_install chromium
 fi
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
   apt_install python3-venv

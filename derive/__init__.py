@@ -12,7 +12,9 @@ from derive.errors import DeriveError, UsageError, VerificationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
+    from typing import Mapping
 
+    from derive.latex import Notation
     from derive.model import Derivation
 
 __version__ = "0.1.0"
@@ -59,14 +61,26 @@ def derivation(
     return build(name, classes=classes, logits=logits, target=target, **options)
 
 
-def render(derivation: "Derivation", format: str = "md", templates: "Path | str | None" = None) -> str | bytes:
+def render(
+    derivation: "Derivation",
+    format: str = "md",
+    templates: "Path | str | None" = None,
+    notation: "Notation | str | Mapping[str, str] | None" = None,
+) -> str | bytes:
     """Render a derivation as ``"md"``, ``"tex"`` or ``"json"`` text, or ``"pdf"`` bytes.
 
     Args:
         derivation: what :func:`derivation` returned.
         format: the output format.
         templates: a directory whose templates take precedence over the packaged ones.
+        notation: how the symbols are written: a preset name (``"seed"``, the default,
+            ``"textbook"``, ``"bishop"``, ``"probability"``), a dict of roles to names with
+            optional ``"preset"`` and ``"log"`` keys (``{"target": "t", "log": "log"}``), or a
+            :class:`derive.notation.Notation` from :func:`derive.notation.notation`.
+
+    Raises:
+        UsageError: an unknown format, or a notation that is not valid.
     """
     from derive.rendering import render as _render
 
-    return _render(derivation, format, templates)
+    return _render(derivation, format, templates, notation)

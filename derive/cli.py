@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from derive import __version__
-from derive.derivations import CATALOG
+from derive.derivations import CATALOG, file_stem
 from derive.errors import DeriveError, UsageError
 from derive.files import check_writable, write_atomic
 
@@ -132,6 +132,31 @@ def list_derivations() -> None:
 
 
 QUIET = typer.Option("--quiet", "-q", help="No progress on stderr (it is shown only on a terminal, for work that takes a while).")
+NOTATION = typer.Option(
+    "--notation",
+    metavar="NAME",
+    help="How the symbols are written: seed (z, o, y, H, E, ln; the default), textbook (outputs y-hat, classes K, loss L, log), "
+    "bishop (activations a, outputs y, targets t, classes K), probability (outputs p, targets t, classes C, loss L, log).",
+    show_default=False,
+)
+SYMBOL = typer.Option(
+    "--symbol",
+    metavar="ROLE=NAME",
+    help="Write one symbol your way, e.g. target=t, classes=C, output='hat y'; repeatable. Roles: logit, output, target, classes, "
+    "error, i, j, k, input, inputs, weight, bias (or their letters z, o, y, H, E, x, D, W, b). A name is a letter, a Greek "
+    "letter (alpha) or either with a hat (hat y, y-hat, \\hat{y}).",
+    show_default=False,
+)
+LOG = typer.Option("--log", metavar="ln|log", help="Write the natural logarithm as ln or log (default: the notation's).", show_default=False)
+
+
+def _notation(preset: str | None, symbols: list[str] | None, log: str | None) -> Any:
+    """The notation that --notation, --symbol and --log ask for (None: the default), checked before any work."""
+    if preset is None and not symbols and log is None:
+        return None
+    from derive.notation import notation
+
+    return notation(preset, symbols or [], log)
 
 
 @contextmanager
@@ -165,15 +190,19 @@ def overview_command(
         Optional[Path],
         typer.Option(metavar="DIR", help="A directory of templates that take precedence over the packaged ones.", exists=True, file_okay=False, dir_okay=True),
     ] = None,
+    notation: Annotated[Optional[str], NOTATION] = None,
+    symbol: Annotated[Optional[list[str]], SYMBOL] = None,
+    log: Annotated[Optional[str], LOG] = None,
     quiet: Annotated[bool, QUIET] = False,
 ) -> None:
     """A table of every activation and loss pair: its gradient, whether it is output minus target, and why."""
+    written = _notation(notation, symbol, log)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"overview.{fmt.value}")
     from derive import overview
 
     with _progress(quiet):
-        document = overview.render(fmt.value, templates=templates)
+        document = overview.render(fmt.value, templates=templates, notation=written)
     _deliver(document, path)
 
 
@@ -245,12 +274,16 @@ def _derivation_command(name: str) -> Callable[..., None]:
                 dir_okay=True,
             ),
         ] = None,
+        notation: Annotated[Optional[str], NOTATION] = None,
+        symbol: Annotated[Optional[list[str]], SYMBOL] = None,
+        log: Annotated[Optional[str], LOG] = None,
         quiet: Annotated[bool, QUIET] = False,
         **options: Any,
     ) -> None:
         try:
+            written = _notation(notation, symbol, log)
             with _progress(quiet):
-                _write_derivation(name, classes, format, output, logits, target, templates, options)
+                _write_derivation(name, classes, format, output, logits, target, templates, options, written)
         except DeriveError as error:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
@@ -300,17 +333,19 @@ def _write_derivation(
     target: str | None,
     templates: Path | None,
     options: dict[str, Any],
+    notation: Any = None,
 ) -> None:
     """Build, render and write one derivation; print where it went."""
     fmt = _choose_format(format, output)
-    path = _target(fmt, output, _default_path(name, classes, fmt))
+    path = _target(fmt, output, _default_path(name, classes, fmt, options))
 
     import derive
     from derive import progress
 
     progress.update("building the derivation")
-    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **options)
-    _deliver(derive.render(built, fmt.value, templates=templates), path)
+    given = {key: value for key, value in options.items() if value is not None}  # only the options used
+    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **given)
+    _deliver(derive.render(built, fmt.value, templates=templates, notation=notation), path)
 
 
 def _target(fmt: Format, output: str | None, default: Path) -> Path | None:
@@ -353,10 +388,10 @@ def _choose_format(format: Format | None, output: str | None) -> Format:
     return FORMAT_BY_EXTENSION[extension]
 
 
-def _default_path(name: str, classes: int | None, fmt: Format) -> Path:
-    """Return ``output/NAME.EXT`` (symbolic) or ``output/NAME-N.EXT``, under the working directory."""
-    stem = name if classes is None else f"{name}-{classes}"
-    return Path("output") / f"{stem}.{fmt.value}"
+def _default_path(name: str, classes: int | None, fmt: Format, options: dict[str, Any] | None = None) -> Path:
+    """Return ``output/NAME.EXT`` (symbolic) or ``output/NAME-N.EXT``, under the working directory;
+    a derivation's own options add to the name (``output/softmax-ce-3-temperature2.md``)."""
+    return Path("output") / f"{file_stem(name, classes, options)}.{fmt.value}"
 
 
 def _split(numbers: str | None) -> list[str] | None:

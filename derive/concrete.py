@@ -18,7 +18,7 @@ import sympy as sp
 
 from derive import progress
 from derive.errors import UsageError
-from derive.model import Concrete, Derivation, Example, JacobianExample, RuleMatrix
+from derive.model import Concrete, Derivation, Example, JacobianExample, LayerExample, RuleMatrix
 from derive.symbols import i, k, o, y
 
 MAX_CLASSES = 512
@@ -319,7 +319,7 @@ def checks(d: Derivation) -> list:
     if c.of is None:
         from derive import instance
 
-        return instance.checks(d)
+        return instance.parameter_checks(d) if c.by else instance.checks(d)
     n = c.classes
     function = JACOBIANS[c.of]
     rng = random.Random(f"derive:{d.name}:{n}")
@@ -415,5 +415,49 @@ def example_check(ex: Example, of: str = "softmax"):
     return Check(what, method, True)
 
 
-EXAMPLE_CHECKS: dict[type, Callable] = {Example: example_check, JacobianExample: jacobian_example_check}
+def layer_example_check(ex: LayerExample, of: str | None = None):
+    """A dense layer's example, from its inputs and parameters alone: the logits are W x + b, the
+    outputs their softmax, the loss -sum y ln o, and every entry of the gradient agrees with
+    central differences of that loss in the weight or bias."""
+    from derive.verify import Check
+
+    what = "the worked example"
+    method = "logits W x + b, outputs and loss recomputed; every entry of the gradient with respect to the weights and the biases against central finite differences of the loss (mpmath, 60 digits)"
+    tolerance = mpmath.mpf(10) ** -20
+    with mpmath.workdps(60):
+        xs = [_entry(v) for v in ex.inputs]
+        tm = [_entry(v) for v in ex.target]
+        zm = [mpmath.fsum(_entry(w) * v for w, v in zip(row, xs)) + _entry(b) for row, b in zip(ex.weights, ex.bias)]
+        for r, z_ in enumerate(zm):
+            if abs(z_ - _entry(ex.logits[r])) > tolerance * max(1, abs(z_)):
+                return Check(what, method, False, f"logit {r + 1} is not (W x + b)_{r + 1}")
+        top = max(zm)
+        weights = [mpmath.exp(v - top) for v in zm]
+        total = mpmath.fsum(weights)
+        for r, w in enumerate(weights):
+            if abs(w / total - _entry(ex.probabilities[r])) > tolerance:
+                return Check(what, method, False, f"output {r + 1} is not softmax of the logits")
+        mass = mpmath.fsum(tm)
+        base = mpmath.fsum(t * z_ for t, z_ in zip(tm, zm))
+        loss = mass * (top + mpmath.log(total)) - base
+        if abs(loss - _entry(ex.loss)) > tolerance * max(1, abs(loss)):
+            return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(loss, 15)}")
+        h = mpmath.mpf(10) ** -25
+
+        def moved(r: int, dz: mpmath.mpf) -> mpmath.mpf:
+            # Moving z_r by dz multiplies its weight e^{z_r - top} by e^{dz}: each side costs O(1).
+            return mass * (top + mpmath.log(total + weights[r] * mpmath.expm1(dz))) - base - tm[r] * dz
+
+        entries = [((r, col), xs[col], ex.gradient_weights[r][col]) for r in range(len(zm)) for col in range(len(xs))]
+        entries += [((r,), mpmath.mpf(1), ex.gradient_bias[r]) for r in range(len(zm))]
+        for where, slope, claimed in entries:
+            # A weight W_rd moves z_r by h x_d, the bias b_r by h.
+            numeric = (moved(where[0], h * slope) - moved(where[0], -h * slope)) / (2 * h)
+            if abs(numeric - _entry(claimed)) > tolerance:
+                name = f"dE/dW_{where[0] + 1},{where[1] + 1}" if len(where) == 2 else f"dE/db_{where[0] + 1}"
+                return Check(what, method, False, f"{name}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(_entry(claimed), 15)}")
+    return Check(what, method, True)
+
+
+EXAMPLE_CHECKS: dict[type, Callable] = {Example: example_check, JacobianExample: jacobian_example_check, LayerExample: layer_example_check}
 """The check for each kind of worked example."""

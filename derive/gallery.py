@@ -10,29 +10,46 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-GALLERY: tuple[tuple[str, int | None], ...] = (
+GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]], ...] = (
     ("softmax-ce", None),
     ("softmax-ce", 3),
+    ("softmax-ce", None, {"temperature": 2}),
+    ("softmax-ce", None, {"label_smoothing": 0.1}),
+    ("softmax-ce", 3, {"temperature": 2}),
+    ("softmax-ce", 3, {"label_smoothing": 0.1}),
     ("softmax", None),
     ("softmax", 3),
     ("log-softmax", None),
     ("log-softmax", 3),
+    ("sigmoid-bce", None),
+    ("sigmoid-bce", 3),
+    ("sse-linear", None),
+    ("sse-linear", 3),
+    ("mse-softmax", None),
+    ("mse-softmax", 3),
+    ("dense-softmax-ce", None),
+    ("dense-softmax-ce", 3),
 )
-FORMATS = ("md", "tex", "json", "pdf")
+"""(name, classes), or (name, classes, options) for a derivation's own options."""
+FORMATS = ("md", "tex", "json", "pdf", "html")
 
 
-def filename(name: str, classes: int | None, fmt: str) -> str:
-    return f"{name}.{fmt}" if classes is None else f"{name}-{classes}.{fmt}"
+def filename(name: str, classes: int | None, fmt: str, options: dict[str, object] | None = None) -> str:
+    """The name the command line gives the document by default (see ``file_stem``)."""
+    from derive.derivations import file_stem
+
+    return f"{file_stem(name, classes, options)}.{fmt}"
 
 
 def documents(formats: tuple[str, ...] = FORMATS) -> Iterator[tuple[str, str | bytes]]:
     """(file name, content) for every gallery document."""
     import derive
 
-    for name, classes in GALLERY:
-        d = derive.derivation(name, classes=classes)
+    for name, classes, *more in GALLERY:
+        options = more[0] if more else {}
+        d = derive.derivation(name, classes=classes, **options)
         for fmt in formats:
-            yield filename(name, classes, fmt), derive.render(d, fmt)
+            yield filename(name, classes, fmt, options), derive.render(d, fmt)
     from derive import overview
 
     for fmt in formats:

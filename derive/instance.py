@@ -24,14 +24,17 @@ import sympy as sp
 from derive.concrete import DIGITS, PRIME, _default_logits, _entry, _inverse, _one_hot, classes_of, exact_value, normalised, numbers
 from derive import progress
 from derive.errors import UsageError
-from derive.model import Concrete, Definition, Derivation, Example, RuleMatrix
+from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix
 from derive.setting import Setting, expand_sums
-from derive.symbols import k
+from derive.symbols import ExcludedSum, k, y
 
 POINTS = 2
 """Random points for the exact checks."""
 WORKING = DIGITS + 30
-"""Digits the example is computed with; it is stored with DIGITS."""
+"""Digits the example is computed with; it is stored with DIGITS. Large logits add more (see
+:func:`working_digits`)."""
+MAX_EXTRA_DIGITS = 1000
+"""At most this many digits are added for large logits."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,9 @@ def loss_instance(
     fixed_h = {setting.classes: sp.Integer(n), **fixed}
     gradient = tuple(_at(formula, m, fixed_h) for m in range(1, n + 1))
     written = _written_out(loss.value, setting.classes, n, fixed)
-    example = _example(given, setting, loss, formula, fixed, extra)
+    # The example's numbers come from the form that holds for any target: a target whose entries
+    # sum to one only within concrete.NORMALISED_WITHIN still gets the gradient of its own loss.
+    example = _example(given, setting, loss, general if general is not None else formula, fixed, extra)
     return Concrete(classes=n, loss=written, jacobian=jacobian, gradient=gradient, example=example, of=None, parameters=tuple(fixed.items()), assumptions=assumptions)
 
 
@@ -100,9 +105,11 @@ def _written_out(value: sp.Expr, classes: sp.Symbol, n: int, fixed: dict) -> sp.
     """The loss with its sum written out term by term, unevaluated (a factor in front stays)."""
     value = value.xreplace({classes: sp.Integer(n), **fixed})
 
+    from derive.rules import substitute  # keeps each term in the definition's order
+
     def terms(s: sp.Sum) -> sp.Expr:
         idx, lo, hi = s.limits[0]
-        return sp.Add(*[s.function.xreplace({idx: sp.Integer(v)}) for v in range(int(lo), int(hi) + 1)], evaluate=False)
+        return sp.Add(*[substitute(s.function, {idx: sp.Integer(v)}) for v in range(int(lo), int(hi) + 1)], evaluate=False)
 
     if isinstance(value, sp.Sum):
         return terms(value)
@@ -123,12 +130,18 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
 
     n = given.classes
     intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(setting, n).items()}
-    with mpmath.workdps(WORKING):
+    with mpmath.workdps(working_digits(given.logits)):
         point = _point(setting, given)
         memo: dict = {}
         outputs = [_eval(intermediates[symbolize(setting.intermediates[0][m])], point, memo) for m in range(1, n + 1)]
         value = _eval(_written(setting, loss.symbol, n, 1, fixed, intermediates), point, memo)
-        gradient = [_eval(_written(setting, formula, n, m, fixed, intermediates), point, memo) for m in range(1, n + 1)]
+        # The result is in terms of the outputs: evaluated at their values. Its sums are written
+        # out once for every entry (k stays free), so a sum over the outputs is evaluated once.
+        known = point | {x: point[symbolize(x)] for x in map(setting.wrt.base.__getitem__, range(1, n + 1))}
+        known |= {y[m]: point[symbolize(y[m])] for m in range(1, n + 1)}
+        known |= {setting.intermediates[0][m]: outputs[m - 1] for m in range(1, n + 1)}
+        written = expand_sums(formula.xreplace({setting.classes: sp.Integer(n), **fixed}))
+        gradient = [_eval(written.xreplace({k: sp.Integer(m)}), known, memo) for m in range(1, n + 1)]
         numbers_ = {"outputs": outputs, "loss": value, "gradient": gradient, "point": point, "memo": memo, "intermediates": intermediates}
         more = extra(numbers_) if extra else ()
     f = lambda v: sp.Float(v, DIGITS)
@@ -141,6 +154,15 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
         given=given.given,
         extra=tuple((key, tuple(map(f, v)) if isinstance(v, (list, tuple)) else f(v) if isinstance(v, mpmath.mpf) else v) for key, v in more),
     )
+
+
+def working_digits(logits: Sequence[sp.Expr]) -> int:
+    """WORKING, plus a digit for every factor of 10 in e^{|z|} of the largest logit: an output
+    near 1, such as the sigmoid 1 - sigma(z) = e^{-z} / (1 + e^{-z}), is a difference of numbers
+    that agree to |z| / ln 10 digits, and the example must keep its DIGITS after that."""
+    with mpmath.workdps(20):
+        top = max((abs(_entry(v)) for v in logits), default=mpmath.mpf(0))
+        return WORKING + min(MAX_EXTRA_DIGITS, int(top / mpmath.log(10)))
 
 
 def _point(setting: Setting, given: Inputs) -> dict[sp.Basic, mpmath.mpf]:
@@ -218,9 +240,15 @@ class Field:
         self.rng = rng
         self.by: sp.Symbol | None = None
         self.memo: dict[sp.Basic, Dual] = {}
+        self.symbols: dict[sp.Basic, set] = {}
 
     def differentiate_by(self, variable: sp.Symbol) -> None:
-        self.by, self.memo = variable, {}
+        """A sub-term without the variable keeps its value and has derivative 0: only the terms of
+        an elementwise loss that contain the variable are evaluated again."""
+        for e in self.memo.keys() - self.symbols.keys():
+            self.symbols[e] = e.free_symbols
+        self.by = variable
+        self.memo = {e: Dual(x.v, 0) for e, x in self.memo.items() if variable not in self.symbols[e]}
 
     def __call__(self, e: sp.Basic) -> Dual:
         if e in self.memo:
@@ -272,6 +300,7 @@ def checks(d: Derivation) -> list:
     targets = [symbolize(y[m]) for m in range(1, n + 1)]
     outputs = [intermediates[symbolize(setting.intermediates[0][m])] for m in range(1, n + 1)]
     rng = random.Random(f"derive:{d.name}:{n}")
+    sums: dict = {}
     how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, against forward-mode derivatives of the {{}}"
     bad_gradient = bad_jacobian = None
     for _ in range(POINTS):
@@ -285,7 +314,7 @@ def checks(d: Derivation) -> list:
         for col in range(n):
             progress.update(f"checking every entry for H = {n}", col + 1, n)
             field.differentiate_by(logits[col])
-            if bad_gradient is None and _exact(c.gradient[col], values) != field(loss).d:
+            if bad_gradient is None and _exact(c.gradient[col], values, sums) != field(loss).d:
                 bad_gradient = col + 1
             for r in range(n):
                 entry = exact_value(c.jacobian.rule(r, col), values, {c.jacobian.row: r + 1, c.jacobian.col: col + 1})
@@ -303,37 +332,286 @@ def _example_check_reported(d: Derivation):
     return example_check(d)
 
 
-def _exact(e: sp.Expr, values: dict) -> int:
-    return exact_value(expand_sums(e), values)
+def _exact(e: sp.Expr, values: dict, sums: dict) -> int:
+    """An entry modulo PRIME; each distinct sum in the entries is written out once (``sums``)."""
+    if not e.has(sp.Sum, ExcludedSum):
+        return exact_value(e, values)
+    for s in e.atoms(sp.Sum, ExcludedSum) - sums.keys():
+        sums[s] = expand_sums(s)
+    found = {s: sums[s] for s in e.atoms(sp.Sum, ExcludedSum)}
+    return exact_value(e.xreplace(found), values)
 
 
 def example_check(d: Derivation):
     """The example's gradient against central differences of its loss, written out from the
-    definitions; the loss against the definitions evaluated directly."""
-    from derive.verify import Check, intermediate_values
+    definitions; the loss, and the example's own numbers named after a definition (a smoothed
+    target), against the definitions evaluated directly."""
+    from derive.verify import Check, intermediate_values, symbolize
 
     c = d.concrete
     ex = c.example
     n = c.classes
     fixed = dict(c.parameters)
     what = "the worked example"
-    method = "gradient against central finite differences of the loss (mpmath, 60 digits); loss against its definition"
+    digits = working_digits(ex.logits)
+    method = f"gradient against central finite differences of the loss (mpmath, {digits} digits); loss against its definition"
     intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(d.setting, n).items()}
     loss = _written(d.setting, d.subject.expr, n, 1, fixed, intermediates)
     given = Inputs(n, ex.logits, ex.target, ex.given)
-    with mpmath.workdps(WORKING):
+    with mpmath.workdps(digits):
         point = _point(d.setting, given)
         variables = [v for v in point if str(v).startswith(str(d.setting.wrt.base))][:n]
         h = mpmath.mpf(10) ** -25
-        value = _eval(loss, point, {})
+        base: dict = {}
+        value = _eval(loss, point, base)
+        symbols = {e: e.free_symbols for e in base}
         if abs(value - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
             return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
+        # The example's own numbers named after a definition (the smoothed target) are its values.
+        own = [(x, v) for key, v in ex.extra for x in d.setting.definitions if x.key == key and isinstance(x.symbol, sp.Indexed)]
+        if own:
+            method += f"; {', '.join(x.key.replace('_', ' ') for x, _ in own)} against the definition"
+        for x, numbers_ in own:
+            for m, v in enumerate(numbers_, 1):
+                defined = _eval(intermediates[symbolize(x.symbol.base[m])], point, base)
+                if abs(defined - _entry(v)) > mpmath.mpf(10) ** -20 * max(1, abs(defined)):
+                    return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(_entry(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
         for m, variable in enumerate(variables):
             up, down = dict(point), dict(point)
             up[variable] += h
             down[variable] -= h
-            numeric = (_eval(loss, up, {}) - _eval(loss, down, {})) / (2 * h)
+            # Sub-terms without the moved variable keep their values.
+            kept = {e: v for e, v in base.items() if variable not in symbols[e]}
+            numeric = (_eval(loss, up, dict(kept)) - _eval(loss, down, kept)) / (2 * h)
             claimed = _entry(ex.gradient[m])
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20 * max(1, abs(claimed)):
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
     return Check(what, method, True)
+
+
+# --- a dense layer before the loss: the gradient with respect to its parameters ---------------------
+def gradient(field: Field, e: sp.Basic, variables: Sequence[sp.Symbol], defined: Mapping[sp.Symbol, sp.Expr]) -> tuple[dict[sp.Symbol, int], dict[sp.Basic, int | None]]:
+    """Reverse mode: the derivative of ``e`` by each of ``variables`` at once, modulo PRIME, at the
+    field's point (values, exponentials and logarithms as in :class:`Field`), in one pass over the
+    distinct sub-terms: a layer's H (D + 1) parameters cost no more than one. A symbol in
+    ``defined`` stands for its value there (o_m for its softmax of z, z_m for its W x + b), so
+    the levels of a network need not be substituted into each other. Returns the derivatives and
+    the value of every sub-term (of each defined symbol too)."""
+    wanted = set(variables)
+    order: list[sp.Basic] = []
+    depends: dict[sp.Basic, bool] = {}
+
+    def parts(x: sp.Basic) -> tuple[sp.Basic, ...]:
+        if x in defined:
+            return (defined[x],)
+        if x in field.values or x.is_Rational:
+            return ()
+        if isinstance(x, (sp.Add, sp.Mul, sp.exp, sp.log)):
+            return x.args
+        if isinstance(x, sp.Pow) and x.exp.is_Integer:
+            return (x.base,)
+        raise ValueError(f"cannot evaluate {sp.sstr(x)} exactly")
+
+    def visit(x: sp.Basic) -> None:
+        if x in depends:
+            return
+        for a in parts(x):
+            visit(a)
+        depends[x] = x in wanted or any(depends[a] for a in parts(x))
+        order.append(x)
+
+    visit(e)
+    value: dict[sp.Basic, int | None] = {}
+    for x in order:
+        if x in defined:
+            value[x] = value[defined[x]]
+        elif x in field.values:
+            value[x] = field.values[x]
+        elif x.is_Rational:
+            value[x] = int(x.p) * _inverse(int(x.q)) % PRIME
+        elif isinstance(x, sp.exp):
+            if x not in field.exps:
+                field.exps[x] = field.rng.randrange(1, PRIME)
+            value[x] = field.exps[x]
+        elif isinstance(x, sp.log):
+            value[x] = None
+        elif isinstance(x, sp.Pow):
+            b = value[x.base]
+            value[x] = pow(b if x.exp > 0 else _inverse(b), abs(int(x.exp)), PRIME)
+        else:
+            vs = [value[a] for a in x.args]
+            if None in vs:
+                value[x] = None
+            elif isinstance(x, sp.Add):
+                value[x] = sum(vs) % PRIME
+            else:
+                out = 1
+                for v in vs:
+                    out = out * v % PRIME
+                value[x] = out
+    adjoint: dict[sp.Basic, int] = {e: 1}
+
+    def add(x: sp.Basic, g: int) -> None:
+        adjoint[x] = (adjoint.get(x, 0) + g) % PRIME
+
+    for x in reversed(order):
+        g = adjoint.get(x, 0)
+        if not g or not depends[x] or not parts(x):
+            continue
+        if x in defined:
+            add(defined[x], g)
+        elif isinstance(x, sp.Add):
+            for a in x.args:
+                if depends[a]:
+                    add(a, g)
+        elif isinstance(x, sp.Mul):
+            for n, a in enumerate(x.args):
+                if depends[a]:
+                    others = [value[f] for m, f in enumerate(x.args) if m != n]
+                    if None in others:
+                        raise ValueError("the value of a logarithm is not in the field")
+                    for v in others:
+                        g = g * v % PRIME
+                    add(a, g)
+                    g = adjoint[x]
+        elif isinstance(x, sp.Pow):
+            n = int(x.exp)
+            add(x.base, g * (n % PRIME) * value[x] * _inverse(value[x.base]) % PRIME)
+        elif isinstance(x, sp.exp):
+            add(x.args[0], g * value[x] % PRIME)
+        elif isinstance(x, sp.log):
+            add(x.args[0], g * _inverse(value[x.args[0]]) % PRIME)
+    return {v: adjoint.get(v, 0) for v in variables}, value
+
+
+def layer_instance(given: Inputs, inputs: int, weights: Derivation, bias: Derivation, x: sp.IndexedBase) -> Concrete:
+    """The appendix of a dense layer z = W x + b before a loss, for ``given.classes`` classes and
+    ``inputs`` inputs: the gradient with respect to every weight and bias (the derived results,
+    their general forms when the target does not sum to one) and a worked example.
+
+    The example's numbers are ours: inputs x_d = d, every weight 1, so that each logit gets the same
+    sum of the inputs, and the bias of the softmax-ce example (ln 3 for class 2, 0 elsewhere). Its
+    logits, outputs and loss are the definitions evaluated with mpmath; its gradient is the derived
+    result at those numbers.
+    """
+    from derive.verify import symbolize
+
+    n = given.classes
+    s = weights.setting
+    (column,) = s.outer
+    sizes = {s.classes: n, s.limit(column): inputs}
+    if normalised(given.target):
+        formulas, assumptions = (weights.result.rhs, bias.result.rhs), tuple(a.key for a in weights.assumptions)
+    else:
+        formulas, assumptions = (weights.general.rhs, bias.general.rhs), ()
+    W, b = s.wrt.base, bias.setting.wrt.base
+    by, gradient_ = [], []
+    for r in range(1, n + 1):
+        for col in range(1, inputs + 1):
+            by.append(W[r, col])
+            gradient_.append(formulas[0].xreplace({s.index: sp.Integer(r), column: sp.Integer(col), s.classes: sp.Integer(n)}))
+    for r in range(1, n + 1):
+        by.append(b[r])
+        gradient_.append(formulas[1].xreplace({bias.setting.index: sp.Integer(r), s.classes: sp.Integer(n)}))
+
+    xs = tuple(sp.Integer(col) for col in range(1, inputs + 1))
+    ws = tuple(tuple(sp.Integer(1) for _ in xs) for _ in range(n))
+    bs = _default_logits(n)
+    total = sum(xs, sp.Integer(0))
+    logits = tuple(sp.Add(total, bs[r], evaluate=False) if bs[r] != 0 else total for r in range(n))
+    loss, defined = written_loss(s, weights.subject.expr, sizes)
+    with mpmath.workdps(WORKING):
+        point = {symbolize(y[r + 1]): _entry(given.target[r]) for r in range(n)}
+        point |= {symbolize(x[col + 1]): _entry(xs[col]) for col in range(inputs)}
+        point |= {symbolize(W[r + 1, col + 1]): _entry(ws[r][col]) for r in range(n) for col in range(inputs)}
+        point |= {symbolize(b[r + 1]): _entry(bs[r]) for r in range(n)}
+        memo: dict = {}
+        for symbol, definition in defined.items():  # each level after the one it is defined through
+            point[symbol] = _eval(definition, point, memo)
+        outputs = [point[symbolize(s.intermediates[0][r])] for r in range(1, n + 1)]
+        value = _eval(loss, point, memo)
+        # The derived formulas at these numbers: o_k, y_k and x_d stand for their values.
+        at = _by_entry(point, n, inputs, s, x)
+        numbers_ = [_eval(expand_sums(g) if g.has(sp.Sum) else g, at, {}) for g in gradient_]
+    f = lambda v: sp.Float(v, DIGITS)
+    example = LayerExample(
+        inputs=xs,
+        weights=ws,
+        bias=bs,
+        logits=logits,
+        probabilities=tuple(map(f, outputs)),
+        target=given.target,
+        loss=f(value),
+        gradient_weights=tuple(tuple(f(v) for v in numbers_[r * inputs:(r + 1) * inputs]) for r in range(n)),
+        gradient_bias=tuple(f(v) for v in numbers_[n * inputs:]),
+        given=given.given,
+    )
+    return Concrete(
+        classes=n, loss=None, jacobian=None, gradient=tuple(gradient_), example=example, of=None,
+        parameters=((s.limit(column), sp.Integer(inputs)),), assumptions=assumptions, by=tuple(by),
+    )
+
+
+def parameter_checks(d: Derivation) -> list:
+    """A layer's gradient for a concrete H and D: every entry (dE/dW_kd and dE/db_k) exactly,
+    modulo PRIME at random points, against reverse-mode derivatives of the loss written out from
+    the definitions; then the worked example (see ``derive.concrete.EXAMPLE_CHECKS``)."""
+    from derive.concrete import EXAMPLE_CHECKS
+    from derive.verify import Check, symbolize
+
+    c = d.concrete
+    n = c.classes
+    setting = d.setting
+    sizes = {setting.classes: n, **{s_: int(v) for s_, v in c.parameters}}
+    loss, defined = written_loss(setting, d.subject.expr, sizes)
+    variables = sorted(set().union(*(v.free_symbols for v in defined.values()), loss.free_symbols) - defined.keys(), key=sp.default_sort_key)
+    parameters = [symbolize(p) for p in c.by]
+    found = set().union(*(g.atoms(sp.Indexed, sp.Sum, ExcludedSum) for g in c.gradient))
+    found |= set().union(*(expand_sums(q).atoms(sp.Indexed) for q in found if not isinstance(q, sp.Indexed)))
+    quantities = sorted((q for q in found if isinstance(q, sp.Indexed) and all(ix.is_Integer for ix in q.indices)), key=sp.default_sort_key)
+    rng = random.Random(f"derive:{d.name}:{n}:{sizes}")
+    sums: dict = {}
+    bad = None
+    for _ in range(POINTS):
+        progress.update(f"checking every entry for H = {n}")
+        field = Field(rng, variables, {})
+        for key in c.assumptions:
+            for variable, v in setting.constraints[key](n).items():
+                field.values[symbolize(variable)] = field(symbolize(v)).v
+        derivative, value = gradient(field, loss, parameters, defined)
+        values = {(q.base.name, int(q.indices[0])): value[symbolize(q)] if symbolize(q) in value else field.values[symbolize(q)] for q in quantities}
+        for p, g in zip(parameters, c.gradient):
+            if bad is None and _exact(g, values, sums) != derivative[p]:
+                bad = p
+    what = ", ".join(f"{k_} = {v}" for k_, v in sizes.items())
+    how = f"each of the {len(parameters)} entries, exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, against reverse-mode derivatives of the loss written out from the definitions"
+    progress.update("checking the worked example")
+    return [
+        Check(f"the gradient for {what}", how, bad is None, f"the entry for {bad} differs" if bad is not None else ""),
+        EXAMPLE_CHECKS[type(c.example)](c.example, c.of),
+    ]
+
+
+def written_loss(setting: Setting, loss: sp.Expr, sizes: Mapping[sp.Symbol, int]) -> tuple[sp.Expr, dict[sp.Symbol, sp.Expr]]:
+    """The loss written out in the entries of the last intermediates (E in o_1..o_H), and every
+    intermediate entry by its definition, in an order where each follows those it names."""
+    from derive.verify import instantiate, written_definitions
+
+    level = written_definitions(setting, sizes)
+    defined: dict[sp.Symbol, sp.Expr] = {}
+    done: set = set()
+    while len(done) < len(level):
+        for base, (entries, below) in level.items():
+            if base not in done and below <= done:
+                defined.update(entries)
+                done.add(base)
+    return instantiate(setting, loss, sizes, (1,) * len(setting.indices), (), {}), defined
+
+
+def _by_entry(point: dict, n: int, inputs: int, s: Setting, x: sp.IndexedBase) -> dict:
+    """The outputs, targets and inputs of a point by their Indexed names (o[2] as well as o2), so
+    that a gradient entry is evaluated as it stands."""
+    from derive.verify import symbolize
+
+    names = [b[m] for b in (s.intermediates[0], y) for m in range(1, n + 1)] + [x[m] for m in range(1, inputs + 1)]
+    return point | {q: point[symbolize(q)] for q in names}

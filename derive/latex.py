@@ -11,9 +11,11 @@ Every formula it writes uses only macros that KaTeX and GitHub's MathJax accept.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import sympy as sp
 
@@ -23,25 +25,52 @@ from derive.symbols import ExcludedSum
 
 @dataclass(frozen=True)
 class Notation:
-    """How internal names are written: ``names`` maps z, o, y, H, i, j, k, E to LaTeX."""
+    """How internal names are written: ``names`` maps z, o, y, H, i, j, k, E to LaTeX.
+
+    :mod:`derive.notation` builds them: presets, overrides, validation."""
 
     names: Mapping[str, str] = field(default_factory=dict)
     log: str = r"\ln"
 
     def name(self, internal: str) -> str:
+        # A decorated letter follows its letter: the smoothed target y', the scaled logits \tilde{z}.
+        if internal.endswith("'"):
+            return self.name(internal[:-1]) + "'"
+        if internal.startswith(r"\tilde{") and internal.endswith("}"):
+            return rf"\tilde{{{self.name(internal[7:-1])}}}"
         return self.names.get(internal, internal)
 
 
 DEFAULT = Notation()
 
+GREEK = {name: "\\" + name for name in "alpha beta gamma delta zeta eta theta kappa lambda mu nu xi pi rho sigma tau phi chi psi omega".split()} | {
+    "epsilon": r"\varepsilon"
+}
+"""A symbol named after a Greek letter is that letter (epsilon in the textbooks' form)."""
+
+_NOTATION: ContextVar[Notation] = ContextVar("notation", default=DEFAULT)
+
 
 def latex(
     expr: sp.Basic,
     labels: Mapping[Path, str] | None = None,
-    notation: Notation = DEFAULT,
+    notation: Notation | None = None,
 ) -> str:
-    """Print ``expr``; sub-terms at the paths in ``labels`` get an underbrace with that (math) text."""
-    return _Printer(notation, dict(labels or {})).print(expr, ())
+    """Print ``expr``; sub-terms at the paths in ``labels`` get an underbrace with that (math) text.
+
+    Without ``notation``, the one :func:`printing` set is used (outside it, the seed notation).
+    """
+    return _Printer(notation or _NOTATION.get(), dict(labels or {})).print(expr, ())
+
+
+@contextmanager
+def printing(notation: Notation) -> Iterator[None]:
+    """Every :func:`latex` call in the block (a whole document) writes ``notation``."""
+    token = _NOTATION.set(notation)
+    try:
+        yield
+    finally:
+        _NOTATION.reset(token)
 
 
 def plain(expr: sp.Basic) -> str:
@@ -74,7 +103,8 @@ class _Printer:
 
     # --- atoms ---------------------------------------------------------------------------------
     def symbol(self, e: sp.Symbol, path: Path) -> str:
-        return self.n.name(e.name)
+        name = self.n.name(e.name)
+        return GREEK.get(name, name)
 
     def integer(self, e: sp.Integer, path: Path) -> str:
         return str(e)
@@ -88,12 +118,17 @@ class _Printer:
 
     def indexed(self, e: sp.Indexed, path: Path) -> str:
         base = self.n.name(str(e.base))
-        index = ",".join(self.print(ix, path + (n + 1,)) for n, ix in enumerate(e.indices))
+        parts = [self.print(ix, path + (n + 1,)) for n, ix in enumerate(e.indices)]
+        # W_{kd} for single letters, as textbooks write a matrix entry; W_{1,2} for numbers.
+        letters = all(ix.is_Symbol for ix in e.indices) and all(len(t) == 1 for t in parts)
+        index = ("" if letters else ",").join(parts)
         return f"{base}_{index}" if len(index) == 1 else f"{base}_{{{index}}}"
 
     def delta(self, e: sp.KroneckerDelta, path: Path) -> str:
         a, b = (self.child(e, path, n) for n in (0, 1))
-        return rf"\delta_{{{a}{b}}}"
+        # A name that is a command (\alpha) is kept apart from a letter after it.
+        gap = " " if a[-1:].isalpha() and a.startswith("\\") and b[:1].isalpha() else ""
+        return rf"\delta_{{{a}{gap}{b}}}"
 
     # --- operators -----------------------------------------------------------------------------
     def add(self, e: sp.Add, path: Path) -> str:
@@ -138,10 +173,12 @@ class _Printer:
             # Derivatives, sums and functions stay beside the fraction, not inside its numerator.
             inside = [(n, f) for n, f in num if _simple(f) and path + (n,) not in self.labels]
             after = [(n, f) for n, f in num if (n, f) not in inside]
-            if not inside and len(after) == 1 and isinstance(after[0][1], sp.Add) and path + (after[0][0],) not in self.labels:
-                # A lone sum over the denominator is the numerator of one fraction, as in the quotient rule.
-                (n, f), = after
-                return sign + rf"\frac{{{self.print(f, path + (n,))}}}{{{self._product([(m, None) for m, _ in den], path, inverse=True, source=e)}}}"
+            if not inside and after and isinstance(after[0][1], sp.Add) and path + (after[0][0],) not in self.labels:
+                # A sum over the denominator is the numerator of one fraction, as in the quotient rule;
+                # what follows it stays beside: (1 - y_i)/(1 - o_i) do_i/dz_k.
+                (n, f), rest = after[0], after[1:]
+                frac = rf"\frac{{{self.print(f, path + (n,))}}}{{{self._product([(m, None) for m, _ in den], path, inverse=True, source=e)}}}"
+                return sign + frac + (" " + self._product(rest, path, lead=True) if rest else "")
             num = inside
             top = self._product(num, path) if num else "1"
             bottom = self._product([(n, None) for n, _ in den], path, inverse=True, source=e)
@@ -209,6 +246,12 @@ class _Printer:
         inner = self.child(e, path, 0)
         if _atomic(e.expr) or (isinstance(e.expr, sp.Function) and _atomic(e.expr.args[0])):
             return rf"\frac{{{d} {inner}}}{{{wrt}}}"
+        if isinstance(e.expr, sp.Pow) and e.expr.exp.is_positive:
+            # A power is already one piece, (o_i - y_i)^2: no second bracket around it.
+            return rf"\frac{{{d}}}{{{wrt}}} {inner}"
+        if isinstance(e.expr, sp.Function):
+            # ln(1 - o_i) brings its own brackets.
+            return rf"\frac{{{d}}}{{{wrt}}} {inner}"
         return rf"\frac{{{d}}}{{{wrt}}}\left({inner}\right)"
 
     def relation(self, e: sp.Basic, path: Path) -> str:
@@ -279,5 +322,6 @@ def _factor_rank(e: sp.Basic) -> int:
     if isinstance(e, sp.Pow) and _atomic(e.base):
         return 1 if e.exp > 0 else 2
     if isinstance(e, sp.Add):
-        return 3
+        # A bracket of parameters alone, (1 - epsilon), is a coefficient and goes first.
+        return 3 if e.atoms(sp.Indexed, sp.Sum, sp.Function) else 0
     return 4

@@ -99,6 +99,29 @@ class Pitfall:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The derived gradient and a tempting formula for it, side by side at one worked example."""
+
+    key: str
+    """Names the example's wording."""
+    example: "Example"
+    """The numbers, with the derived gradient."""
+    shortcut: tuple[sp.Expr, ...]
+    """The tempting formula at the same numbers."""
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """A tempting formula for the result shown wrong: claims checked for a symbolic H (the
+    formula with ``holds=False``), and worked examples where it parts from the derived gradient."""
+
+    claims: tuple[Claim, ...]
+    shortcut: sp.Expr
+    """The tempting formula, in terms of the outputs, the targets and the index k."""
+    comparisons: tuple[Comparison, ...]
+
+
+@dataclass(frozen=True)
 class Example:
     """A worked example with exact or high-precision SymPy numbers (classes run 1..H)."""
 
@@ -122,6 +145,25 @@ class JacobianExample:
     jacobian: tuple[tuple[sp.Expr, ...], ...]
     given: bool = False
     """True when the user supplied the numbers."""
+
+
+@dataclass(frozen=True)
+class LayerExample:
+    """A worked example of a dense layer before a loss, z = W x + b: inputs x_1..x_D, weights W
+    (row k feeds logit k), bias, target, and the gradient with respect to every parameter."""
+
+    inputs: tuple[sp.Expr, ...]
+    weights: tuple[tuple[sp.Expr, ...], ...]
+    bias: tuple[sp.Expr, ...]
+    logits: tuple[sp.Expr, ...]
+    probabilities: tuple[sp.Expr, ...]
+    target: tuple[sp.Expr, ...]
+    loss: sp.Expr
+    gradient_weights: tuple[tuple[sp.Expr, ...], ...]
+    """Row k, column d: dE/dW_kd."""
+    gradient_bias: tuple[sp.Expr, ...]
+    given: bool = False
+    """True when the user supplied the target."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +204,7 @@ class Concrete:
     jacobian: RuleMatrix
     """Row i is output i, column k is logit z_k, in terms of the outputs o_1..o_H."""
     gradient: tuple[sp.Expr, ...] | None
-    example: Example | JacobianExample
+    example: Example | JacobianExample | LayerExample
     of: str | None = "softmax"
     """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``, whose
     hand-written checks apply; None for the generic checks of :mod:`derive.instance`."""
@@ -170,6 +212,9 @@ class Concrete:
     """Symbols fixed to numbers in this instance (a temperature)."""
     assumptions: tuple[str, ...] = ()
     """The assumptions the gradient formula relies on (none when the target is not normalised)."""
+    by: tuple[sp.Indexed, ...] = ()
+    """The variables of the entries of ``gradient``, one each (W_11, ..., b_H for a layer); empty
+    when the gradient is with respect to the logits z_1..z_H."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +231,16 @@ class Derivation:
     """The result before the assumptions that specialise it (e.g. o_k sum y - y_k)."""
     pitfall: Pitfall | None = None
     concrete: Concrete | None = None
+    options: tuple[tuple[str, sp.Expr], ...] = ()
+    """The derivation's own options as built (("temperature", 2),): the documents state their
+    values, and their names select the wording of this variant (see ``rendering.own_wording``)."""
+    counterexample: Counterexample | None = None
+    """A tempting formula that the result is not, shown wrong by claims and numbers."""
+    parts: tuple["Derivation", ...] = ()
+    """Further results of the same document, each a chain of steps from its own subject (the
+    gradient of a layer's bias beside that of its weights), verified like the main chain and
+    shown after its result. A part shares the document's definitions; its own (beyond those)
+    are listed in its ``definitions``."""
 
     @property
     def classes(self) -> int | None:
@@ -223,4 +278,6 @@ class Derivation:
             for c in s.cases:
                 lines.append(f"        case {plain(c.condition)}: {plain(c.value)}")
         lines.append(f"  result: {plain(self.result.lhs)} = {plain(self.result.rhs)}")
+        for part in self.parts:
+            lines.append("  " + str(part).replace("\n", "\n  "))
         return "\n".join(lines)

@@ -23,7 +23,10 @@ from derive.model import Derivation
 FORMATS = ("md", "tex", "json", "pdf", "html")
 TEMPLATE = "overview.{}.j2"
 
-VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = ()
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("softmax-ce", {"temperature": 2}),
+    ("softmax-ce", {"label_smoothing": 0.1}),
+)
 """Rows beyond one per catalog entry: a derivation with options, e.g. a temperature."""
 
 
@@ -38,6 +41,9 @@ def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
             report = d.check()
             about = words["derivation"][name]
             row = about.get("overview", {})
+            if options:
+                # A variant's row has its own wording: [derivation.NAME.overview.OPTION].
+                row = row[" ".join(sorted(options))]
             out.append(
                 {
                     "name": name,
@@ -92,23 +98,35 @@ def document(words: dict[str, Any], fmt: str) -> dict[str, Any]:
 
 def _link(row: dict[str, Any], fmt: str) -> str:
     """The gallery file of the row's derivation, beside the overview in output/."""
+    from derive.gallery import filename
+
     ext = {"md": "md", "html": "html"}.get(fmt, "pdf")
-    suffix = "".join(f"-{key}{value}" for key, value in sorted(row["options"].items()))
-    return f"{row['name']}{suffix}.{ext}"
+    return filename(row["name"], None, ext, row["options"])
 
 
-def render(format: str = "md", templates: Path | str | None = None) -> str | bytes:
-    """The overview as md, tex, json or html text, or pdf bytes."""
-    from derive.rendering import environment, render_template, wording
+def render(format: str = "md", templates: Path | str | None = None, notation: Any = None) -> str | bytes:
+    """The overview as md, tex, json or html text, or pdf bytes; ``notation`` as for :func:`derive.render`."""
+    from derive import notation as naming
+    from derive.latex import DEFAULT, printing
 
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    written = naming.resolve(notation)
+    with printing(written):
+        return _render(format, templates, written if written != DEFAULT else None)
+
+
+def _render(format: str, templates: Path | str | None, notation: Any) -> str | bytes:
+    from derive import notation as naming
+    from derive.rendering import environment, render_template, wording
+
     env = environment(templates)
-    words = wording(env)
+    words = wording(env) if notation is None else naming.wording(wording(env), notation)
     if format == "json":
         data = document(words, "json")
         keys = ("name", "options", "title", "activation", "loss", "result", "kind", "output_minus_target")
-        return json.dumps({"title": data["title"], "rows": [{k: r[k] for k in keys} for r in data["rows"]]}, indent=2, ensure_ascii=False) + "\n"
+        written = {"notation": naming.names(notation)} if notation is not None and not naming.is_default(notation) else {}
+        return json.dumps({"title": data["title"], **written, "rows": [{k: r[k] for k in keys} for r in data["rows"]]}, indent=2, ensure_ascii=False) + "\n"
     if format == "pdf":
         from derive.pdf import build_pdf
 

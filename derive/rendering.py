@@ -7,6 +7,7 @@ differentiates or simplifies: everything it shows was computed by the engine.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import tomllib
@@ -20,13 +21,16 @@ import jinja2
 import mpmath
 import sympy as sp
 
+from derive.derivations import option_text
 from derive.errors import DeriveError, UsageError
-from derive.latex import latex
-from derive.model import Derivation, Example, JacobianExample, Step
+from derive import notation as naming
+from derive.latex import DEFAULT, Notation, latex, printing
+from derive.mathml import mathml
+from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
 from derive.verify import Report
 
-FORMATS = ("md", "tex", "json", "pdf")
-TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2"}
+FORMATS = ("md", "tex", "json", "pdf", "html")
+TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2", "html": "document.html.j2"}
 WORDING = "wording.toml"
 
 SHOW = 8
@@ -43,21 +47,27 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-def render(d: Derivation, format: str = "md", templates: Path | str | None = None) -> str | bytes:
-    """Render ``d`` as md, tex or json text, or pdf bytes; the checks run first."""
+def render(
+    d: Derivation, format: str = "md", templates: Path | str | None = None, notation: Notation | str | dict[str, str] | None = None
+) -> str | bytes:
+    """Render ``d`` as md, tex, json or html text, or pdf bytes; the checks run first.
+
+    ``notation``: how the symbols are written (see :func:`derive.notation.resolve`).
+    """
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    notation = naming.resolve(notation)
     report = d.check()
     env = environment(templates)
     if format == "pdf":
         from derive.pdf import build_pdf
 
-        return build_pdf(_render_text(env, d, report, "tex"))
-    return _render_text(env, d, report, format)
+        return build_pdf(_render_text(env, d, report, "tex", notation))
+    return _render_text(env, d, report, format, notation)
 
 
-def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str) -> str:
-    return render_template(env, TEMPLATE[fmt], document(d, report, wording(env), fmt))
+def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str, notation: Notation = DEFAULT) -> str:
+    return render_template(env, TEMPLATE[fmt], document(d, report, wording(env), fmt, notation))
 
 
 def render_template(env: jinja2.Environment, name: str, data: dict[str, Any]) -> str:
@@ -222,13 +232,24 @@ def md_escape(text: str) -> str:
 
 
 def prose(text: str, fmt: str) -> str:
-    r"""Our wording writes inline math as \( ... \); Markdown wants $`...`$ (GitHub's safe form)."""
+    r"""Our wording writes inline math as \( ... \); Markdown wants $`...`$ (GitHub's safe form),
+    HTML inline MathML with the rest of the text escaped."""
     if fmt == "md":
         return _INLINE.sub(lambda m: f"$`{m.group(1)}`$", text)
+    if fmt == "html":
+        parts = _INLINE.split(text)  # text, math, text, math, ..., text
+        return "".join(mathml(p) if n % 2 else html.escape(p, quote=False) for n, p in enumerate(parts))
     return text
 
 
-FILTERS: dict[str, Callable[..., Any]] = {"tex_escape": tex_escape, "md_escape": md_escape, "prose": prose}
+@jinja2.pass_context
+def _mathml_filter(context: Any, latex: str, block: bool = False) -> str:
+    """The mathml filter. Taking the context keeps Jinja from running it on constant formulas when
+    it compiles a template, which would keep old MathML in the cached compiled template."""
+    return mathml(latex, block)
+
+
+FILTERS: dict[str, Callable[..., Any]] = {"tex_escape": tex_escape, "md_escape": md_escape, "prose": prose, "mathml": _mathml_filter}
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -265,10 +286,26 @@ def elide(values: Sequence[Any], gap: Any) -> list[Any]:
 
 
 # --- the document data ---------------------------------------------------------------------------
-def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """Everything a template needs, as strings and numbers."""
+def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str, notation: Notation = DEFAULT) -> dict[str, Any]:
+    """Everything a template needs, as strings and numbers, with the symbols in ``notation``:
+    every formula printed, the wording's math, the checks' names; ``names`` (role -> LaTeX, and
+    ``log``) and ``names_text`` (role -> plain text) for the templates' own math and words."""
+    if notation != DEFAULT:
+        words = naming.wording(words, notation)
+    with printing(notation):
+        doc = _document(d, report, words, fmt)
+    if notation != DEFAULT:
+        for c in doc["checks"]:
+            c["what"], c["method"] = naming.words(c["what"], notation), naming.words(c["method"], notation)
+        for row in doc["check_rows"]:
+            row["what"], row["methods"] = naming.words(row["what"], notation), [naming.words(m, notation) for m in row["methods"]]
+    table = naming.names(notation)
+    return doc | {"names": table, "names_text": {r: naming.plain(v) for r, v in table.items() if r != "log"}}
+
+
+def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> dict[str, Any]:
     subject = latex(d.subject)
-    about = words["derivation"][d.name]
+    about = own_wording(d, words["derivation"][d.name])
     return {
         "name": d.name,
         "format": fmt,
@@ -277,6 +314,7 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> 
         "setting": prose(about["setting"], fmt),
         "notation": [prose(n, fmt) for n in about["notation"]],
         "classes": d.classes,
+        "options": {key: float(value) for key, value in d.options},
         "subject": subject,
         "definitions": [
             {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"][x.key], fmt)}
@@ -285,17 +323,63 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> 
         "assumptions": [
             {"key": a.key, "latex": latex(a.statement), "text": prose(words["assumption"][a.key], fmt)} for a in d.assumptions
         ],
-        "steps": [_step(n, s, subject, words, fmt) for n, s in enumerate(d.steps, 1)],
+        "steps": [_step(n, s, subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule)) for n, s in enumerate(d.steps, 1)],
         "general": latex(d.general.rhs) if d.general is not None else None,
         "result": f"{subject} = {latex(d.result.rhs)}",
         "result_rhs": latex(d.result.rhs),
         "pitfall": _pitfall(d, words, fmt) if d.pitfall is not None else None,
+        "counterexample": _counterexample(d, about, fmt) if d.counterexample is not None else None,
         "concrete": _concrete(d, about) if d.concrete is not None else None,
         "checks": [{"what": c.what, "method": c.method, "passed": c.passed} for c in report.checks],
         "check_rows": _check_rows(report),
         "checks_passed": sum(c.passed for c in report.checks),
-        "words": words.get("section", {}),
+        # A derivation may word a section its own way (its worked example), in [derivation.NAME.section].
+        "words": words.get("section", {}) | about.get("section", {}),
+        "figure": _figure(d, words, fmt),
+        "parts": [_part(p, words, fmt, about) for p in d.parts],
     }
+
+
+def own_wording(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
+    """The wording of a derivation built with options: over its own, the table of each option
+    ([derivation.NAME.OPTION], named as on the command line: label-smoothing), then that of the
+    combination ([derivation.NAME.OPTION1-OPTION2]), subtables (rule, section) merged key by key.
+    In their text %(OPTION)s stands for the option's value (%(label_smoothing)s) and
+    %(general)s for the general form of the result."""
+    if not d.options:
+        return about
+    names = [key.replace("_", "-") for key, _ in d.options]
+    values = {key: option_text(value) for key, value in d.options}
+    if d.general is not None:
+        values["general"] = latex(d.general.rhs)
+
+    def fill(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {key: fill(v) for key, v in x.items()}
+        if isinstance(x, list):
+            return [fill(v) for v in x]
+        return x % values if isinstance(x, str) and "%(" in x else x
+
+    def merge(under: Any, over: Any) -> Any:
+        if isinstance(under, dict) and isinstance(over, dict):
+            return under | {key: merge(under.get(key), v) for key, v in over.items()}
+        return over
+
+    own = about
+    for layer in [n for n in names if n in about] + (["-".join(names)] if len(names) > 1 and "-".join(names) in about else []):
+        own = merge(own, fill(about[layer]))
+    return own
+
+
+def _figure(d: Derivation, words: dict[str, Any], fmt: str) -> dict[str, str] | None:
+    """The picture of the network (derive.figure): tex, mermaid and svg, with its caption, its
+    symbols written as the document's formulas write them."""
+    from derive.figure import figure
+
+    names = {s: latex(sp.Symbol(s)) for s in ("x", "z", "o", "y", "E", "D", "H")}
+    log = latex(sp.log(sp.Symbol("u"), evaluate=False)).split(" ")[0]
+    drawn = figure(d.name, d.classes, words.get("figure", {}), escape=tex_escape, names=names, log=log)
+    return drawn and drawn | {"caption": prose(drawn["caption"], fmt)}
 
 
 def _check_rows(report: Report) -> list[dict[str, Any]]:
@@ -308,8 +392,12 @@ def _check_rows(report: Report) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str) -> dict[str, Any]:
-    rule = words["rule"][s.rule]
+def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: dict[str, Any] | None = None, use: int = 0) -> dict[str, Any]:
+    """One step; ``own`` is the derivation's [derivation.NAME.rule.ID] wording: what the rule does
+    in this derivation, in place of the general sentence, key by key. A rule the derivation uses
+    more than once may give a list of sentences, one per use in order (``use`` counts from 0)."""
+    rule = words["rule"][s.rule] | (own or {}).get(s.rule, {})
+    rule = {key: v[min(use, len(v) - 1)] if isinstance(v, list) else v for key, v in rule.items()}
     labels = {l.path: words["label"][l.key] for l in s.labels}
     return {
         "number": n,
@@ -354,6 +442,68 @@ def _pitfall(d: Derivation, words: dict[str, Any], fmt: str) -> dict[str, Any]:
     }
 
 
+def _total(values: Sequence[sp.Expr]) -> sp.Expr:
+    """The sum of an example's numbers; with 30-digit entries, a sum below their rounding
+    (1e-25 of the largest) is 0, not the rounding error (softmax gradients sum to exactly 0)."""
+    total = sum(values, sp.Integer(0))
+    if all(v.is_Rational for v in values):
+        return total
+    return sp.Integer(0) if abs(total) <= sp.Float("1e-25") * max((abs(v) for v in values), default=0) else total
+
+
+def _counterexample(d: Derivation, about: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A tempting formula shown wrong (``Derivation.counterexample``): its claims, and a table of
+    numbers per comparison; the wording is the derivation's own [derivation.NAME.counterexample]."""
+    c = d.counterexample
+    words = about["counterexample"]
+    vector = lambda xs: "(" + ", ".join(number(x) for x in xs) + ")"
+    tables = []
+    for comparison in c.comparisons:
+        ex = comparison.example
+        top = max(range(len(ex.target)), key=lambda m: ex.target[m])
+        values = {
+            "o": vector(ex.probabilities),
+            "y": vector(ex.target),
+            "class": top + 1,
+            "gradient": number(ex.gradient[top]),
+            "shortcut": number(comparison.shortcut[top]),
+            "ratio": number(comparison.shortcut[top] / ex.gradient[top], 0) if ex.gradient[top] != 0 else "-",
+        }
+        rows = [
+            {
+                "index": m + 1,
+                "probability": number(p),
+                "target": number(t),
+                "gradient": number(g),
+                "shortcut": number(s),
+                "sign": words["opposite_sign"] if g * s < 0 else "",
+            }
+            for m, (p, t, g, s) in enumerate(zip(ex.probabilities, ex.target, ex.gradient, comparison.shortcut))
+        ]
+        tables.append({"key": comparison.key, "text": prose(words[comparison.key] % values, fmt), "rows": rows})
+    named = {x.key for x in c.comparisons}
+    return {
+        "claims": {x.key: {"latex": latex(x.equation), "lhs": latex(x.equation.lhs), "rhs": latex(x.equation.rhs), "holds": x.holds} for x in c.claims},
+        "shortcut": latex(c.shortcut),
+        "tables": tables,
+        "text": {key: prose(v, fmt) for key, v in words.items() if key not in named},
+        "json": {
+            "shortcut": latex(c.shortcut),
+            "examples": [
+                {
+                    "name": x.key,
+                    "logits": [float(v) for v in x.example.logits],
+                    "probabilities": [float(v) for v in x.example.probabilities],
+                    "target": [float(v) for v in x.example.target],
+                    "gradient": [float(v) for v in x.example.gradient],
+                    "shortcut": [float(v) for v in x.shortcut],
+                }
+                for x in c.comparisons
+            ],
+        },
+    }
+
+
 def _vector(xs: Sequence[str]) -> str:
     return r"\begin{pmatrix} " + r" \\ ".join(elide(xs, r"\vdots")) + r" \end{pmatrix}"
 
@@ -379,8 +529,12 @@ def _concrete(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
     c = d.concrete
     common = {
         "classes": c.classes,
-        "jacobian": _matrix(c.classes, lambda r, col: latex(c.jacobian[r, col])),
+        "jacobian": _matrix(c.classes, lambda r, col: latex(c.jacobian[r, col])) if c.jacobian is not None else None,
         "jacobian_symbol": about["jacobian"],
+        # Values the instance fixes (a temperature) go beside H in the heading.
+        "parameters": "".join(f", {latex(s)} = {option_text(v)}" for s, v in c.parameters),
+        # A derivation's own per-class numbers (a smoothed target) are columns of the table.
+        "columns": [about.get("columns", {}).get(key, key) for key, v in getattr(c.example, "extra", ()) if isinstance(v, tuple)],
         "elided": c.classes > SHOW,
         "given": c.example.given,
     }
@@ -401,6 +555,35 @@ def _jacobian_example(d: Derivation) -> dict[str, Any]:
     }
 
 
+WIDE = 80
+"""A written-out error wider than this many visible characters (about a line of the PDF) is set
+on several lines of at most ROW."""
+ROW = 64
+
+
+def _visible(tex: str) -> int:
+    """A rough width of a formula: its characters once sizing macros, braces and scripts' marks
+    are dropped, and every other macro counts as one character (\\ln as two)."""
+    tex = re.sub(r"\\(left|right|[Bb]ig[lr]?)\b", "", tex).replace(r"\ln", "ln")
+    return len(re.sub(r"[{}_^ ]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
+
+
+def _written_out(symbol: str, front: str | None, terms: list[str]) -> str:
+    """E = front (t_1 + ... + t_H), or E = t_1 + ... without a factor in front; when it is wider
+    than WIDE, the terms go on rows of at most ROW (the binary cross-entropy has two per class)."""
+    one = f"{symbol} = {front}\\left(" + " + ".join(terms) + "\\right)" if front is not None else f"{symbol} = " + " + ".join(terms)
+    if _visible(one) <= WIDE:
+        return one
+    rows: list[list[str]] = [[]]
+    for t in terms:
+        if rows[-1] and _visible(" + ".join(rows[-1] + [t])) > ROW:
+            rows.append([])
+        rows[-1].append(t)
+    body = r" \\ \qquad {} + ".join(" + ".join(r) for r in rows)
+    inner = f"{front}\\Bigl(" + body + r"\Bigr)" if front is not None else body
+    return rf"\begin{{array}}{{l}} {symbol} = {inner} \end{{array}}"
+
+
 def _loss_example(d: Derivation) -> dict[str, Any]:
     c = d.concrete
     ex = c.example
@@ -418,20 +601,22 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
             "logit": exact_and_decimal(ex.logits[m]),
             "probability": number(ex.probabilities[m]),
             "target": number(ex.target[m]),
+            "extra": [number(v[m]) for _, v in ex.extra if isinstance(v, tuple)],
             "gradient": number(ex.gradient[m]),
         }
         for m in range(n)
     ]
     return {
-        "loss": f"{latex(loss.symbol)} = {front}\\left(" + " + ".join(terms) + "\\right)" if factors else f"{latex(loss.symbol)} = " + " + ".join(terms),
+        "loss": _written_out(latex(loss.symbol), front if factors else None, terms),
         "loss_sum": latex(loss.value.xreplace({d.setting.classes: sp.Integer(n), **dict(c.parameters)})),
         "gradient": _vector([latex(g) for g in c.gradient]),
         "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
         "table": elide(table, None),
         "loss_value": exact_and_decimal(ex.loss),
-        "normalised": normalised(ex.target),
+        # The note on an unnormalised target concerns derivations whose result assumes one.
+        "normalised": d.general is None or normalised(ex.target),
         "target_sum": number(sum(ex.target)),
-        "gradient_sum": number(sum(ex.gradient)),
+        "gradient_sum": number(_total(ex.gradient)),
         "json": {
             "logits": [float(v) for v in ex.logits],
             "probabilities": [float(v) for v in ex.probabilities],
@@ -443,7 +628,94 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
     }
 
 
-_EXAMPLES: dict[type, Callable[[Derivation], dict[str, Any]]] = {Example: _loss_example, JacobianExample: _jacobian_example}
+def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any]) -> dict[str, Any]:
+    """A further result of the document (``Derivation.parts``): its own section, with its wording
+    from [derivation.NAME.part.PART] (title, text, and rule sentences of its own under rule.ID)."""
+    own = about.get("part", {}).get(p.name, {})
+    rules_ = {key: about.get("rule", {}).get(key, {}) | v for key, v in own.get("rule", {}).items()}
+    subject = latex(p.subject)
+    return {
+        "name": p.name,
+        "title": own["title"],
+        "text": prose(own["text"], fmt),
+        "subject": subject,
+        "definitions": [
+            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"][x.key], fmt)}
+            for x in p.definitions
+        ],
+        "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule)) for n, s in enumerate(p.steps, 1)],
+        "result": f"{subject} = {latex(p.result.rhs)}",
+        "after": prose(own["after"], fmt) if "after" in own else None,
+    }
+
+
+def _layer_example(d: Derivation) -> dict[str, Any]:
+    """A dense layer before the loss (``LayerExample``): the layer and the gradient with respect
+    to its parameters written out for H and D, and the worked example."""
+    from derive.concrete import normalised
+    from derive.symbols import E, i
+
+    c = d.concrete
+    ex = c.example
+    n, inputs = c.classes, len(ex.inputs)
+    W, b = d.setting.wrt.base, d.parts[0].setting.wrt.base if d.parts else None
+    x, z, o, y = (sp.IndexedBase(name) for name in "xzoy")
+    rows, cols = elide(range(n), None), elide(range(inputs), None)
+
+    def matrix(entry: Callable[[int, int], str]) -> str:
+        def cell(r, col):
+            if r is None:
+                return r"\ddots" if col is None else r"\vdots"
+            return r"\cdots" if col is None else entry(r, col)
+
+        return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in cols) for r in rows) + r" \end{pmatrix}"
+
+    column = lambda xs: _vector(list(xs))
+    by_w = lambda r, col: c.gradient[r * inputs + col]
+    table = [
+        {
+            "index": r + 1,
+            "logit": exact_and_decimal(ex.logits[r]),
+            "probability": number(ex.probabilities[r]),
+            "target": number(ex.target[r]),
+            "gradient": number(ex.gradient_bias[r]),
+        }
+        for r in range(n)
+    ]
+    symbol = lambda name: latex(sp.Symbol(name))
+    return {
+        "loss": None,
+        "layer": {
+            "written": f"{column(latex(z[r + 1]) for r in range(n))} = {matrix(lambda r, col: latex(W[r + 1, col + 1]))} "
+            f"{column(latex(x[col + 1]) for col in range(inputs))} + {column(latex(b[r + 1]) for r in range(n))}",
+            "gradient_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: latex(by_w(r, col)))}",
+            "gradient_bias": f"{latex(sp.Derivative(E, sp.Symbol('b')))} = {column(latex(g) for g in c.gradient[n * inputs:])}",
+            "elided": n > SHOW or inputs > SHOW,
+            "inputs": inputs,
+            "parameters": f"{symbol('x')} = {column(exact_and_decimal(v) for v in ex.inputs)}, \\qquad "
+            f"{symbol('W')} = {matrix(lambda r, col: exact_and_decimal(ex.weights[r][col]))}, \\qquad "
+            f"{symbol('b')} = {column(exact_and_decimal(v) for v in ex.bias)}",
+            "header": [latex(i), latex(z[i]), latex(o[i]), latex(y[i]), latex(sp.Derivative(E, b[i]))],
+            "table": elide(table, None),
+            "loss": f"{latex(E)} = {latex(next(x for x in d.definitions if x.symbol == E).value.xreplace({d.setting.classes: sp.Integer(n)}))} = {exact_and_decimal(ex.loss)}",
+            "example_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: number(ex.gradient_weights[r][col]))}",
+            "normalised": normalised(ex.target),
+        },
+        "json": {
+            "x": [float(v) for v in ex.inputs],
+            "W": [[float(v) for v in row] for row in ex.weights],
+            "b": [float(v) for v in ex.bias],
+            "logits": [float(v) for v in ex.logits],
+            "probabilities": [float(v) for v in ex.probabilities],
+            "target": [float(v) for v in ex.target],
+            "loss": float(ex.loss),
+            "gradient_W": [[float(v) for v in row] for row in ex.gradient_weights],
+            "gradient_b": [float(v) for v in ex.gradient_bias],
+        },
+    }
+
+
+_EXAMPLES: dict[type, Callable[[Derivation], dict[str, Any]]] = {Example: _loss_example, JacobianExample: _jacobian_example, LayerExample: _layer_example}
 """What the appendix shows for each kind of worked example."""
 
 
@@ -453,6 +725,9 @@ def as_json(doc: dict[str, Any]) -> str:
         "name": doc["name"],
         "title": doc["title"],
         "classes": doc["classes"],
+        **({"options": doc["options"]} if doc.get("options") else {}),
+        # How the symbols are written, when not as in the seed notation: role -> LaTeX.
+        **({"notation": doc["names"]} if doc.get("names", naming.SEED) != naming.SEED else {}),
         "subject": doc["subject"],
         "definitions": [{"key": x["key"], "latex": x["latex"]} for x in doc["definitions"]],
         "assumptions": [{"key": a["key"], "latex": a["latex"]} for a in doc["assumptions"]],
@@ -466,7 +741,32 @@ def as_json(doc: dict[str, Any]) -> str:
     }
     if doc["concrete"] is not None:
         out["example"] = doc["concrete"]["json"]
+    if doc.get("parts"):
+        out["parts"] = [
+            {
+                "name": p["name"],
+                "subject": p["subject"],
+                "definitions": [{"key": x["key"], "latex": x["latex"]} for x in p["definitions"]],
+                "steps": [{"number": s["number"], "rule": s["rule"], "title": s["title"], "latex": s["latex"], "assumptions": s["assumptions"]} for s in p["steps"]],
+                "result": p["result"],
+            }
+            for p in doc["parts"]
+        ]
+    if doc.get("counterexample") is not None:
+        out["counterexample"] = doc["counterexample"]["json"]
     return json.dumps(out, indent=2, ensure_ascii=False)
 
 
 FILTERS["json_document"] = as_json
+
+
+@jinja2.pass_context
+def notate(context: jinja2.runtime.Context, tex: str) -> str:
+    r"""A template's own math, written with the internal names, in the document's notation:
+    ``((( "o_j" | notate )))``, ``((* filter notate *))\partial E / \partial z_i((* endfilter *))``.
+    Only for math written in the template: the document's data is in the notation already."""
+    doc = context.get("doc")
+    return naming.notate(tex, doc.get("names") if isinstance(doc, dict) else None)
+
+
+FILTERS["notate"] = notate

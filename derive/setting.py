@@ -20,7 +20,7 @@ Constraint = Callable[[int], dict[sp.Basic, sp.Expr]]
 
 def normalised(n: int) -> dict[sp.Basic, sp.Expr]:
     """sum_i y_i = 1, imposed by solving for the last target entry."""
-    return {y[n]: 1 - sum((y[m] for m in range(1, n)), sp.Integer(0))}
+    return {y[n]: 1 - sp.Add(*(y[m] for m in range(1, n)))}
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,19 @@ class Setting:
     """The index of the variable we differentiate by."""
     outer: tuple[sp.Symbol, ...] = ()
     """Further free indices of the subject, e.g. the output index i of a Jacobian d o_i / d z_k."""
+    ranges: Mapping[sp.Symbol, sp.Symbol] = field(default_factory=dict)
+    """Indices that do not run over the classes, each with its upper limit: the input index of a
+    dense layer runs over 1..D (``{d: D}``). Verification fixes each such limit to small values
+    beside H (see ``derive.verify.extents``)."""
 
     @property
     def indices(self) -> tuple[sp.Symbol, ...]:
-        """Every free index; verification fixes each of them to every value in 1..H."""
+        """Every free index; verification fixes each of them to every value in its range."""
         return (*self.outer, self.index)
+
+    def limit(self, index: sp.Symbol) -> sp.Symbol:
+        """The upper limit of an index: H, unless ``ranges`` says otherwise."""
+        return self.ranges.get(index, self.classes)
 
     def depends(self, expr: sp.Basic) -> bool:
         """Whether ``expr`` can vary with ``wrt`` (directly or through an intermediate)."""

@@ -57,9 +57,9 @@ def test_gallery_is_what_the_code_produces(tmp_path):
 
 def test_gallery_lists_every_format():
     names = {p.name for p in OUTPUT.iterdir()}
-    for name, classes in GALLERY:
-        for fmt in ("md", "tex", "pdf", "json"):
-            assert filename(name, classes, fmt) in names
+    for name, classes, *options in GALLERY:
+        for fmt in ("md", "tex", "pdf", "json", "html"):
+            assert filename(name, classes, fmt, *options) in names
 
 
 # --- formats --------------------------------------------------------------------------------------

@@ -34,14 +34,66 @@ CATALOG: dict[str, Entry] = {
     "softmax-ce": Entry(
         "Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k",
         "derive.derivations.softmax_ce",
+        ("temperature", "label_smoothing"),
     ),
     "softmax": Entry("The softmax Jacobian: do_i/dz_k = o_i (delta_ik - o_k)", "derive.derivations.softmax"),
     "log-softmax": Entry("The log-softmax Jacobian: d ln o_i/dz_k = delta_ik - o_k", "derive.derivations.log_softmax"),
+    "sigmoid-bce": Entry("Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k", "derive.derivations.sigmoid_bce"),
+    "sse-linear": Entry("Squared error through linear outputs: dE/dz_k = o_k - y_k", "derive.derivations.sse_linear"),
+    "mse-softmax": Entry(
+        "Squared error through a softmax layer: the gradient is NOT o_k - y_k, but o_k ((o_k - y_k) - sum_i o_i (o_i - y_i))",
+        "derive.derivations.mse_softmax",
+    ),
+    "dense-softmax-ce": Entry(
+        "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
+        "derive.derivations.dense_softmax_ce",
+        ("inputs",),
+    ),
 }
 
 
 def option_name(keyword: str) -> str:
     return "--" + keyword.replace("_", "-")
+
+
+def option_text(value: object) -> str:
+    """An option's value as a short exact decimal, the same however it was written: 2, 2.0 and
+    2e0 are 2, a SymPy 1/10 is 0.1; what is not a number stays as it was given."""
+    from decimal import Decimal, InvalidOperation, localcontext
+
+    with localcontext(prec=60):
+        try:
+            p, q = getattr(value, "p", None), getattr(value, "q", None)
+            if p is not None and q is not None and _repeats(int(q)):
+                return f"{p}/{q}"  # 1/3 has no decimal of its own
+            number = Decimal(p) / Decimal(q) if p is not None and q is not None else Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        except (InvalidOperation, ValueError):
+            return str(value).strip()
+    if not number.is_finite():
+        return str(value).strip()
+    text = format(number.normalize(), "f")
+    if len(text) > 16:
+        text = format(number.normalize(), "e").replace("e+", "e")
+    return "0" if text == "-0" else text
+
+
+def _repeats(q: int) -> bool:
+    """Whether 1/q has an infinite decimal expansion (q has a prime factor other than 2 and 5)."""
+    for f in (2, 5):
+        while q % f == 0:
+            q //= f
+    return q != 1
+
+
+def file_stem(name: str, classes: int | None = None, options: dict[str, Any] | None = None) -> str:
+    """A document's file name without its extension: NAME, NAME-N for N classes, then each option
+    given as -OPTIONVALUE in the catalog's order (softmax-ce-3-temperature2-label-smoothing0.1)."""
+    stem = name if classes is None else f"{name}-{classes}"
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    order = CATALOG[name].options if name in CATALOG else tuple(given)
+    for key in sorted(given, key=lambda key: order.index(key) if key in order else len(order)):
+        stem += f"-{key.replace('_', '-')}{option_text(given[key]).replace('/', '_')}"
+    return stem
 
 
 def build(name: str, classes: int | None = None, logits=None, target=None, **options: Any) -> "Derivation":

@@ -3,18 +3,31 @@
 The steps follow the order of reasoning of the classic derivation: sum rule, constant factor,
 chain rule, derivative of the log, the softmax Jacobian with its two cases, splitting the sum at
 i = k, the algebra, and only at the end the assumption that the target sums to one.
+
+Two options change the setting, and each adds steps to the same chain:
+
+- ``temperature`` T: the outputs are the softmax of the scaled logits z~_i = z_i / T. The chain
+  rule through z~_k brings the factor dz~_k / dz_k = 1 / T, the softmax Jacobian is taken with
+  respect to z~, and the result is (o_k - y_k) / T. T stays a symbol in the steps; its value is
+  used by the worked example.
+- ``label_smoothing`` eps: the error is taken against y'_i = (1 - eps) y_i + eps / H. The steps
+  run with y' in place of y; the sum of y' follows from its definition, (1 - eps) sum_i y_i + eps,
+  which the normalisation of y makes 1; the result o_k - y'_k is then written out in y.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from typing import Sequence
 
+import mpmath
 import sympy as sp
 
 from derive import concrete, rules
+from derive.derivations import option_text
 from derive.errors import UsageError
-from derive.model import Assumption, Claim, Definition, Derivation, Pitfall, Step
+from derive.model import Assumption, Case, Claim, Definition, Derivation, Label, Pitfall, RuleMatrix, Step
 from derive.setting import Setting
 from derive.symbols import E, H, i, j, k, o, y, z
 
@@ -24,26 +37,82 @@ NORMALISED = Assumption("normalised", sp.Eq(sp.Sum(y[i], (i, 1, H)), 1, evaluate
 
 SETTING = Setting(wrt=z[k], definitions=(LOSS, SOFTMAX))
 
+# --- the options --------------------------------------------------------------------------------
+T = sp.Symbol("T", positive=True)
+"""The temperature."""
+EPSILON = sp.Symbol("epsilon", nonnegative=True)
+"""The label smoothing."""
+scaled = sp.IndexedBase(r"\tilde{z}")
+"""The scaled logits z_i / T."""
+smoothed = sp.IndexedBase("y'")
+"""The smoothed target."""
 
-def steps() -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result."""
+SCALED = Definition("scaled_logits", scaled[i], z[i] / T)
+TEMPERED = Definition("tempered_softmax", o[i], sp.exp(scaled[i]) / sp.Sum(sp.exp(scaled[j]), (j, 1, H)))
+SMOOTHED = Definition(
+    "smoothed_target",
+    smoothed[i],
+    rules.add(rules.mul(rules.add(sp.Integer(1), rules.neg(EPSILON)), y[i]), rules.mul(EPSILON, sp.Pow(H, -1))),
+)
+SMOOTHED_LOSS = Definition("smoothed_cross_entropy", E, -sp.Sum(smoothed[i] * sp.log(o[i]), (i, 1, H)))
+OPTIONS = ("temperature", "label_smoothing")
+"""The options, in the order the documents name them."""
+
+
+def setting(temperature: bool = False, smoothing: bool = False) -> Setting:
+    """The setting of softmax-ce with the given options (each definition once, symbols first)."""
+    if not (temperature or smoothing):
+        return SETTING
+    definitions = (SMOOTHED_LOSS if smoothing else LOSS, TEMPERED if temperature else SOFTMAX)
+    definitions += (SCALED,) * temperature + (SMOOTHED,) * smoothing
+    return Setting(wrt=z[k], definitions=definitions, intermediates=(o, scaled) if temperature else (o,))
+
+
+def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...]:
+    """Compose the rules, each applied to the previous step's result; the options add steps."""
     then = rules.Chain()
+    at = setting(temperature, smoothing)
 
-    e = then(rules.definition(sp.Derivative(E, z[k]), LOSS))
+    e = then(rules.definition(sp.Derivative(E, z[k]), SMOOTHED_LOSS if smoothing else LOSS))
     e = then(rules.sum_rule(e))
-    e = then(rules.constant_factor(e, SETTING))
-    e = then(rules.chain_rule(e, SETTING))
+    e = then(rules.constant_factor(e, at))
+    e = then(rules.chain_rule(e, at))
     e = then(rules.log_derivative(e))
-    jacobian = rules.softmax_jacobian(e, SETTING)
-    e = then(jacobian)
-    e = then(rules.split_sum(e, jacobian.identity.rhs, jacobian.cases))
+    if temperature:
+        # The chain rule through z~_k = z_k / T gives 1/T; the Jacobian is then the softmax one in z~.
+        through = rules.scaled_logit(e, at, SCALED)
+        e = then(through)
+        jacobian = rules.softmax_jacobian(e, replace(at, wrt=scaled[k]))
+        e = then(replace(jacobian, labels=tuple(Label(x.path, "scaled_jacobian") for x in jacobian.labels)))
+        # By z_k, the Jacobian is 1/T times the one by z~_k: its cases go into the split sum.
+        factor = through.identity.rhs
+        term = rules.mul(factor, jacobian.identity.rhs)
+        cases = tuple(Case(c.condition, rules.mul(factor, c.value)) for c in jacobian.cases)
+    else:
+        jacobian = rules.softmax_jacobian(e, at)
+        e = then(jacobian)
+        term, cases = jacobian.identity.rhs, jacobian.cases
+    e = then(rules.split_sum(e, term, cases))
     e = then(rules.algebra(e))
-    e = then(rules.factor_out(e, SETTING))
+    e = then(rules.factor_out(e, at))
     e = then(rules.complement_sum(e))
     e = then(rules.expand(e))
     e = then(rules.cancel(e))
+    if smoothing:
+        e = then(rules.linear_sum(e, SMOOTHED))
     e = then(rules.normalisation(e, NORMALISED.statement))
+    if temperature:
+        e = then(rules.common_factor(e))
+    if smoothing:
+        e = then(rules.definition(e, _at_k(SMOOTHED)))
+        e = then(rules.distribute_sign(e))
     return tuple(then.steps)
+
+
+def _at_k(d: Definition) -> Definition:
+    """An indexed definition at the index k (y'_k := (1 - eps) y_k + eps / H)."""
+    pattern = d.symbol.indices[0]
+    return Definition(d.key, d.symbol.xreplace({pattern: k}), rules.substitute(d.value, {pattern: k}))
 
 
 def pitfall() -> Pitfall:
@@ -85,7 +154,15 @@ def pitfall() -> Pitfall:
     )
 
 
-def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
+def build(
+    classes: int | None = None,
+    logits: Sequence | None = None,
+    target: Sequence | None = None,
+    temperature: object = None,
+    label_smoothing: object = None,
+) -> Derivation:
+    if temperature is not None or label_smoothing is not None:
+        return _with_options(classes, logits, target, temperature, label_smoothing)
     if classes is None and (logits is not None or target is not None):
         raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
     # Bad input fails before any symbolic work.
@@ -106,3 +183,97 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         pitfall=pitfall(),
         concrete=instance,
     )
+
+
+# --- the options ----------------------------------------------------------------------------------
+def _option(value: object, option: str, low: sp.Rational, low_included: bool, high: sp.Rational | None = None) -> sp.Rational:
+    """An option's value as an exact number within its range (0.1 is 1/10, not the nearest double)."""
+    if isinstance(value, sp.Rational):
+        number, text = value, option_text(value)
+    else:
+        text = repr(value) if isinstance(value, float) else str(value).strip()
+        try:
+            if isinstance(value, bool) or not mpmath.isfinite(mpmath.mpf(text)):
+                raise ValueError
+            number = sp.Rational(text)
+        except (ValueError, TypeError):
+            raise UsageError(f"{option} must be a finite number, not {value!r}") from None
+    if number < low or (number == low and not low_included) or (high is not None and number >= high):
+        bounds = f"{'at least' if low_included else 'greater than'} {low}" + (f" and less than {high}" if high is not None else "")
+        raise UsageError(f"{option} must be {bounds}, not {text}")
+    return number
+
+
+def temperature_of(value: object) -> sp.Rational:
+    """Validate a temperature: a finite number T > 0 whose reciprocal, the scale of the gradient,
+    fits in a double (the JSON document holds doubles)."""
+    number = _option(value, "--temperature", sp.Integer(0), False)
+    if not sp.Rational(repr(sys.float_info.min)) <= number <= sp.Rational(repr(sys.float_info.max)):
+        low, high = sys.float_info.min, sys.float_info.max
+        raise UsageError(f"--temperature must be between {low:.3g} and {high:.3g} (T and 1/T must fit in a double), not {option_text(value)}")
+    return number
+
+
+def label_smoothing_of(value: object) -> sp.Rational:
+    """Validate a label smoothing: a number with 0 <= eps < 1."""
+    return _option(value, "--label-smoothing", sp.Integer(0), True, sp.Integer(1))
+
+
+def _with_options(classes, logits, target, temperature, label_smoothing) -> Derivation:
+    """softmax-ce at a temperature, with label smoothing, or both: T and eps are symbols in the
+    steps, and their values are those of the worked example."""
+    from derive import instance
+
+    values = {}
+    if temperature is not None:
+        values[T] = temperature_of(temperature)
+    if label_smoothing is not None:
+        values[EPSILON] = label_smoothing_of(label_smoothing)
+    given = instance.inputs(classes, logits, target)  # bad input fails before any symbolic work
+    tempered, smoothing = T in values, EPSILON in values
+    at = setting(tempered, smoothing)
+    all_steps = steps(tempered, smoothing)
+    general = next(n for n, s in enumerate(all_steps) if s.rule == "normalisation") - 1
+    subject = sp.Derivative(E, z[k])
+    options = tuple((key, values[s]) for key, s in zip(OPTIONS, (T, EPSILON)) if s in values)
+    concrete_ = None
+    if given is not None:
+        def written(e: sp.Expr) -> sp.Expr:
+            """y' written out in y: the appendix's checks know the outputs and the targets only."""
+            return e.xreplace({smoothed[m]: SMOOTHED.value.xreplace({i: m}) for m in (i, k)})
+
+        scale = 1 / values[T] if tempered else 1
+        softmax = concrete.jacobian(given.classes)
+        concrete_ = instance.loss_instance(
+            given,
+            at,
+            at.definitions[0],
+            written(all_steps[-1].rhs),
+            RuleMatrix(softmax.size, softmax.row, softmax.col, scale * softmax.diagonal, scale * softmax.off),
+            general=written(all_steps[general].rhs),
+            assumptions=(NORMALISED.key,),
+            parameters=values,
+            extra=lambda numbers: _extra(numbers, given.classes, options, smoothing),
+        )
+    return Derivation(
+        name="softmax-ce",
+        subject=subject,
+        definitions=tuple(d for d in (SCALED, TEMPERED, SOFTMAX, SMOOTHED, SMOOTHED_LOSS, LOSS) if d in at.definitions),
+        assumptions=(NORMALISED,),
+        steps=all_steps,
+        setting=at,
+        general=sp.Eq(subject, all_steps[general].rhs, evaluate=False),
+        concrete=concrete_,
+        options=options,
+    )
+
+
+def _extra(numbers: dict, classes: int, options: tuple, smoothing: bool) -> tuple[tuple[str, object], ...]:
+    """The worked example's own numbers: the smoothed target, and the values of the options."""
+    from derive.verify import evaluate, symbolize
+
+    out: list[tuple[str, object]] = [(key, value) for key, value in options]
+    if smoothing:
+        target = [evaluate(numbers["intermediates"][symbolize(smoothed[m])], numbers["point"]) for m in range(1, classes + 1)]
+        out.append(("smoothed_target", target))
+    return tuple(out)

@@ -1,0 +1,150 @@
+"""A dense layer before softmax and cross-entropy: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k,
+for a symbolic number of classes H and of inputs D.
+
+The weights: the chain rule through every logit z_i, the derivative of the layer (z_i holds W_kd
+only when i = k), the sifting property of the Kronecker delta, then the gradient with respect to
+the logits, taken from the softmax-ce derivation, and the normalisation of the target. The bias
+is a second, shorter chain of the same rules; over a training set the error and its gradient are
+sums over the examples, a third.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import sympy as sp
+
+from derive import instance, rules
+from derive.derivations import softmax_ce
+from derive.derivations.softmax_ce import LOSS, NORMALISED, SOFTMAX
+from derive.errors import UsageError
+from derive.model import Assumption, Definition, Derivation, Step
+from derive.setting import Setting
+from derive.symbols import E, H, i, j, k, o, y, z
+
+W, x, b = sp.IndexedBase("W"), sp.IndexedBase("x"), sp.IndexedBase("b")
+E_ = sp.IndexedBase("E")
+"""E_n: the error of training example n."""
+D, N = (sp.Symbol(name, integer=True, positive=True) for name in "DN")
+d, m, n = (sp.Symbol(name, integer=True, positive=True) for name in "dmn")
+"""d: the input of the weight we differentiate by; m: a summation index over the inputs; n: a
+training example."""
+
+MAX_INPUTS = 64
+MAX_WEIGHTS = 4096
+"""H D at most: every weight's gradient entry is checked exactly, and the example's by finite
+differences."""
+DEFAULT_INPUTS = 2
+"""The worked example's number of inputs when --inputs is not given."""
+
+LAYER = Definition("dense", z[i], rules.add(sp.Sum(rules.mul(W[i, m], x[m]), (m, 1, D)), b[i]))
+INPUTS = {d: D, m: D}
+WEIGHTS = Setting(wrt=W[k, d], definitions=(LOSS, SOFTMAX, LAYER), intermediates=(o, z), outer=(d,), ranges=INPUTS)
+BIAS = Setting(wrt=b[k], definitions=(LOSS, SOFTMAX, LAYER), intermediates=(o, z), ranges=INPUTS)
+
+
+def logit_gradient() -> sp.Eq:
+    """dE/dz_k = o_k sum_i y_i - y_k: the general form the softmax-ce derivation reaches (any target)."""
+    return softmax_ce.build().general
+
+
+def chain(subject: sp.Expr, setting: Setting, label: str, result: sp.Eq) -> tuple[Step, ...]:
+    """One parameter's gradient: through the logits, the layer, the sifting, the logits' gradient."""
+    then = rules.Chain()
+    e = then(rules.chain_rule_sum(subject, setting, z[i]))
+    e = then(rules.layer_derivative(e, setting, LAYER, label))
+    e = then(rules.sifting(e))
+    e = then(rules.derived_result(e, result, k))
+    then(rules.normalisation(e, NORMALISED.statement))
+    return tuple(then.steps)
+
+
+# --- over a training set: E = sum_n E_n, every quantity of example n carries the index n ----------
+def per_example(expr: sp.Expr) -> sp.Expr:
+    """The same quantity for training example n: o_k -> o_nk, y_k -> y_nk, x_d -> x_nd."""
+    return rules.substitute(expr, {q: q.base[(n, *q.indices)] for q in expr.atoms(sp.Indexed) if q.base in (o, y, x)})
+
+
+TOTAL = Definition("training_set", E, sp.Sum(E_[n], (n, 1, N)))
+EXAMPLES = Setting(
+    wrt=W[k, d],
+    definitions=(
+        TOTAL,
+        Definition("cross_entropy", E_[n], -sp.Sum(y[n, i] * sp.log(o[n, i]), (i, 1, H))),
+        Definition("softmax", o[n, i], sp.exp(z[n, i]) / sp.Sum(sp.exp(z[n, j]), (j, 1, H))),
+        Definition("dense", z[n, i], rules.add(sp.Sum(rules.mul(W[i, m], x[n, m]), (m, 1, D)), b[i])),
+    ),
+    intermediates=(o, z, E_),
+    constraints={"normalised": lambda size: each_normalised(size)},
+    outer=(d,),
+    ranges={**INPUTS, n: N},
+)
+EACH_NORMALISED = Assumption("normalised", sp.Eq(sp.Sum(y[n, i], (i, 1, H)), 1, evaluate=False))
+
+
+def each_normalised(size: int) -> dict[sp.Basic, sp.Expr]:
+    """sum_i y_ni = 1 for every example n a check writes out, by solving for the last entry."""
+    from derive.verify import OTHER_SIZES
+
+    return {y[e, size]: 1 - sum((y[e, c] for c in range(1, size)), sp.Integer(0)) for e in range(1, max(OTHER_SIZES) + 1)}
+
+
+def training_set(result: sp.Eq) -> Derivation:
+    """dE/dW_kd for E = sum_n E_n: the sum rule, then the result for one example, at each n."""
+    subject = sp.Derivative(E, W[k, d])
+    then = rules.Chain()
+    e = then(rules.definition(subject, TOTAL))
+    e = then(rules.sum_rule(e))
+    one = sp.Eq(sp.Derivative(E_[n], W[k, d]), per_example(result.rhs), evaluate=False)
+    then(rules.derived_result(e, one, n, ("normalised",)))
+    return Derivation("training-set", subject, (TOTAL,), (EACH_NORMALISED,), tuple(then.steps), EXAMPLES)
+
+
+# --- the command ---------------------------------------------------------------------------------
+def inputs_of(inputs: object) -> int:
+    """Validate --inputs: a whole number of inputs 1..MAX_INPUTS."""
+    text = str(inputs).strip()
+    try:
+        count = int(text) if not isinstance(inputs, int) or isinstance(inputs, bool) else inputs
+    except ValueError:
+        raise UsageError(f"--inputs must be a whole number of inputs, not {text!r}") from None
+    if isinstance(count, bool) or not 1 <= count <= MAX_INPUTS:
+        raise UsageError(f"--inputs must be between 1 and {MAX_INPUTS}, not {text}")
+    return count
+
+
+def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None, inputs: object = None) -> Derivation:
+    if logits is not None:
+        raise UsageError("dense-softmax-ce takes no --logits: the logits are z = W x + b, computed from the example's inputs and parameters")
+    if classes is None and (target is not None or inputs is not None):
+        raise UsageError("--target and --inputs need --classes: the worked example is for a concrete number of classes")
+    # Bad input fails before any symbolic work.
+    given = instance.inputs(classes, None, target) if classes is not None else None
+    count = inputs_of(inputs) if inputs is not None else DEFAULT_INPUTS
+    if given is not None and given.classes * count > MAX_WEIGHTS:
+        raise UsageError(f"at most {MAX_WEIGHTS} weights: {given.classes} classes and {count} inputs make {given.classes * count} (every entry is checked)")
+    general = logit_gradient()
+    steps = chain(sp.Derivative(E, W[k, d]), WEIGHTS, "layer_weights", general)
+    bias_steps = chain(sp.Derivative(E, b[k]), BIAS, "layer_bias", general)
+    weights = sp.Eq(sp.Derivative(E, W[k, d]), steps[-1].rhs, evaluate=False)
+    bias = Derivation("bias", sp.Derivative(E, b[k]), (), (NORMALISED,), bias_steps, BIAS, general=_before_last(bias_steps))
+    d_ = Derivation(
+        name="dense-softmax-ce",
+        subject=sp.Derivative(E, W[k, d]),
+        definitions=(LAYER, SOFTMAX, LOSS),
+        assumptions=(NORMALISED,),
+        steps=steps,
+        setting=WEIGHTS,
+        general=_before_last(steps),
+        parts=(bias, training_set(weights)),
+    )
+    if given is None:
+        return d_
+    options = (("inputs", sp.Integer(count)),) if inputs is not None else ()
+    return replace(d_, concrete=instance.layer_instance(given, count, d_, bias, x), options=options)
+
+
+def _before_last(steps: tuple[Step, ...]) -> sp.Eq:
+    """The result before the normalisation of the target: it holds for any target."""
+    return sp.Eq(steps[0].lhs, steps[-1].lhs, evaluate=False)

@@ -1,0 +1,97 @@
+"""Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k, for a symbolic number of
+outputs H.
+
+Each output is a sigmoid of its own logit and has its own binary target (multi-label: the targets
+need not sum to one). The steps: sum rule, constant factors, chain rule through o_i, the
+derivatives of ln o_i and ln(1 - o_i), the diagonal Jacobian of the sigmoid, the sum that
+collapses to its term i = k, and the algebra in which o_k (1 - o_k) cancels the denominators.
+No assumption on the target is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import sympy as sp
+
+from derive import instance, rules
+from derive.concrete import numbers
+from derive.errors import UsageError
+from derive.model import Definition, Derivation, RuleMatrix, Step
+from derive.setting import Setting
+from derive.symbols import E, H, i, k, o, y, z
+
+SIGMOID = Definition("sigmoid", o[i], 1 / (1 + sp.exp(-z[i])))
+SIGMOID_DERIVATIVE = rules.mul(o[i], rules.add(sp.Integer(1), rules.neg(o[i])))
+"""sigma'(z) = sigma(z) (1 - sigma(z)), in terms of the output."""
+LOSS = Definition(
+    "binary_cross_entropy",
+    E,
+    -sp.Sum(
+        rules.add(
+            rules.mul(y[i], sp.log(o[i])),
+            rules.mul(rules.add(sp.Integer(1), rules.neg(y[i])), sp.log(rules.add(sp.Integer(1), rules.neg(o[i])))),
+        ),
+        (i, 1, H),
+    ),
+)
+SETTING = Setting(wrt=z[k], definitions=(LOSS, SIGMOID), constraints={})
+SUBJECT = sp.Derivative(E, z[k])
+
+
+def steps() -> tuple[Step, ...]:
+    """Compose the rules, each applied to the previous step's result."""
+    then = rules.Chain()
+
+    e = then(rules.definition(SUBJECT, LOSS))
+    e = then(rules.sum_rule(e))
+    e = then(rules.constant_factor(e, SETTING))
+    e = then(rules.chain_rule(e, SETTING))
+    e = then(rules.log_derivative(e))
+    e = then(rules.elementwise_jacobian(e, SETTING, SIGMOID, SIGMOID_DERIVATIVE))
+    e = then(rules.sifting(e))
+    e = then(rules.algebra(e))
+    e = then(rules.expand(e))
+    then(rules.cancel(e))
+    return tuple(then.steps)
+
+
+def jacobian(classes: int) -> RuleMatrix:
+    """Row i is d o_i, column k is d z_k: o_i (1 - o_i) on the diagonal, 0 elsewhere."""
+    return RuleMatrix(classes, i, k, o[i] * (1 - o[i]), sp.Integer(0))
+
+
+MAX_LOGIT = 1000
+"""The worked example computes 1 - sigma(z) to full precision with |z| / ln 10 extra digits."""
+
+
+def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
+    """The standard checks, except that each target entry is a probability of its own: any value
+    in [0, 1], and they need not sum to one (an all-zero target is a valid multi-label target)."""
+    if classes is None:
+        return instance.inputs(classes, logits, target)
+    given = instance.inputs(classes, logits, None)
+    if any(abs(v) > MAX_LOGIT for v in given.logits):
+        raise UsageError(f"--logits entries must lie between -{MAX_LOGIT} and {MAX_LOGIT}: beyond, a sigmoid output is 0 or 1 to more than 400 digits")
+    if target is None:
+        return given
+    t_ = numbers(target, "--target", given.classes)
+    if any(t < 0 or t > 1 for t in t_):
+        raise UsageError("--target entries must lie between 0 and 1: each is the probability of its own label")
+    return replace(given, target=t_, given=True)
+
+
+def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
+    given = inputs(classes, logits, target)  # bad input fails before any symbolic work
+    all_steps = steps()
+    result = all_steps[-1].rhs
+    return Derivation(
+        name="sigmoid-bce",
+        subject=SUBJECT,
+        definitions=(SIGMOID, LOSS),
+        assumptions=(),
+        steps=all_steps,
+        setting=SETTING,
+        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian(given.classes)) if given else None,
+    )

@@ -1,0 +1,69 @@
+"""Squared error through linear outputs: dE/dz_k = o_k - y_k, for a symbolic number of outputs H.
+
+The regression case of the classic question: with o_i = z_i the Jacobian is the identity, so the
+chain rule's sum over the outputs keeps a single term and the single-product shortcut happens to
+be exact. The steps: sum rule, chain rule through o_i, the power rule, the identity Jacobian with
+its two cases, the sum that collapses to its term i = k, and the 1/2 that cancels the 2.
+Targets are any real numbers; no assumption on them is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import sympy as sp
+
+from derive import instance, rules
+from derive.concrete import numbers
+from derive.model import Definition, Derivation, RuleMatrix, Step
+from derive.setting import Setting
+from derive.symbols import E, H, i, k, o, y, z
+
+LINEAR = Definition("linear", o[i], z[i])
+LOSS = Definition("squared_error", E, sp.Rational(1, 2) * sp.Sum((o[i] - y[i]) ** 2, (i, 1, H)))
+SETTING = Setting(wrt=z[k], definitions=(LOSS, LINEAR), constraints={})
+SUBJECT = sp.Derivative(E, z[k])
+
+
+def steps() -> tuple[Step, ...]:
+    """Compose the rules, each applied to the previous step's result."""
+    then = rules.Chain()
+
+    e = then(rules.definition(SUBJECT, LOSS))
+    e = then(rules.sum_rule(e))
+    e = then(rules.chain_rule(e, SETTING))
+    e = then(rules.power_rule(e))
+    e = then(rules.elementwise_jacobian(e, SETTING, LINEAR, sp.Integer(1)))
+    e = then(rules.sifting(e))
+    then(rules.algebra(e))
+    return tuple(then.steps)
+
+
+def jacobian(classes: int) -> RuleMatrix:
+    """Row i is d o_i, column k is d z_k: the identity matrix."""
+    return RuleMatrix(classes, i, k, sp.Integer(1), sp.Integer(0))
+
+
+def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
+    """The standard checks, except that a target is any real number per output (regression):
+    negative, all zero, any sum."""
+    if classes is None or target is None:
+        return instance.inputs(classes, logits, target)
+    given = instance.inputs(classes, logits, None)
+    return replace(given, target=numbers(target, "--target", given.classes), given=True)
+
+
+def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
+    given = inputs(classes, logits, target)  # bad input fails before any symbolic work
+    all_steps = steps()
+    result = all_steps[-1].rhs
+    return Derivation(
+        name="sse-linear",
+        subject=SUBJECT,
+        definitions=(LINEAR, LOSS),
+        assumptions=(),
+        steps=all_steps,
+        setting=SETTING,
+        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian(given.classes)) if given else None,
+    )
