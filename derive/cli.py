@@ -252,7 +252,7 @@ def _derivation_command(name: str) -> Callable[..., None]:
                 "--output",
                 "-o",
                 metavar="PATH",
-                help="Where to write; '-' for stdout (default: output/NAME[-N].EXT).",
+                help="Where to write; '-' for stdout (default: output/NAME[-N][-OPTIONVALUE...].EXT).",
                 show_default=False,
             ),
         ] = None,

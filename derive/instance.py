@@ -98,7 +98,14 @@ def loss_instance(
 
 
 def _at(e: sp.Expr, m: int, fixed: dict) -> sp.Expr:
-    return e.xreplace({k: sp.Integer(m), **fixed})
+    """The result for class m, its shape kept: (o_1 - y_1)/2 stays a bracket over 2."""
+    from derive.rules import evaluated, rewrite, substitute
+
+    sums = {s: s.xreplace(fixed) for s in e.atoms(sp.Sum)}  # limits sit in a Tuple substitute keeps
+    e = substitute(e, {k: sp.Integer(m), **fixed, **sums})
+    # Parameters become numbers: (1 - 1/10) is 9/10, (1/10)/3 is 1/30.
+    e, _ = rewrite(e, lambda x: not x.is_Atom and x.is_number and not x.has(sp.Sum), evaluated)
+    return e
 
 
 def _written_out(value: sp.Expr, classes: sp.Symbol, n: int, fixed: dict) -> sp.Expr:
