@@ -228,6 +228,12 @@ class Dual:
     def log(self) -> "Dual":
         return Dual(None, self.d * _inverse(self.v) % PRIME)
 
+    def inverse(self) -> "Dual":
+        inv = _inverse(self.v)
+        return Dual(inv, -self.d * inv * inv % PRIME)
+
+    add, mul = __add__, __mul__
+
 
 def random_point(classes: int, rng: random.Random) -> tuple[list[int], list[int]]:
     """e^{z_m} as random field elements A_m, and a random target that sums to 1 exactly."""

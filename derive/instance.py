@@ -7,7 +7,7 @@ Nothing is taken from the steps except the result being checked:
 - the worked example's outputs and loss are the definitions evaluated with mpmath at 60 digits;
   its gradient is the derived result, checked against central differences of the loss;
 - every gradient entry and every Jacobian entry is checked exactly, in arithmetic modulo a prime,
-  against forward-mode derivatives of the written-out loss and outputs (see :class:`Dual`).
+  against forward-mode derivatives of the written-out loss and outputs (see :class:`derive.concrete.Dual`).
 
 The softmax-CE derivation has hand-written counterparts of these in :mod:`derive.concrete`.
 """
@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive.concrete import DIGITS, PRIME, _default_logits, _entry, _inverse, _one_hot, classes_of, exact_value, normalised, numbers
+from derive.concrete import DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, _one_hot, classes_of, exact_value, normalised, numbers
 from derive import progress
 from derive.errors import UsageError
 from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix
@@ -211,29 +211,6 @@ def _eval(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
 
 
 # --- checks ----------------------------------------------------------------------------------------
-class Dual:
-    """Forward-mode differentiation modulo PRIME: a value and a derivative. The value of a
-    logarithm is not in the field; it is ``None`` and only its derivative may be used."""
-
-    __slots__ = ("v", "d")
-
-    def __init__(self, v: int | None, d: int):
-        self.v, self.d = v, d
-
-    def add(self, o: "Dual") -> "Dual":
-        return Dual(None if self.v is None or o.v is None else (self.v + o.v) % PRIME, (self.d + o.d) % PRIME)
-
-    def mul(self, o: "Dual") -> "Dual":
-        if (self.d and o.v is None) or (o.d and self.v is None):
-            raise ValueError("the value of a logarithm is not in the field")
-        v = None if self.v is None or o.v is None else self.v * o.v % PRIME
-        return Dual(v, (self.d * (o.v or 0) + (self.v or 0) * o.d) % PRIME)
-
-    def inverse(self) -> "Dual":
-        inv = _inverse(self.v)
-        return Dual(inv, -self.d * inv * inv % PRIME)
-
-
 class Field:
     """Written-out expressions evaluated modulo PRIME at one random point, differentiated by one
     variable. Each logit and target is a random field element; so is each distinct exponential,
