@@ -147,6 +147,10 @@ SYMBOL = typer.Option(
     "letter (alpha) or either with a hat (hat y, y-hat, \\hat{y}).",
     show_default=False,
 )
+FORMAT = typer.Option("--format", "-f", help="Output format (default: from the -o extension, else md).", case_sensitive=False, show_default=False)
+TEMPLATES = typer.Option(
+    metavar="DIR", help="A directory of templates that take precedence over the packaged ones.", exists=True, file_okay=False, dir_okay=True
+)
 LOG = typer.Option("--log", metavar="ln|log", help="Write the natural logarithm as ln or log (default: the notation's).", show_default=False)
 
 
@@ -178,18 +182,12 @@ def _progress(quiet: bool) -> Iterator[None]:
 
 @app.command("overview", epilog="Examples:\n\n\b\n  derive overview                 writes output/overview.md\n  derive overview -o overview.pdf")
 def overview_command(
-    format: Annotated[
-        Optional[Format],
-        typer.Option("--format", "-f", help="Output format (default: from the -o extension, else md).", case_sensitive=False, show_default=False),
-    ] = None,
+    format: Annotated[Optional[Format], FORMAT] = None,
     output: Annotated[
         Optional[str],
         typer.Option("--output", "-o", metavar="PATH", help="Where to write; '-' for stdout (default: output/overview.EXT).", show_default=False),
     ] = None,
-    templates: Annotated[
-        Optional[Path],
-        typer.Option(metavar="DIR", help="A directory of templates that take precedence over the packaged ones.", exists=True, file_okay=False, dir_okay=True),
-    ] = None,
+    templates: Annotated[Optional[Path], TEMPLATES] = None,
     notation: Annotated[Optional[str], NOTATION] = None,
     symbol: Annotated[Optional[list[str]], SYMBOL] = None,
     log: Annotated[Optional[str], LOG] = None,
@@ -236,16 +234,7 @@ def _derivation_command(name: str) -> Callable[..., None]:
                 show_default=False,
             ),
         ] = None,
-        format: Annotated[
-            Optional[Format],
-            typer.Option(
-                "--format",
-                "-f",
-                help="Output format (default: from the -o extension, else md).",
-                case_sensitive=False,
-                show_default=False,
-            ),
-        ] = None,
+        format: Annotated[Optional[Format], FORMAT] = None,
         output: Annotated[
             Optional[str],
             typer.Option(
@@ -264,16 +253,7 @@ def _derivation_command(name: str) -> Callable[..., None]:
             Optional[str],
             typer.Option(metavar="T1,T2,...", help="Target of the worked example, comma-separated (needs --classes)."),
         ] = None,
-        templates: Annotated[
-            Optional[Path],
-            typer.Option(
-                metavar="DIR",
-                help="A directory of templates that take precedence over the packaged ones.",
-                exists=True,
-                file_okay=False,
-                dir_okay=True,
-            ),
-        ] = None,
+        templates: Annotated[Optional[Path], TEMPLATES] = None,
         notation: Annotated[Optional[str], NOTATION] = None,
         symbol: Annotated[Optional[list[str]], SYMBOL] = None,
         log: Annotated[Optional[str], LOG] = None,

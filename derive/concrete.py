@@ -80,12 +80,7 @@ def example(classes: int, logits: Sequence | None = None, target: Sequence | Non
     """The worked example: ours (exact) unless the user gave logits or a target."""
     if logits is None and target is None:
         return _default_example(classes)
-    z_ = numbers(logits, "--logits", classes) if logits is not None else _default_logits(classes)
-    t_ = numbers(target, "--target", classes) if target is not None else _one_hot(classes)
-    if any(t < 0 for t in t_):
-        raise UsageError("--target entries must not be negative (they are probabilities)")
-    if sum(t_) == 0:
-        raise UsageError("--target must not be all zeros: a target is a distribution over the classes")
+    z_, t_ = example_numbers(classes, logits, target)
     with mpmath.workdps(DIGITS + 20):
         zm = [_mp(v) for v in z_]
         tm = [_mp(v) for v in t_]
@@ -102,6 +97,17 @@ def example(classes: int, logits: Sequence | None = None, target: Sequence | Non
         gradient=tuple(_float(g) for g in gradient),
         given=True,
     )
+
+
+def example_numbers(classes: int, logits: Sequence | None, target: Sequence | None) -> tuple[tuple[sp.Expr, ...], tuple[sp.Expr, ...]]:
+    """A worked example's logits and target, parsed and checked; ours where not given."""
+    z_ = numbers(logits, "--logits", classes) if logits is not None else _default_logits(classes)
+    t_ = numbers(target, "--target", classes) if target is not None else _one_hot(classes)
+    if any(t < 0 for t in t_):
+        raise UsageError("--target entries must not be negative (they are probabilities)")
+    if sum(t_) == 0:
+        raise UsageError("--target must not be all zeros: a target is a distribution over the classes")
+    return z_, t_
 
 
 def normalised(target: Sequence[sp.Expr]) -> bool:

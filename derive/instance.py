@@ -21,11 +21,12 @@ from typing import Callable, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive.concrete import DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, _one_hot, classes_of, exact_value, normalised, numbers
+from derive.concrete import DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, classes_of, exact_value, example_numbers, normalised
 from derive import progress
 from derive.errors import UsageError
 from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix
 from derive.setting import Setting, expand_sums
+from derive.verify import evaluate_shared
 from derive.symbols import ExcludedSum, k, y
 
 POINTS = 2
@@ -54,12 +55,7 @@ def inputs(classes: object, logits: Sequence | None, target: Sequence | None) ->
             raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
         return None
     n = classes_of(classes)
-    z_ = numbers(logits, "--logits", n) if logits is not None else _default_logits(n)
-    t_ = numbers(target, "--target", n) if target is not None else _one_hot(n)
-    if any(t < 0 for t in t_):
-        raise UsageError("--target entries must not be negative (they are probabilities)")
-    if sum(t_) == 0:
-        raise UsageError("--target must not be all zeros: a target is a distribution over the classes")
+    z_, t_ = example_numbers(n, logits, target)
     return Inputs(n, tuple(z_), tuple(t_), logits is not None or target is not None)
 
 
@@ -140,15 +136,15 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
     with mpmath.workdps(working_digits(given.logits)):
         point = _point(setting, given)
         memo: dict = {}
-        outputs = [_eval(intermediates[symbolize(setting.intermediates[0][m])], point, memo) for m in range(1, n + 1)]
-        value = _eval(_written(setting, loss.symbol, n, 1, fixed, intermediates), point, memo)
+        outputs = [evaluate_shared(intermediates[symbolize(setting.intermediates[0][m])], point, memo) for m in range(1, n + 1)]
+        value = evaluate_shared(_written(setting, loss.symbol, n, 1, fixed, intermediates), point, memo)
         # The result is in terms of the outputs: evaluated at their values. Its sums are written
         # out once for every entry (k stays free), so a sum over the outputs is evaluated once.
         known = point | {x: point[symbolize(x)] for x in map(setting.wrt.base.__getitem__, range(1, n + 1))}
         known |= {y[m]: point[symbolize(y[m])] for m in range(1, n + 1)}
         known |= {setting.intermediates[0][m]: outputs[m - 1] for m in range(1, n + 1)}
         written = expand_sums(formula.xreplace({setting.classes: sp.Integer(n), **fixed}))
-        gradient = [_eval(written.xreplace({k: sp.Integer(m)}), known, memo) for m in range(1, n + 1)]
+        gradient = [evaluate_shared(written.xreplace({k: sp.Integer(m)}), known, memo) for m in range(1, n + 1)]
         numbers_ = {"outputs": outputs, "loss": value, "gradient": gradient, "point": point, "memo": memo, "intermediates": intermediates}
         more = extra(numbers_) if extra else ()
     f = lambda v: sp.Float(v, DIGITS)
@@ -174,40 +170,12 @@ def working_digits(logits: Sequence[sp.Expr]) -> int:
 
 def _point(setting: Setting, given: Inputs) -> dict[sp.Basic, mpmath.mpf]:
     from derive.verify import symbolize
-    from derive.symbols import y
 
     point = {}
     for m in range(1, given.classes + 1):
         point[symbolize(setting.wrt.base[m])] = _entry(given.logits[m - 1])
         point[symbolize(y[m])] = _entry(given.target[m - 1])
     return point
-
-
-def _eval(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
-    """Evaluate with mpmath, each distinct sub-term once (the softmax denominator is shared by
-    every output, so this keeps a written-out loss linear in H)."""
-    if e in point:
-        return point[e]
-    if e in memo:
-        return memo[e]
-    if e.is_Number:
-        out = mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
-    elif isinstance(e, sp.Add):
-        out = mpmath.fsum(_eval(a, point, memo) for a in e.args)
-    elif isinstance(e, sp.Mul):
-        out = mpmath.fprod(_eval(a, point, memo) for a in e.args)
-    elif isinstance(e, sp.Pow):
-        out = mpmath.power(_eval(e.base, point, memo), _eval(e.exp, point, memo))
-    elif isinstance(e, sp.exp):
-        out = mpmath.exp(_eval(e.args[0], point, memo))
-    elif isinstance(e, sp.log):
-        out = mpmath.log(_eval(e.args[0], point, memo))
-    elif e is sp.E:
-        out = mpmath.e
-    else:
-        raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {sp.sstr(e)}")
-    memo[e] = out
-    return out
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -270,7 +238,6 @@ class Field:
 
 def checks(d: Derivation) -> list:
     """Every gradient entry and Jacobian entry exactly, then the worked example."""
-    from derive.symbols import y
     from derive.verify import Check, intermediate_values, symbolize
 
     c = d.concrete
@@ -347,7 +314,7 @@ def example_check(d: Derivation):
         variables = [v for v in point if str(v).startswith(str(d.setting.wrt.base))][:n]
         h = mpmath.mpf(10) ** -25
         base: dict = {}
-        value = _eval(loss, point, base)
+        value = evaluate_shared(loss, point, base)
         symbols = {e: e.free_symbols for e in base}
         if abs(value - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
             return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
@@ -357,7 +324,7 @@ def example_check(d: Derivation):
             method += f"; {', '.join(x.key.replace('_', ' ') for x, _ in own)} against the definition"
         for x, numbers_ in own:
             for m, v in enumerate(numbers_, 1):
-                defined = _eval(intermediates[symbolize(x.symbol.base[m])], point, base)
+                defined = evaluate_shared(intermediates[symbolize(x.symbol.base[m])], point, base)
                 if abs(defined - _entry(v)) > mpmath.mpf(10) ** -20 * max(1, abs(defined)):
                     return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(_entry(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
         for m, variable in enumerate(variables):
@@ -366,7 +333,7 @@ def example_check(d: Derivation):
             down[variable] -= h
             # Sub-terms without the moved variable keep their values.
             kept = {e: v for e, v in base.items() if variable not in symbols[e]}
-            numeric = (_eval(loss, up, dict(kept)) - _eval(loss, down, kept)) / (2 * h)
+            numeric = (evaluate_shared(loss, up, dict(kept)) - evaluate_shared(loss, down, kept)) / (2 * h)
             claimed = _entry(ex.gradient[m])
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20 * max(1, abs(claimed)):
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
@@ -511,12 +478,12 @@ def layer_instance(given: Inputs, inputs: int, weights: Derivation, bias: Deriva
         point |= {symbolize(b[r + 1]): _entry(bs[r]) for r in range(n)}
         memo: dict = {}
         for symbol, definition in defined.items():  # each level after the one it is defined through
-            point[symbol] = _eval(definition, point, memo)
+            point[symbol] = evaluate_shared(definition, point, memo)
         outputs = [point[symbolize(s.intermediates[0][r])] for r in range(1, n + 1)]
-        value = _eval(loss, point, memo)
+        value = evaluate_shared(loss, point, memo)
         # The derived formulas at these numbers: o_k, y_k and x_d stand for their values.
         at = _by_entry(point, n, inputs, s, x)
-        numbers_ = [_eval(expand_sums(g) if g.has(sp.Sum) else g, at, {}) for g in gradient_]
+        numbers_ = [evaluate_shared(expand_sums(g) if g.has(sp.Sum) else g, at, {}) for g in gradient_]
     f = lambda v: sp.Float(v, DIGITS)
     example = LayerExample(
         inputs=xs,

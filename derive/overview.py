@@ -16,11 +16,11 @@ from typing import Any
 import sympy as sp
 
 from derive.derivations import CATALOG
-from derive.errors import DeriveError, UsageError
+from derive.errors import UsageError
 from derive.latex import latex
 from derive.model import Derivation
+from derive.rendering import FORMATS
 
-FORMATS = ("md", "tex", "json", "pdf", "html")
 TEMPLATE = "overview.{}.j2"
 
 VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -134,4 +134,4 @@ def _render(format: str, templates: Path | str | None, notation: Any) -> str | b
     return render_template(env, TEMPLATE.format(format), document(words, format))
 
 
-__all__ = ["render", "rows", "output_minus_target", "DeriveError"]
+__all__ = ["render", "rows", "output_minus_target"]

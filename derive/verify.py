@@ -531,27 +531,34 @@ def random_point(symbols: Iterable[sp.Basic], rng: random.Random) -> dict[sp.Bas
 def evaluate(expr: sp.Basic, point: dict[sp.Basic, mpmath.mpf]) -> mpmath.mpf:
     """Evaluate a written-out claim with mpmath (faster than compiling it with lambdify)."""
     with mpmath.workdps(max(mpmath.mp.dps, DIGITS + 10)):
-        return _eval(expr, point)
+        return evaluate_shared(expr, point, {})
 
 
-def _eval(e: sp.Basic, point: dict) -> mpmath.mpf:
+def evaluate_shared(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
+    """Evaluate at the current mpmath precision, each distinct sub-term once (``memo``): the
+    softmax denominator is shared by every output, so a written-out loss costs O(H), not O(H^2)."""
     if e in point:
         return point[e]
+    if e in memo:
+        return memo[e]
     if e.is_Number:
-        return mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
-    if isinstance(e, sp.Add):
-        return mpmath.fsum(_eval(a, point) for a in e.args)
-    if isinstance(e, sp.Mul):
-        return mpmath.fprod(_eval(a, point) for a in e.args)
-    if isinstance(e, sp.Pow):
-        return mpmath.power(_eval(e.base, point), _eval(e.exp, point))
-    if isinstance(e, sp.exp):
-        return mpmath.exp(_eval(e.args[0], point))
-    if isinstance(e, sp.log):
-        return mpmath.log(_eval(e.args[0], point))
-    if e is sp.E:
-        return mpmath.e
-    raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {sp.sstr(e)}")
+        out = mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
+    elif isinstance(e, sp.Add):
+        out = mpmath.fsum(evaluate_shared(a, point, memo) for a in e.args)
+    elif isinstance(e, sp.Mul):
+        out = mpmath.fprod(evaluate_shared(a, point, memo) for a in e.args)
+    elif isinstance(e, sp.Pow):
+        out = mpmath.power(evaluate_shared(e.base, point, memo), evaluate_shared(e.exp, point, memo))
+    elif isinstance(e, sp.exp):
+        out = mpmath.exp(evaluate_shared(e.args[0], point, memo))
+    elif isinstance(e, sp.log):
+        out = mpmath.log(evaluate_shared(e.args[0], point, memo))
+    elif e is sp.E:
+        out = mpmath.e
+    else:
+        raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {sp.sstr(e)}")
+    memo[e] = out
+    return out
 
 
 __all__ = ["Check", "Report", "check", "instantiate", "is_zero", "ExcludedSum"]
