@@ -34,7 +34,7 @@ def directory() -> Path | None:
 def key(*parts: Any) -> str:
     """A hash of the claims and of the checker's source.
 
-    The claims are printed with ``srepr``, which is exact and does not depend on how equal
+    The claims are written out exactly by :func:`encode`, which does not depend on how equal
     sub-terms happen to be shared in memory (pickle does, so it would miss the cache at random).
     """
     h = hashlib.sha256()
@@ -42,8 +42,36 @@ def key(*parts: Any) -> str:
     for name in _CHECKER:
         h.update((here / name).read_bytes())
     h.update(sp.__version__.encode())
-    h.update(sp.srepr(parts).encode())
+    h.update(encode(parts).encode())
     return h.hexdigest()
+
+
+def encode(value: Any) -> str:
+    """Write ``value`` (SymPy objects in tuples, lists, strings, numbers) out exactly.
+
+    Two values get the same text only if they are equal: SymPy defines a term's equality by its
+    class and its ``_hashable_content()`` (the arguments, a symbol's name and assumptions, a
+    number's digits), and that is what is written. A shared sub-term is written once and its text
+    reused, so this is faster than ``srepr``, which prints every occurrence again through the
+    printer and its sorting.
+    """
+    memo: dict[int, tuple[Any, str]] = {}
+
+    def write(v: Any) -> str:
+        if isinstance(v, sp.Basic):
+            seen = memo.get(id(v))
+            if seen is None:
+                seen = memo[id(v)] = (v, f"{type(v).__name__}{write(v._hashable_content())}")  # v held: its id stays unique
+            return seen[1]
+        if isinstance(v, tuple):
+            return f"({''.join(write(x) + ',' for x in v)})"
+        if isinstance(v, list):
+            return f"[{','.join(map(write, v))}]"
+        if v is None or isinstance(v, (str, bool, int)):
+            return repr(v)
+        raise TypeError(f"cannot write {type(v).__name__} into a cache key")
+
+    return write(value)
 
 
 def cached(k: str, compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -7,13 +7,11 @@ differentiates or simplifies: everything it shows was computed by the engine.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import tomllib
 import traceback
 import unicodedata
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +23,6 @@ from derive.derivations import option_text
 from derive.errors import DeriveError, UsageError
 from derive import notation as naming
 from derive.latex import DEFAULT, Notation, latex, printing
-from derive.mathml import mathml
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
 from derive.verify import Report
 
@@ -41,10 +38,9 @@ HEAD, TAIL = 3, 2
 
 def templates_dir() -> Path:
     """The packaged templates: inside the installed package, or beside it in a checkout."""
-    packaged = resources.files("derive") / "templates"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "templates"
+    here = Path(__file__).resolve().parent
+    packaged = here / "templates"
+    return packaged if packaged.is_dir() else here.parent / "templates"
 
 
 def render(
@@ -237,6 +233,10 @@ def prose(text: str, fmt: str) -> str:
     if fmt == "md":
         return _INLINE.sub(lambda m: f"$`{m.group(1)}`$", text)
     if fmt == "html":
+        import html
+
+        from derive.mathml import mathml
+
         parts = _INLINE.split(text)  # text, math, text, math, ..., text
         return "".join(mathml(p) if n % 2 else html.escape(p, quote=False) for n, p in enumerate(parts))
     return text
@@ -246,6 +246,8 @@ def prose(text: str, fmt: str) -> str:
 def _mathml_filter(context: Any, latex: str, block: bool = False) -> str:
     """The mathml filter. Taking the context keeps Jinja from running it on constant formulas when
     it compiles a template, which would keep old MathML in the cached compiled template."""
+    from derive.mathml import mathml  # only HTML needs it (and its XML parser)
+
     return mathml(latex, block)
 
 
