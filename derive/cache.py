@@ -74,10 +74,11 @@ def encode(value: Any) -> str:
     return write(value)
 
 
-def cached(k: str, compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The stored result for ``k``, or ``compute()`` (stored only if it returns)."""
+def cached(k: str, compute: Callable[[], Any], kind: str = "checks") -> Any:
+    """The stored result for ``k``, or ``compute()`` (stored only if it returns); ``kind`` names
+    what is stored (passed checks, the parsed wording)."""
     folder = directory()
-    path = folder / f"checks-{k}.json" if folder else None
+    path = folder / f"{kind}-{k}.json" if folder else None
     if path is not None:
         try:
             return json.loads(path.read_text(encoding="utf-8"))

@@ -107,7 +107,7 @@ class _Printer:
         return GREEK.get(name, name)
 
     def integer(self, e: sp.Integer, path: Path) -> str:
-        return str(e)
+        return str(e.p)
 
     def rational(self, e: sp.Rational, path: Path) -> str:
         sign = "-" if e < 0 else ""
@@ -117,7 +117,8 @@ class _Printer:
         return sp.latex(e)
 
     def indexed(self, e: sp.Indexed, path: Path) -> str:
-        base = self.n.name(str(e.base))
+        label = e.base.label
+        base = self.n.name(label.name if label.is_Symbol else str(label))
         parts = [self.print(ix, path + (n + 1,)) for n, ix in enumerate(e.indices)]
         # W_{kd} for single letters, as textbooks write a matrix entry; W_{1,2} for numbers.
         letters = all(ix.is_Symbol for ix in e.indices) and all(len(t) == 1 for t in parts)

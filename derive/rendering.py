@@ -7,9 +7,9 @@ differentiates or simplifies: everything it shows was computed by the engine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import tomllib
 import traceback
 import unicodedata
 from pathlib import Path
@@ -131,24 +131,39 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 def wording(env: jinja2.Environment) -> dict[str, Any]:
     """The prose: rule titles and justifications, labels, section texts, and each derivation's
-    own wording from ``derivations/NAME.toml`` (user files first)."""
+    own wording from ``derivations/NAME.toml`` (user files first).
+
+    The merged result is kept in the cache under a hash of the files' text (like the compiled
+    templates), so a run parses TOML only when a wording file changed.
+    """
+    from derive import cache
     from derive.derivations import CATALOG
 
-    words = _toml(env, WORDING)
-    for name in CATALOG:
-        _merge(words, _toml(env, f"derivations/{name}.toml"), f"derivations/{name}.toml")
-    return words
+    files = [_source(env, name) for name in [WORDING, *(f"derivations/{name}.toml" for name in CATALOG)]]
+    key = hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    return cache.cached(key, lambda: _merged(files), kind="wording")
 
 
-def _toml(env: jinja2.Environment, name: str) -> dict[str, Any]:
+def _source(env: jinja2.Environment, name: str) -> tuple[str, str, str]:
+    """A wording file's name, where it was found, and its text."""
     try:
         source, filename, _ = env.loader.get_source(env, name)
     except jinja2.TemplateNotFound:
         raise DeriveError(f"no {name} among the templates") from None
-    try:
-        return tomllib.loads(source)
-    except tomllib.TOMLDecodeError as error:
-        raise DeriveError(f"{filename}: {error}") from None
+    return name, filename, source
+
+
+def _merged(files: list[tuple[str, str, str]]) -> dict[str, Any]:
+    import tomllib
+
+    words: dict[str, Any] = {}
+    for name, filename, source in files:
+        try:
+            table = tomllib.loads(source)
+        except tomllib.TOMLDecodeError as error:
+            raise DeriveError(f"{filename}: {error}") from None
+        _merge(words, table, name)
+    return words
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any], source: str, where: str = "") -> None:
