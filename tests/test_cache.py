@@ -83,3 +83,17 @@ def test_a_changed_step_is_checked_again_and_fails() -> None:
     planted = dataclasses.replace(d, steps=d.steps[:n] + (wrong,))
     with pytest.raises(VerificationError):
         verify.symbolic_checks(planted)
+
+
+def test_rendering_in_several_formats_checks_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from derive import concrete
+
+    runs = []
+    original = concrete.checks
+    monkeypatch.setattr(concrete, "checks", lambda d: runs.append(d.classes) or original(d))
+    d = derive.derivation("softmax-ce", classes=12)
+    for fmt in ("md", "tex", "json"):
+        derive.render(d, fmt)
+    assert runs == [12]
+    derive.render(derive.derivation("softmax-ce", classes=12), "md")  # a new derivation is checked anew
+    assert runs == [12, 12]
