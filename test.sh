@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs them: ./test.sh [pytest args]
 #
-# Debian packages: texlive-latex-base texlive-latex-recommended latexmk poppler-utils (PDF),
+# Debian packages: texlive-latex-base texlive-latex-recommended (pdflatex) poppler-utils (PDF checks),
 # nodejs npm (formula checks, only if node is missing), chromium (the HTML page in a browser),
 # python3-venv (only if venv is missing).
 # npm packages (katex, mathjax-full) go to tests/js/node_modules; Python ones to .venv.
@@ -24,8 +24,8 @@ apt_install() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-if ! have latexmk || ! have pdflatex || ! have pdftotext; then
-  apt_install texlive-latex-base texlive-latex-recommended latexmk poppler-utils
+if ! have pdflatex || ! have pdftotext; then
+  apt_install texlive-latex-base texlive-latex-recommended poppler-utils
 fi
 if ! have node || ! have npm; then
   apt_install nodejs npm

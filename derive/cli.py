@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import gc
 import inspect
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 import os
 import sys
 from enum import Enum
@@ -199,10 +199,11 @@ def overview_command(
     written = _notation(notation, symbol, log)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"overview.{fmt.value}")
-    from derive import overview
+    with _early_pdf(fmt, templates):
+        from derive import overview
 
-    with _progress(quiet):
-        document = overview.render(fmt.value, templates=templates, notation=written)
+        with _progress(quiet):
+            document = overview.render(fmt.value, templates=templates, notation=written)
     _deliver(document, path)
 
 
@@ -325,13 +326,26 @@ def _write_derivation(
     fmt = _choose_format(format, output)
     path = _target(fmt, output, _default_path(name, classes, fmt, options))
 
-    import derive
-    from derive import progress
+    with _early_pdf(fmt, templates):
+        import derive
+        from derive import progress
 
-    progress.update("building the derivation")
-    given = {key: value for key, value in options.items() if value is not None}  # only the options used
-    built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **given)
-    _deliver(derive.render(built, fmt.value, templates=templates, notation=notation), path)
+        progress.update("building the derivation")
+        given = {key: value for key, value in options.items() if value is not None}  # only the options used
+        built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **given)
+        document = derive.render(built, fmt.value, templates=templates, notation=notation)
+    _deliver(document, path)
+
+
+def _early_pdf(fmt: Format, templates: Path | None) -> AbstractContextManager[Any]:
+    """For a PDF, start pdflatex on the templates' preamble at once, while SymPy loads and the
+    derivation is built; the render's PDF build then only reads the rest of the document (see
+    ``derive.pdf.early``). pdflatex is stopped when the block ends, however it ends."""
+    if fmt is not Format.pdf:
+        return nullcontext()
+    from derive import pdf
+
+    return pdf.early(pdf.preamble(templates))
 
 
 def _target(fmt: Format, output: str | None, default: Path) -> Path | None:

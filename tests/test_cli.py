@@ -275,8 +275,8 @@ def test_worked_example(tmp_path: Path) -> None:
 def test_pdf(tmp_path: Path) -> None:
     if not tex_available():
         if os.environ.get("CI"):
-            pytest.fail("latexmk and pdflatex are not installed: run ./test.sh")
-        pytest.skip("latexmk and pdflatex are not installed: run ./test.sh")
+            pytest.fail("pdflatex is not installed: run ./test.sh")
+        pytest.skip("pdflatex is not installed: run ./test.sh")
     completed = run(NAME, "--classes", "3", "-o", "ce.pdf", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert (tmp_path / "ce.pdf").read_bytes().startswith(b"%PDF")

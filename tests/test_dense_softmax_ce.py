@@ -7,7 +7,6 @@ differences, bad input, and the documents."""
 
 import json
 import random
-import shutil
 from dataclasses import replace
 
 import mpmath
@@ -397,7 +396,6 @@ def test_every_markdown_formula_parses(classes, inputs):
     assert check_formulas(markdown_formulas(md)) == []
 
 
-@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdflatex") is None, reason="needs latexmk and pdflatex")
-def test_pdf_builds():
+def test_pdf_builds(pdflatex):
     pdf = derive.render(derive.derivation(NAME, classes=3), "pdf")
     assert pdf.startswith(b"%PDF")

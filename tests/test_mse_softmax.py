@@ -5,7 +5,6 @@ concrete H), the worked example against finite differences, bad input, and the d
 
 import json
 import random
-import shutil
 from dataclasses import replace
 
 import mpmath
@@ -367,7 +366,6 @@ def test_each_rule_use_has_its_own_words():
     assert r"\ln o_i`$ depends on" not in md  # the chain rule's words are about the square here
 
 
-@pytest.mark.skipif(shutil.which("latexmk") is None, reason="needs latexmk")
-def test_pdf_builds():
+def test_pdf_builds(pdflatex):
     pdf = derive.render(derive.derivation(NAME, classes=3), "pdf")
     assert pdf.startswith(b"%PDF")

@@ -160,7 +160,7 @@ SECTION_DOCUMENT = r"""\documentclass{article}
 \section*{%(title)s}
 \end{document}
 """
-# What document.tex.j2 also does with its title: hyperref's PDF title (latexmk then runs twice).
+# What document.tex.j2 also does with its title: hyperref's PDF title.
 HYPERREF_DOCUMENT = r"""\documentclass{article}
 \usepackage[hidelinks]{hyperref}
 \pdftrailerid{}
@@ -182,7 +182,7 @@ def title_document(text: str, template: str = SECTION_DOCUMENT) -> str:
 def tex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TeX is needed (in CI it must be there); failed builds keep their logs in tmp_path."""
     if not tex_available():
-        reason = "latexmk and pdflatex are not installed: run ./test.sh"
+        reason = "pdflatex is not installed: run ./test.sh"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

@@ -106,7 +106,7 @@ def course_templates(directory: Path, after_begin_document: str) -> Path:
 def tex() -> None:
     """Skip without TeX on a developer's machine; in CI (where test.sh installs it) fail."""
     if not tex_available():
-        reason = "latexmk and pdflatex are not installed: run ./test.sh"
+        reason = "pdflatex is not installed: run ./test.sh"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -379,7 +379,7 @@ def test_error_in_an_included_template_names_that_template(line: str, tmp_path: 
 
 
 def test_no_tex_engine(tmp_path: Path) -> None:
-    """PATH holds python and nothing else: no latexmk, no pdflatex."""
+    """PATH holds python and nothing else: no pdflatex."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
@@ -387,19 +387,19 @@ def test_no_tex_engine(tmp_path: Path) -> None:
     work.mkdir()
     environment = process_environment(PATH=str(bin_dir))
     completed = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import shutil; print(shutil.which('latexmk'), shutil.which('pdflatex'))"],
+        [str(bin_dir / "python"), "-c", "import shutil; print(shutil.which('pdflatex'))"],
         env=environment,
         capture_output=True,
         check=True,
     )
-    assert completed.stdout == b"None None\n"
+    assert completed.stdout == b"None\n"
     # The venv's python by its own path: a symlink elsewhere would lose the venv's packages.
     completed = run(NAME, "--classes", "3", "--format", "pdf", "-o", "doc.pdf", cwd=work, env=environment)
     assert completed.returncode == 1
     assert completed.stdout == b""
     message = error_line(completed.stderr)
     assert message == MISSING_TOOLS_MESSAGE
-    for needed in ("latexmk", "pdflatex", "texlive-latex-base", "texlive-latex-recommended", "--format tex", "--format md"):
+    for needed in ("pdflatex", "texlive-latex-base", "texlive-latex-recommended", "--format tex", "--format md"):
         assert needed in message
     assert_nothing_at(work / "doc.pdf")
     assert list(work.iterdir()) == []
@@ -462,18 +462,20 @@ def test_hanging_tex_is_stopped_through_the_command_line(tex: None, in_tmp: Path
 
 @pytest.fixture
 def build_listing(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Record the files of each PDF build directory, and its log, when latexmk has finished."""
+    """Record the files of each PDF build directory, and its log, when its passes have finished
+    (early or from scratch, every build ends in ``_complete``)."""
     seen: dict[str, Any] = {"files": [], "log": ""}
-    run_latexmk: Callable[[Path, float], int] = derive.pdf._run_latexmk
+    complete: Callable[..., bytes] = derive.pdf._complete
 
-    def recording(workdir: Path, timeout: float) -> int:
-        code = run_latexmk(workdir, timeout)
-        seen["files"] += [p.name for p in workdir.rglob("*")]
-        log = workdir / "doc.log"
-        seen["log"] += log.read_text(errors="replace") if log.is_file() else ""
-        return code
+    def recording(workdir: Path, *args: Any) -> bytes:
+        try:
+            return complete(workdir, *args)
+        finally:
+            seen["files"] += [p.name for p in workdir.rglob("*")]
+            log = workdir / "doc.log"
+            seen["log"] += log.read_text(errors="replace") if log.is_file() else ""
 
-    monkeypatch.setattr(derive.pdf, "_run_latexmk", recording)
+    monkeypatch.setattr(derive.pdf, "_complete", recording)
     return seen
 
 
@@ -551,12 +553,26 @@ def test_interrupted_pdf_build_removes_the_build_directory(tex: None, in_tmp: Pa
     (in_tmp / "doc.pdf").write_bytes(OLD_PDF)
     directories: list[Path] = []
 
-    def interrupt(workdir: Path, timeout: float) -> int:
+    wait_for_pdflatex: Callable[..., int] = derive.pdf._wait
+
+    def interrupt(process: subprocess.Popen[bytes], deadline: float, timeout: float) -> int:
+        """Ctrl-C while pdflatex runs: its first wait is interrupted."""
+        workdir = Path(os.readlink(f"/proc/{process.pid}/cwd"))
         directories.append(workdir)
         assert (workdir / "doc.tex").is_file()
-        raise KeyboardInterrupt
+        real = process.wait
+        interrupted: list[bool] = []
 
-    monkeypatch.setattr(derive.pdf, "_run_latexmk", interrupt)
+        def wait(timeout: float | None = None) -> int:
+            if not interrupted:
+                interrupted.append(True)
+                raise KeyboardInterrupt
+            return real(timeout)
+
+        process.wait = wait  # type: ignore[method-assign]
+        return wait_for_pdflatex(process, deadline, timeout)
+
+    monkeypatch.setattr(derive.pdf, "_wait", interrupt)
     result = invoke(NAME, "--classes", "3", "-o", "doc.pdf")
     assert result.exit_code == 130
     assert error_line(result.stderr) == "interrupted"
@@ -632,7 +648,7 @@ def test_documents_are_byte_identical_across_runs(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == []
     assert list(private_tmp.iterdir()) == []  # no build directory, no kept log
     if "pdf" not in formats:
-        reason = "latexmk and pdflatex are not installed (run ./test.sh): the PDF was not compared"
+        reason = "pdflatex is not installed (run ./test.sh): the PDF was not compared"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

@@ -5,7 +5,6 @@ file names."""
 
 import json
 import random
-import shutil
 from dataclasses import replace
 
 import mpmath
@@ -282,9 +281,7 @@ def test_documents_state_the_values_and_the_smoothed_target():
     assert "with temperature T\n" in symbolic and r"here $`T = 0.5`$" in symbolic and "## Appendix" not in symbolic
 
 
-def test_pdf_builds():
-    if not (shutil.which("latexmk") and shutil.which("pdflatex")):
-        pytest.skip("TeX Live is not installed")
+def test_pdf_builds(pdflatex):
     pdf = derive.render(derive.derivation(NAME, classes=3, temperature=2, label_smoothing="0.1"), "pdf")
     assert pdf.startswith(b"%PDF")
 
