@@ -430,10 +430,10 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def main() -> None:
     """Run the command line; it ends with ``SystemExit``, like any Click program."""
-    # One command allocates millions of objects that live until it exits (SymPy's import alone
-    # makes most of them) and makes almost no cyclic garbage, so the cyclic collector would only
-    # walk the same objects again and again: about a tenth of the run. Reference counting still
-    # frees everything that is dropped.
+    # One command creates tens of thousands of objects that live until it exits (SymPy's import
+    # makes most of them) and almost no cyclic garbage: the cyclic collector would walk the same
+    # objects again and again (SymPy's import alone triggers 168 collections that free under 500
+    # objects), about a tenth of the run. Reference counting still frees whatever is dropped.
     gc.disable()
     app(prog_name="derive")
 
