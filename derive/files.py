@@ -1,4 +1,5 @@
-"""Writing output files so that a reader never sees half of one."""
+"""Files: writing output so that a reader never sees half of one, and finding the packaged
+templates (without the renderer, which imports SymPy and Jinja)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import tempfile
 from pathlib import Path
 
 from derive.errors import DeriveError, UsageError
+
+
+def templates_dir() -> Path:
+    """The packaged templates: inside the installed package, or beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "templates"
+    return packaged if packaged.is_dir() else here.parent / "templates"
 
 
 def write_atomic(path: Path | str, data: str | bytes) -> None:

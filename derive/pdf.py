@@ -31,6 +31,7 @@ from typing import IO, Iterator
 
 from derive import progress
 from derive.errors import DeriveError
+from derive.files import templates_dir
 
 REQUIRED_TOOLS = ("pdflatex",)
 MISSING_TOOLS_MESSAGE = (
@@ -119,7 +120,7 @@ def preamble(templates: Path | str | None = None) -> str | None:
     It is read as it is, without Jinja (which would cost the time the early build saves): a
     preamble with template syntax renders differently, and the build then starts from scratch.
     """
-    for folder in ([Path(templates)] if templates is not None else []) + [_packaged_templates()]:
+    for folder in ([Path(templates)] if templates is not None else []) + [templates_dir()]:
         try:
             return (folder / PREAMBLE).read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -127,14 +128,6 @@ def preamble(templates: Path | str | None = None) -> str | None:
         except (OSError, UnicodeDecodeError):
             return None
     return None
-
-
-def _packaged_templates() -> Path:
-    """The packaged templates, found as ``derive.rendering.templates_dir`` finds them, without
-    importing the renderer (and with it SymPy and Jinja)."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "templates"
-    return packaged if packaged.is_dir() else here.parent / "templates"
 
 
 @contextmanager

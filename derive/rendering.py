@@ -21,6 +21,7 @@ import sympy as sp
 
 from derive.derivations import option_text
 from derive.errors import DeriveError, UsageError
+from derive.files import templates_dir
 from derive import notation as naming
 from derive.latex import DEFAULT, Notation, latex, printing
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
@@ -34,13 +35,6 @@ SHOW = 8
 """Vectors, sums and tables longer than this are elided in the middle."""
 HEAD, TAIL = 3, 2
 """How many entries an elided vector keeps at each end."""
-
-
-def templates_dir() -> Path:
-    """The packaged templates: inside the installed package, or beside it in a checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "templates"
-    return packaged if packaged.is_dir() else here.parent / "templates"
 
 
 def render(

@@ -130,13 +130,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def tex() -> None:
-    """Skip without TeX on a developer's machine; in CI (where test.sh installs it) fail."""
-    if not (tex_available() and shutil.which("pdftotext")):
-        reason = "pdflatex and pdftotext are not installed: run ./test.sh"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+def tex(pdflatex: None) -> None:
+    """pdflatex and pdftotext (see conftest): skipped without them, failed in CI."""
 
 
 @pytest.fixture
