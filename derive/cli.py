@@ -38,6 +38,8 @@ class Format(str, Enum):
 
 FORMAT_BY_EXTENSION: dict[str, Format] = {f".{fmt.value}": fmt for fmt in Format}
 STDOUT = "-"
+STDOUT_PATHS = frozenset({STDOUT, "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+"""Outputs that mean standard output: written through it as it is, never opened or replaced."""
 INTERRUPTED_EXIT_CODE = 130
 DEBUG_VARIABLE = "DERIVE_DEBUG"
 
@@ -350,7 +352,7 @@ def _early_pdf(fmt: Format, templates: Path | None) -> AbstractContextManager[An
 
 def _target(fmt: Format, output: str | None, default: Path) -> Path | None:
     """Where a document goes (None: stdout), checked before any work is done."""
-    if output == STDOUT:
+    if output in STDOUT_PATHS:
         if fmt is Format.pdf and sys.stdout.isatty():
             raise UsageError("refusing to write a PDF to a terminal: redirect stdout or use -o FILE")
         path = None
@@ -379,7 +381,7 @@ def _choose_format(format: Format | None, output: str | None) -> Format:
     """Return ``--format`` if given, else the format named by the output's extension, else md."""
     if format is not None:
         return format
-    if output is None or output == STDOUT:
+    if output is None or output in STDOUT_PATHS:
         return Format.md
     extension = Path(output).suffix.lower()
     if extension not in FORMAT_BY_EXTENSION:

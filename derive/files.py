@@ -4,10 +4,11 @@ templates (without the renderer, which imports SymPy and Jinja)."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from derive.errors import DeriveError, UsageError
+from derive.errors import DeriveError
 
 
 def templates_dir() -> Path:
@@ -22,32 +23,38 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
 
     The data goes to a temporary file in the same directory, is flushed to disk and then
     renamed over ``path``, so a crash or an error leaves either the old file or the new one.
+    What is not a regular file is written to, never replaced: a device (``/dev/null``), a FIFO
+    or a socket gets the data in place. A symbolic link is kept and its target replaced.
 
     Args:
         path: the file to write; missing parent directories are created.
         data: text (written as UTF-8 with ``\\n`` newlines) or bytes (written as they are).
 
     Raises:
-        UsageError: the parent directory cannot be created or is not a directory, or ``path``
-            is a directory.
-        DeriveError: the write itself failed (a full disk, say); ``path`` is untouched.
+        DeriveError: the parent directory cannot be created or is not a directory, ``path`` is
+            a directory, or the write itself failed (a full disk, say); a regular file at
+            ``path`` is untouched.
     """
-    path = Path(path)
+    given = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if _special(given):
+        _write_in_place(given, payload)
+        return
+    path = _resolved(given)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"cannot write {path}: {_first_file_in(parent)} is not a directory") from None
+        raise DeriveError(f"cannot write {given}: {_first_file_in(parent)} is not a directory") from None
     except OSError as error:
-        raise UsageError(f"cannot create the directory {parent}: {error.strerror}") from None
+        raise DeriveError(f"cannot create the directory {parent}: {error.strerror}") from None
     if path.is_dir():
-        raise UsageError(f"cannot write {path}: it is a directory")
+        raise DeriveError(f"cannot write {given}: it is a directory")
 
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         fd, temp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise UsageError(f"cannot write in {parent}: {error.strerror}") from None
+        raise DeriveError(f"cannot write in {parent}: {error.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -62,7 +69,7 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
         except FileNotFoundError:
             pass
         if isinstance(error, OSError):
-            raise DeriveError(f"cannot write {path}: {error.strerror or error}") from None
+            raise DeriveError(f"cannot write {given}: {error.strerror or error}") from None
         raise
 
 
@@ -70,20 +77,63 @@ def check_writable(path: Path | str) -> None:
     """Fail early, before any work, when ``path`` can certainly not be written.
 
     Raises:
-        UsageError: an ancestor of ``path`` is a file, ``path`` is a directory, or the directory
-            that would hold ``path`` (or its nearest existing ancestor) is not writable.
+        DeriveError: an ancestor of ``path`` is a file, ``path`` is a directory, the directory
+            that would hold ``path`` (or its nearest existing ancestor) is not writable, or
+            ``path`` is a device or FIFO this process may not write to.
     """
-    path = Path(path)
+    given = Path(path)
+    if _special(given):
+        if not os.access(given, os.W_OK):
+            raise DeriveError(f"cannot write {given}: permission denied")
+        return
+    path = _resolved(given)
     blocker = _first_file_in(path.parent)
     if blocker.exists() and not blocker.is_dir():
-        raise UsageError(f"cannot write {path}: {blocker} is not a directory")
+        raise DeriveError(f"cannot write {given}: {blocker} is not a directory")
     if path.is_dir():
-        raise UsageError(f"cannot write {path}: it is a directory")
+        raise DeriveError(f"cannot write {given}: it is a directory")
     # The temporary file (and any missing directory) is created there. Root passes os.access
     # whatever the mode; write_atomic still reports what the system refuses then.
     existing = _nearest_existing(path.parent)
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {path}: {existing} is not writable")
+        raise DeriveError(f"cannot write {given}: {existing} is not writable")
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` (its link's target, for a link) exists and is neither a regular file nor
+    a directory: a device, a FIFO or a socket, which is written to and never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_in_place(path: Path, payload: bytes) -> None:
+    """Write to a device or FIFO as it is: open it (a FIFO waits for its reader) and write."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise DeriveError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as error:
+        raise DeriveError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+
+
+def _resolved(path: Path) -> Path:
+    """The file a symbolic link finally names (the path itself when it is no link): the link is
+    kept and its target replaced. A link that points nowhere is written where it points."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():
+        raise DeriveError(f"cannot write {path}: its symbolic links form a loop")
+    return target
 
 
 def _first_file_in(directory: Path) -> Path:

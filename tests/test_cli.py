@@ -303,7 +303,6 @@ USAGE_ERRORS = [
     [NAME, "--classes", "abc"],
     [NAME, "--classes", "-3"],
     [NAME, "-o", "notes.txt"],
-    [NAME, "-o", "blocker/doc.md"],
     [NAME, "--templates", "no-such-dir"],
     [NAME, "--classes", "3", "--logits", "1,2"],
     [NAME, "--classes", "3", "--logits", "1,x,2"],
@@ -314,7 +313,6 @@ USAGE_ERRORS = [
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=" ".join)
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str]) -> None:
-    (tmp_path / "blocker").write_text("a file, not a directory")
     completed = run(*args, cwd=tmp_path)
     assert completed.returncode == 2, completed.stderr
     assert completed.stdout == b""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from derive import pdf
-from derive.errors import DeriveError, UsageError
+from derive.errors import DeriveError
 from derive.files import write_atomic
 from derive.pdf import MISSING_TOOLS_MESSAGE, build_pdf, early, first_tex_error, tex_available
 from processes import build_directories, running_processes_in
@@ -94,19 +94,19 @@ def test_interrupted_write_removes_the_temporary_file(tmp_path: Path, monkeypatc
     assert [path.name for path in tmp_path.iterdir()] == ["out.md"]
 
 
-def test_parent_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_parent_that_is_a_file_is_a_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("I am a file")
-    with pytest.raises(UsageError) as raised:
+    with pytest.raises(DeriveError) as raised:
         write_atomic(blocker / "sub" / "out.md", "x")
     message = str(raised.value)
     assert str(blocker) in message and "\n" not in message
-    assert raised.value.exit_code == 2
+    assert raised.value.exit_code == 1
     assert blocker.read_text() == "I am a file"
 
 
-def test_target_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="directory"):
+def test_target_that_is_a_directory_is_a_failure(tmp_path: Path) -> None:
+    with pytest.raises(DeriveError, match="directory"):
         write_atomic(tmp_path, "x")
 
 

@@ -218,7 +218,7 @@ def test_parent_that_is_a_file_in_process(output: str, tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "blocker").write_bytes(b"a file")
     result = invoke(NAME, "-o", output)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stdout == ""
     assert error_line(result.stderr) == f"cannot write {output}: blocker is not a directory"
     assert (tmp_path / "blocker").read_bytes() == b"a file"
@@ -228,7 +228,7 @@ def test_parent_that_is_a_file_in_process(output: str, tmp_path: Path, monkeypat
 def test_parent_that_is_a_file_as_a_process(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_bytes(b"a file")
     completed = run(NAME, "--classes", "3", "-o", "blocker/doc.md", cwd=tmp_path)
-    assert completed.returncode == 2
+    assert completed.returncode == 1
     assert completed.stdout == b""
     assert error_line(completed.stderr) == "cannot write blocker/doc.md: blocker is not a directory"
     assert (tmp_path / "blocker").read_bytes() == b"a file"
@@ -239,7 +239,7 @@ def test_output_that_is_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "doc.md").mkdir()
     result = invoke(NAME, "-o", "doc.md")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert error_line(result.stderr) == "cannot write doc.md: it is a directory"
     assert list((tmp_path / "doc.md").iterdir()) == []
     assert temporary_files(tmp_path / "doc.md") == []
@@ -279,7 +279,7 @@ def test_output_in_an_unwritable_directory(below: str, unwritable: Path, tmp_pat
     monkeypatch.setattr(derive, "render", lambda *args, **kwargs: "a whole document\n")
     target = unwritable / below
     result = invoke(NAME, "--classes", "3", "-o", str(target))
-    assert result.exit_code == 2, result.stderr
+    assert result.exit_code == 1, result.stderr
     assert result.stdout == ""
     message = error_line(result.stderr)
     assert message.startswith("cannot ") and str(unwritable) in message, message
@@ -296,7 +296,7 @@ def test_unwritable_directory_is_refused_before_any_work(tmp_path: Path, monkeyp
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path).name != "read-only" and real_access(path, mode, **kw))
     result = invoke(NAME, "--format", "pdf", "-o", "read-only/sub/doc.pdf")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert error_line(result.stderr) == "cannot write read-only/sub/doc.pdf: read-only is not writable"
     assert built == []
     assert list((tmp_path / "read-only").iterdir()) == []
