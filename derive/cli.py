@@ -370,6 +370,9 @@ def _target(fmt: Format, output: str | None, default: Path) -> Path | None:
 
 def _deliver(document: str | bytes, path: Path | None) -> None:
     """Write a rendered document to ``path`` atomically, or to stdout; print where it went."""
+    from derive import progress
+
+    progress.finish()  # a progress line on the terminal is erased before anything is printed
     if path is None:
         _write_stdout(document)
         return

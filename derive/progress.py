@@ -32,6 +32,14 @@ def update(stage: str, done: int | None = None, total: int | None = None) -> Non
         _reporter.update(stage, done, total)
 
 
+def finish() -> None:
+    """End the progress display before the result is printed, so that nothing is written after
+    the progress line on the same terminal line: the terminal reporter erases it and stops."""
+    close = getattr(_reporter, "close", None)
+    if close is not None:
+        close()
+
+
 def install(reporter: Reporter | None) -> Reporter | None:
     """Install ``reporter`` (None: silence); return the previous one."""
     global _reporter
@@ -41,7 +49,8 @@ def install(reporter: Reporter | None) -> Reporter | None:
 
 class Terminal:
     """One status line on a terminal, rewritten in place by a background thread every tenth of a
-    second once the work has run for DELAY seconds; :meth:`close` erases it."""
+    second once the work has run for DELAY seconds; :meth:`close` erases it (once, however often
+    it is called)."""
 
     def __init__(self, stream: TextIO = sys.stderr, delay: float = DELAY):
         self.stream, self.delay = stream, delay
@@ -77,3 +86,4 @@ class Terminal:
         if self.shown:
             self.stream.write("\r" + " " * self.shown + "\r")
             self.stream.flush()
+            self.shown = 0

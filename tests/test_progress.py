@@ -69,3 +69,47 @@ def test_cli_shows_progress_on_a_terminal_only(tmp_path):
     code, quiet = run_with_stderr(["softmax", "--classes", "3", "-o", "c.md", "--quiet"], tmp_path, terminal=True)
     assert code == 0 and "derive:" not in quiet
     assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes() == (tmp_path / "c.md").read_bytes()
+
+
+def screen(text):
+    """The lines a terminal shows for ``text``: a carriage return goes back to the start of the
+    line, and what follows overwrites what was there."""
+    lines, line, column = [], [], 0
+    for c in text:
+        if c == "\n":
+            lines.append("".join(line).rstrip())
+            line, column = [], 0
+        elif c == "\r":
+            column = 0
+        else:
+            line[column:column + 1] = [c]
+            column += 1
+    return lines + ["".join(line).rstrip()]
+
+
+def test_screen_shows_what_a_terminal_shows():
+    assert screen("derive: working (1 s)a.md\r\n") == ["derive: working (1 s)a.md", ""]
+    assert screen("\rderive: working (1 s)\r" + " " * 21 + "\ra.md\r\n") == ["a.md", ""]
+
+
+def test_the_progress_line_is_erased_before_the_path_is_printed(tmp_path):
+    """stdout and stderr on one terminal, as in a shell: the path written gets a line of its own."""
+    env = dict(os.environ, DERIVE_PROGRESS_DELAY="0", DERIVE_NO_CACHE="1")
+    main, secondary = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "derive", "softmax", "--classes", "3", "-o", "a.md"],
+                             cwd=tmp_path, env=env, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert child.wait(timeout=300) == 0
+    text = b"".join(chunks).decode()
+    assert "derive: verifying step" in text  # the progress line was there
+    assert [line for line in screen(text) if line] == ["a.md"]
