@@ -66,6 +66,16 @@ class OneLineErrorsGroup(TyperGroup):
     interrupt exits with 130. No traceback is printed.
     """
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # type: ignore[override]
+        """An unknown command names the commands it may have meant (``mse``: ``mse-softmax``)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from derive.derivations import did_you_mean, suggestions
+
+            hint = did_you_mean(suggestions(name, self.list_commands(ctx)))
+            raise UsageError(f"no such command {name!r}{hint} (see '{ctx.command_path} --help')")
+        return super().resolve_command(ctx, args)
+
     def main(  # type: ignore[override]
         self,
         args: Sequence[str] | None = None,

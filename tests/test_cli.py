@@ -318,3 +318,28 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str]) -> N
     assert completed.stdout == b""
     assert_one_line_error(completed.stderr)
     assert not (tmp_path / "output").exists()
+
+
+SUGGESTIONS = [
+    ("mse", "no such command 'mse'; did you mean 'mse-softmax'? (see 'derive --help')"),
+    ("sigmoid", "no such command 'sigmoid'; did you mean 'sigmoid-bce'? (see 'derive --help')"),
+    ("softmax-cee", "no such command 'softmax-cee'; did you mean 'softmax-ce'? (see 'derive --help')"),
+    ("dense", "no such command 'dense'; did you mean 'dense-softmax-ce'? (see 'derive --help')"),
+    ("SSE", "no such command 'SSE'; did you mean 'sse-linear'? (see 'derive --help')"),
+    ("overveiw", "no such command 'overveiw'; did you mean 'overview'? (see 'derive --help')"),
+    ("gradient-of-everything", "no such command 'gradient-of-everything' (see 'derive --help')"),
+]
+
+
+@pytest.mark.parametrize("name, message", SUGGESTIONS)
+def test_an_unknown_command_names_what_it_may_mean(name: str, message: str) -> None:
+    result = invoke(name, "--classes", "3")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {message}\n"
+
+
+def test_an_unknown_derivation_in_python_names_what_it_may_mean() -> None:
+    with pytest.raises(derive.UsageError, match=r"^unknown derivation 'mse'; did you mean 'mse-softmax'\?$"):
+        derive.derivation("mse")
+    with pytest.raises(derive.UsageError, match=r"did you mean 'softmax-ce', 'sigmoid-bce' or 'dense-softmax-ce'\?$"):
+        derive.derivation("ce")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from derive.errors import UsageError
 
@@ -109,9 +109,27 @@ def build(name: str, classes: int | None = None, logits=None, target=None, **opt
     return import_module(entry.module).build(classes=classes, logits=logits, target=target, **given)
 
 
-def _unknown(name: str) -> str:
+def suggestions(name: str, names: Iterable[str], most: int = 3) -> list[str]:
+    """The names ``name`` may have meant, best first: those it begins (``mse`` for
+    ``mse-softmax``), those it is part of, then close spellings (``softmax-cee``)."""
     from difflib import get_close_matches
 
-    close = get_close_matches(name, list(CATALOG), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; available: {', '.join(CATALOG)}"
+    names, wanted = list(names), name.strip().lower()
+    found = [n for n in names if n.startswith(wanted)] if wanted else []
+    found += [n for n in names if len(wanted) >= 2 and wanted in n and n not in found]
+    found += [n for n in get_close_matches(wanted, names, n=most, cutoff=0.8) if n not in found]
+    return found[:most]
+
+
+def did_you_mean(names: list[str]) -> str:
+    """'; did you mean 'a'?' or '; did you mean 'a' or 'b'?' (empty without a name)."""
+    if not names:
+        return ""
+    quoted = [repr(n) for n in names]
+    return f"; did you mean {', '.join(quoted[:-1]) + ' or ' if len(quoted) > 1 else ''}{quoted[-1]}?"
+
+
+def _unknown(name: str) -> str:
+    close = suggestions(name, CATALOG)
+    hint = did_you_mean(close) if close else f"; available: {', '.join(CATALOG)}"
     return f"unknown derivation {name!r}{hint}"
