@@ -128,6 +128,10 @@ def test_built_symbols_are_the_engines():
 def test_ranges_override_the_convention():
     lhs, rhs = parse_definition("E = 1/B*sum_n x_n", ranges={"n": (1, B)})
     assert rhs == Sum(x[n], n, B) / B
+    assert parse_expression("N", ranges={"n": (1, B)}) == N
+    Q = size_symbol("Q")
+    assert parse_expression("x_q/Q", ranges={"q": (1, Q)}) == x[index_symbol("q")] / Q
+    assert parse_variable("x_q", ranges={"q": (1, Q)}) == x[index_symbol("q")]
     assert parse_expression("sum_q x_q", ranges={"q": (0, N)}) == sp.Sum(x[index_symbol("q")], (index_symbol("q"), 0, N))
 
 

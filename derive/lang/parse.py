@@ -154,7 +154,7 @@ class _Builder(Transformer_NonRecursive):
         }
         for letter, bounds in (ranges or {}).items():
             self.ranges[letter] = tuple(sp.Integer(b) if isinstance(b, int) else b for b in bounds)
-        self.sizes = {
+        self.sizes = {size: size_symbol(size) for size in RANGES.values()} | {
             bound.name: bound for bounds in self.ranges.values() for bound in bounds if isinstance(bound, sp.Symbol)
         }
         self.used: set[str] = set()
