@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from derive import __version__
 from derive.derivations import CATALOG, file_stem
 from derive.errors import DeriveError, UsageError
-from derive.files import check_writable, write_atomic
+from derive.files import check_writable, is_special, write_atomic
 
 
 class Format(str, Enum):
@@ -207,16 +207,28 @@ def overview_command(
     log: Annotated[Optional[str], LOG] = None,
     quiet: Annotated[bool, QUIET] = False,
 ) -> None:
-    """A table of every activation and loss pair: its gradient, whether it is output minus target, and why."""
+    """A table of every activation and loss pair: its gradient, whether it is output minus target, and why.
+
+    Written to a file, it comes with the documents it links to, beside it in the same format.
+    """
     written = _notation(notation, symbol, log)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"overview.{fmt.value}")
     with _early_pdf(fmt, templates):
-        from derive import overview
+        from derive import overview, progress
 
         with _progress(quiet):
             document = overview.render(fmt.value, templates=templates, notation=written)
+            # Its links name these files: without them every link of a fresh folder is dead.
+            # Standard output, a device or a FIFO has no folder to put them in.
+            linked = []
+            if path is not None and not is_special(path):
+                for name, content in overview.linked(fmt.value, templates=templates, notation=written):
+                    linked.append((path.parent / name, content))
+                    progress.update("the documents it links to", len(linked), len(overview.entries()))
     _deliver(document, path)
+    for where, content in linked:
+        _deliver(content, where)
 
 
 def _parse_classes(value: str) -> int:

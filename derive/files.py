@@ -37,7 +37,7 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
     """
     given = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    if _special(given):
+    if is_special(given):
         _write_in_place(given, payload)
         return
     path = _resolved(given)
@@ -82,7 +82,7 @@ def check_writable(path: Path | str) -> None:
             ``path`` is a device or FIFO this process may not write to.
     """
     given = Path(path)
-    if _special(given):
+    if is_special(given):
         if not os.access(given, os.W_OK):
             raise DeriveError(f"cannot write {given}: permission denied")
         return
@@ -99,7 +99,7 @@ def check_writable(path: Path | str) -> None:
         raise DeriveError(f"cannot write {given}: {existing} is not writable")
 
 
-def _special(path: Path) -> bool:
+def is_special(path: Path) -> bool:
     """Whether ``path`` (its link's target, for a link) exists and is neither a regular file nor
     a directory: a device, a FIFO or a socket, which is written to and never replaced."""
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sympy as sp
 
@@ -30,34 +30,38 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 """Rows beyond one per catalog entry: a derivation with options, e.g. a temperature."""
 
 
+def entries() -> list[tuple[str, dict[str, Any]]]:
+    """(name, options) of every row: one per derivation and variant, in catalog order."""
+    return [(name, options) for name in CATALOG for options in [{}] + [o for n, o in VARIANTS if n == name]]
+
+
 def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per derivation (and variant), in catalog order."""
     import derive
 
     out = []
-    for name in CATALOG:
-        for options in [{}] + [o for n, o in VARIANTS if n == name]:
-            d = derive.derivation(name, **options)
-            report = d.check()
-            about = words["derivation"][name]
-            row = about.get("overview", {})
-            if options:
-                # A variant's row has its own wording: [derivation.NAME.overview.OPTION].
-                row = row[" ".join(sorted(options))]
-            out.append(
-                {
-                    "name": name,
-                    "options": options,
-                    "title": about["title"],
-                    "activation": row.get("activation", ""),
-                    "loss": row.get("loss", ""),
-                    "why": row.get("why", ""),
-                    "result": latex(d.result),
-                    "kind": "loss" if _is_loss(d) else "jacobian",
-                    "output_minus_target": output_minus_target(d),
-                    "checks": len(report.checks),
-                }
-            )
+    for name, options in entries():
+        d = derive.derivation(name, **options)
+        report = d.check()
+        about = words["derivation"][name]
+        row = about.get("overview", {})
+        if options:
+            # A variant's row has its own wording: [derivation.NAME.overview.OPTION].
+            row = row[" ".join(sorted(options))]
+        out.append(
+            {
+                "name": name,
+                "options": options,
+                "title": about["title"],
+                "activation": row.get("activation", ""),
+                "loss": row.get("loss", ""),
+                "why": row.get("why", ""),
+                "result": latex(d.result),
+                "kind": "loss" if _is_loss(d) else "jacobian",
+                "output_minus_target": output_minus_target(d),
+                "checks": len(report.checks),
+            }
+        )
     return out
 
 
@@ -96,12 +100,34 @@ def document(words: dict[str, Any], fmt: str) -> dict[str, Any]:
     }
 
 
+LINKS = {"md": "md", "html": "html", "tex": "pdf", "pdf": "pdf"}
+"""The format of the documents an overview links to: its own, and a LaTeX overview's links are
+for its PDF. JSON has no links."""
+DOCUMENTS = {"md": "md", "html": "html", "tex": "tex", "pdf": "pdf"}
+"""The format of the documents written beside an overview: a LaTeX overview gets their LaTeX,
+which compiles to the PDFs its links name."""
+
+
 def _link(row: dict[str, Any], fmt: str) -> str:
-    """The gallery file of the row's derivation, beside the overview in output/."""
+    """The file of the row's derivation, beside the overview (in output/ for the gallery)."""
     from derive.gallery import filename
 
-    ext = {"md": "md", "html": "html"}.get(fmt, "pdf")
-    return filename(row["name"], None, ext, row["options"])
+    return filename(row["name"], None, LINKS.get(fmt, "pdf"), row["options"])
+
+
+def linked(format: str = "md", templates: Path | str | None = None, notation: Any = None) -> Iterator[tuple[str, str | bytes]]:
+    """The documents the overview in ``format`` links to, as (file name, content): each row's
+    derivation with the same templates and notation, so that an overview written to a fresh
+    folder has no dead link. Nothing for JSON."""
+    import derive
+    from derive.gallery import filename
+
+    fmt = DOCUMENTS.get(format)
+    if fmt is None:
+        return
+    for name, options in entries():
+        d = derive.derivation(name, **options)
+        yield filename(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation)
 
 
 def render(format: str = "md", templates: Path | str | None = None, notation: Any = None) -> str | bytes:
@@ -134,4 +160,4 @@ def _render(format: str, templates: Path | str | None, notation: Any) -> str | b
     return render_template(env, TEMPLATE.format(format), document(words, format))
 
 
-__all__ = ["render", "rows", "output_minus_target"]
+__all__ = ["render", "rows", "output_minus_target", "linked"]

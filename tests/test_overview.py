@@ -62,3 +62,39 @@ def test_cli_writes_the_overview(tmp_path):
     text = (tmp_path / "o.md").read_text()
     assert "[softmax + cross-entropy](softmax-ce.md)" in text
     assert text == overview.render("md")
+
+
+@pytest.mark.parametrize("fmt, pattern", [("md", r"\]\(([^)]+)\)"), ("html", r'href="([^"#]+)"'), ("tex", r"\\href\{([^}]+)\}")])
+def test_an_overview_in_a_fresh_folder_has_no_dead_link(tmp_path, monkeypatch, fmt, pattern):
+    """The command writes the documents the overview links to beside it, in the same notation."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from derive.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["overview", "-o", f"fresh/overview.{fmt}", "--notation", "bishop"])
+    assert result.exit_code == 0, result.output
+    written = (tmp_path / "fresh" / f"overview.{fmt}").read_text(encoding="utf-8")
+    links = re.findall(pattern, written)
+    assert len(links) == len(overview.entries()) == 9
+    # A LaTeX overview links to the PDFs that its documents' LaTeX compiles to.
+    files = [link.removesuffix(".pdf") + ".tex" if fmt == "tex" else link for link in links]
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == sorted(files + [f"overview.{fmt}"])
+    printed = result.stdout.splitlines()
+    assert printed[0] == f"fresh/overview.{fmt}" and sorted(printed[1:]) == sorted(f"fresh/{f}" for f in files)
+    # Written as the command line writes each one, with the overview's notation.
+    document = derive.render(derive.derivation("softmax-ce"), fmt, notation="bishop")
+    assert (tmp_path / "fresh" / f"softmax-ce.{fmt}").read_text(encoding="utf-8") == document
+
+
+def test_an_overview_on_standard_output_writes_nothing_else(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from derive.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["overview", "-o", "-"])
+    assert result.exit_code == 0 and result.stdout.startswith("# ")
+    assert list(tmp_path.iterdir()) == []
