@@ -50,6 +50,9 @@ class Step:
     cases: tuple[Case, ...] = ()
     """A case split. With an ``identity``, the cases are those of its lhs, and verification
     checks each one where its condition holds and that the cases cover every index value."""
+    notes: tuple[tuple[str, sp.Basic], ...] = ()
+    """The step's own terms by role (the factor that comes out, the variable, the intermediate
+    the chain rule goes through), for wording that speaks of this step and no other."""
 
     @property
     def equation(self) -> sp.Eq:
@@ -130,8 +133,8 @@ class Example:
     probabilities: tuple[sp.Expr, ...]
     loss: sp.Expr
     gradient: tuple[sp.Expr, ...]
-    given: bool = False
-    """True when the user supplied the numbers."""
+    given: tuple[str, ...] = ()
+    """The numbers the user supplied, by name ("logits", "target"); empty when all are ours."""
     extra: tuple[tuple[str, object], ...] = ()
     """A derivation's own numbers, by name (e.g. the smoothed target), for the documents."""
 
@@ -143,27 +146,29 @@ class JacobianExample:
     logits: tuple[sp.Expr, ...]
     probabilities: tuple[sp.Expr, ...]
     jacobian: tuple[tuple[sp.Expr, ...], ...]
-    given: bool = False
-    """True when the user supplied the numbers."""
+    given: tuple[str, ...] = ()
+    """The numbers the user supplied, by name ("logits", "target"); empty when all are ours."""
 
 
 @dataclass(frozen=True)
 class LayerExample:
-    """A worked example of a dense layer before a loss, z = W x + b: inputs x_1..x_D, weights W
-    (row k feeds logit k), bias, target, and the gradient with respect to every parameter."""
+    """A worked example of a dense layer before a loss, z = W x + b: the inputs x_1..x_D, the
+    weights W (row k feeds logit k), the biases b, the target, and the gradient with respect to
+    every parameter. The names are those of the formulas and of the JSON ``example``."""
 
-    inputs: tuple[sp.Expr, ...]
-    weights: tuple[tuple[sp.Expr, ...], ...]
-    bias: tuple[sp.Expr, ...]
+    x: tuple[sp.Expr, ...]
+    W: tuple[tuple[sp.Expr, ...], ...]
+    """Row k, column d: W_kd."""
+    b: tuple[sp.Expr, ...]
     logits: tuple[sp.Expr, ...]
     probabilities: tuple[sp.Expr, ...]
     target: tuple[sp.Expr, ...]
     loss: sp.Expr
-    gradient_weights: tuple[tuple[sp.Expr, ...], ...]
+    gradient_W: tuple[tuple[sp.Expr, ...], ...]
     """Row k, column d: dE/dW_kd."""
-    gradient_bias: tuple[sp.Expr, ...]
-    given: bool = False
-    """True when the user supplied the target."""
+    gradient_b: tuple[sp.Expr, ...]
+    given: tuple[str, ...] = ()
+    """The numbers the user supplied, by name ("x", "W", "b", "target"); empty when all are ours."""
 
 
 @dataclass(frozen=True)
@@ -266,11 +271,12 @@ class Derivation:
         return report
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        """Jupyter shows the Markdown document (the same text as ``derive.render(d, "md")``);
-        ``text/latex`` is the LaTeX document, ``text/plain`` the tree."""
-        from derive.rendering import render
+        """Jupyter shows the document: ``text/html`` with MathML, ``text/markdown`` with
+        ``$``/``$$`` math, ``text/latex`` the result as display math, ``text/plain`` the tree
+        (see :mod:`derive.notebook`)."""
+        from derive.notebook import mimebundle
 
-        return {"text/markdown": render(self, "md"), "text/latex": render(self, "tex"), "text/plain": str(self)}
+        return mimebundle(self, include, exclude)
 
     def __str__(self) -> str:
         from derive.latex import plain

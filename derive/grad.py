@@ -1,0 +1,30 @@
+"""A derivation from a spec: parse, plan, and assemble the :class:`~derive.model.Derivation`
+that verification checks and the templates render, like every catalog entry."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from derive import spec as specs
+from derive.model import Derivation
+from derive.planner import plan
+
+
+def build(spec: specs.Spec) -> Derivation:
+    """Plan the steps of ``spec`` and assemble its derivation (unchecked: ``check()`` verifies)."""
+    problem = specs.problem(spec)
+    planned = plan(problem)
+    subject = sp.Derivative(problem.quantity, problem.wrt)
+    last = planned.steps[-1].rhs
+    general = None
+    if problem.assumptions and planned.general != last:
+        general = sp.Eq(subject, planned.general, evaluate=False)
+    return Derivation(
+        name=spec.name,
+        subject=subject,
+        definitions=problem.definitions,
+        assumptions=tuple(a for a in problem.assumptions if any(a.key in s.assumptions for s in planned.steps)),
+        steps=planned.steps,
+        setting=specs.setting(problem),
+        general=general,
+    )

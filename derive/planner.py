@@ -1,0 +1,961 @@
+"""The planner: from d(quantity)/d(variable) to named steps, choosing each rule by the shape of
+the expression, in the spirit of SymPy's ``manualintegrate``.
+
+The plan runs in two phases over one expression, each step one rule applied wherever it fits:
+
+1. **Derivatives.** While a derivative is left, the first one (in reading order) is looked at and
+   the first rule of :data:`DERIVATIVE_RULES` whose condition holds is chosen; that rule is then
+   applied to every derivative it is the choice for. A derivative no rule fits stops the plan with
+   an error that names it: never a silent jump.
+2. **Algebra.** With no derivative left, :data:`ALGEBRA_RULES` tidy the result (the Jacobian's
+   case split, sifting, factors out of sums, the complement of a sum); the user's assumptions
+   come last, after the general form is shown.
+
+Rules are small functions ``(planner, node) -> Built | None``: ``None`` means "does not apply".
+Every step the plan makes is later checked on its own by :mod:`derive.verify`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping
+
+import sympy as sp
+
+from derive import functions as fn
+from derive import rules
+from derive.errors import DeriveError, RuleError
+from derive.model import Assumption, Case, Definition, Label, Step
+from derive.rules import add, at, evaluated, find, flatten_products, mul, neg, rewrite, substitute
+from derive.symbols import ExcludedSum
+
+MAX_STEPS = 120
+"""A plan longer than this is a planner bug (a rule that undoes another), not a derivation."""
+
+
+FLATTEN = frozenset({"constant_factor", "log_derivative", "exp_derivative", "power_rule", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "linear_derivative", "variable_derivative", "zero_derivative"})
+"""Rules after which nested products are merged (y_i (1/o_i d) reads y_i / o_i d); a Jacobian
+stays one bracketed factor, so the split that follows can find it."""
+
+
+class PlanError(DeriveError):
+    """No rule applies: the message names the sub-expression (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a rule makes of one sub-term: the new sub-term and what the step shows beside it."""
+
+    new: sp.Expr
+    identity: sp.Eq | None = None
+    cases: tuple[Case, ...] = ()
+    notes: tuple[tuple[str, sp.Basic], ...] = ()
+    label: str | None = None
+    """Marks the new sub-term (an underbrace) with this key of the wording's labels."""
+    inner: tuple[tuple[tuple[int, ...], str], ...] = ()
+    """Labels inside the new sub-term: (path from it, key)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What to differentiate: the definitions (the first is the quantity), the variable, the
+    assumptions, and the range of every index (index -> upper limit; lower limits are 1)."""
+
+    definitions: tuple[Definition, ...]
+    wrt: sp.Expr
+    assumptions: tuple[Assumption, ...] = ()
+    ranges: Mapping[sp.Symbol, sp.Expr] = field(default_factory=dict)
+
+    @property
+    def quantity(self) -> sp.Expr:
+        return self.definitions[0].symbol
+
+
+# --- the state of one plan ----------------------------------------------------------------------
+class Planner:
+    """One plan's state: what each name is defined as and what it depends on."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.wrt = problem.wrt
+        self.defined: dict[sp.Basic, Definition] = {}
+        for d in problem.definitions:
+            self.defined[_head(d.symbol)] = d
+        self.leaf = _head(self.wrt)
+        self._reach: dict[sp.Basic, frozenset] = {}
+        self.steps: list[Step] = []
+
+    # -- dependence ----------------------------------------------------------------------------
+    def reach(self, head: sp.Basic) -> frozenset:
+        """Every head (IndexedBase or Symbol) a defined head depends on, transitively."""
+        if head not in self._reach:
+            self._reach[head] = frozenset()  # a cycle was refused when the problem was built
+            d = self.defined.get(head)
+            out: set = set()
+            if d is not None:
+                for h in _heads(d.value):
+                    out.add(h)
+                    out |= self.reach(h)
+            self._reach[head] = frozenset(out)
+        return self._reach[head]
+
+    def depends(self, expr: sp.Basic, x: sp.Expr) -> bool:
+        """Whether ``expr`` can change with ``x`` (an entry of a leaf or of a defined quantity)."""
+        target = _head(x)
+        for h in _heads(expr):
+            if h == target or target in self.reach(h):
+                return True
+        return False
+
+    def is_defined(self, e: sp.Basic) -> bool:
+        return isinstance(e, (sp.Indexed, sp.Symbol)) and _head(e) in self.defined and not _is_index(e)
+
+    def definition_at(self, e: sp.Basic, avoid: Iterable[sp.Symbol] = ()) -> sp.Expr:
+        """The value of a defined entry ``e`` (o_m for o_i := ...), its bound indices renamed away
+        from ``avoid`` and from the indices of ``e`` and of the variable."""
+        d = self.defined[_head(e)]
+        value = d.value
+        if isinstance(e, sp.Indexed):
+            value = _rename_bound(value, set(e.free_symbols) | set(self.wrt.free_symbols) | set(avoid))
+            value = substitute(value, dict(zip(d.symbol.indices, e.indices)))
+        else:
+            value = _rename_bound(value, set(self.wrt.free_symbols) | set(avoid))
+        return value
+
+    def fresh(self, ix: sp.Symbol, taken: set) -> sp.Symbol:
+        """A summation letter for ``ix`` that is not in ``taken``: another letter of the same
+        range first (j for i), then primes (m')."""
+        limit = self.problem.ranges.get(ix)
+        for s in self.problem.ranges:
+            if limit is not None and self.problem.ranges[s] == limit and s not in taken and s not in self.wrt.free_symbols:
+                return s
+        return _fresh(ix, taken)
+
+    # -- the run -------------------------------------------------------------------------------
+    def plan(self) -> tuple[Step, ...]:
+        quantity = self.problem.quantity
+        e: sp.Expr = sp.Derivative(quantity, self.wrt)
+        while True:
+            nodes = [at(e, p) for p in find(e, lambda n: isinstance(n, sp.Derivative))]
+            if not nodes:
+                break
+            first = nodes[0]
+            name, _ = self.choose(first)
+            e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
+            if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
+                e = self._apply(e, "outputs", lambda n: outputs(self, n) is not None and not _inside_derivative(e, n), lambda n: outputs(self, n))
+            self._guard()
+        e = self._tidy(e)
+        self.general = e
+        used = set()
+        while True:
+            new = self._assumptions(e, used)
+            if new is None:
+                break
+            e = self._tidy(new)
+        if find(e, lambda n: combine_sums(self, n) is not None):
+            e = self._apply(e, "combine_sums", lambda n: combine_sums(self, n) is not None, lambda n: combine_sums(self, n))
+        e = self._collect(e)
+        return tuple(self.steps)
+
+    def _tidy(self, e: sp.Expr) -> sp.Expr:
+        """The algebra rules until none applies, then multiply out and cancel."""
+        while True:
+            for name, rule in ALGEBRA_RULES:
+                if find(e, lambda n, r=rule: r(self, n) is not None):
+                    e = self._apply(e, name, lambda n, r=rule: r(self, n) is not None, lambda n, r=rule: r(self, n))
+                    self._guard()
+                    break
+            else:
+                break
+        keep = tuple(sorted(e.atoms(sp.Sum, ExcludedSum), key=sp.default_sort_key))
+        try:
+            step = rules.expand(e, keep)
+        except RuleError:
+            step = None
+        if step is not None and step.labels:  # multiplying out pays only when terms cancel
+            self.steps.append(step)
+            e = step.rhs
+            self.steps.append(rules.cancel(e, keep))
+            e = self.steps[-1].rhs
+        elif isinstance(e, sp.Add) and sp.Add(*e.args) != e:
+            self.steps.append(Step(rule="cancel", lhs=e, rhs=sp.Add(*e.args)))
+            e = self.steps[-1].rhs
+        return e
+
+    def _collect(self, e: sp.Expr) -> sp.Expr:
+        """A factor every term shares comes out in front: -y_k / N + o_k / N -> (o_k - y_k) / N."""
+        new = min((_sign_inside(e), _sign_inside(sp.factor_terms(e))), key=_awkward)
+        if new != e and _awkward(new) < _awkward(e):
+            self.steps.append(Step(rule="common_factor", lhs=e, rhs=new))
+            return new
+        return e
+
+    def choose(self, node: sp.Derivative) -> tuple[str, Callable]:
+        """The first derivative rule that fits ``node``, or a PlanError naming it."""
+        for name, rule in DERIVATIVE_RULES:
+            if rule(self, node) is not None:
+                return name, rule
+        from derive.latex import plain
+
+        raise PlanError(f"no rule applies to {plain(node)} (of {plain(node.expr)} by {plain(node.variables[0])})")
+
+    def _apply(self, e: sp.Expr, name: str, match: Callable, build: Callable) -> sp.Expr:
+        made: dict[sp.Basic, Built] = {}
+
+        def make(n: sp.Basic) -> sp.Basic:
+            if n not in made:
+                made[n] = build(n)
+            return made[n].new
+
+        new, paths = rewrite(e, match, make)
+        if not paths or new == e:
+            raise PlanError(f"internal: rule {name} changed nothing in {sp.sstr(e)}")
+        first = made[at(e, paths[0])]
+        labels = tuple(Label(p, first.label) for p in paths) if first.label else ()
+        labels += tuple(Label(p + q, key) for p in paths for q, key in made[at(e, p)].inner)
+        if name in FLATTEN:
+            new = flatten_products(_drop_zeros(new))
+        self.steps.append(Step(rule=name, lhs=e, rhs=new, identity=first.identity, cases=first.cases, notes=first.notes, labels=labels if new == _rebuilt(e, paths, made) else ()))
+        return new
+
+    def _assumptions(self, e: sp.Expr, used: set) -> sp.Expr | None:
+        """An assumption whose left side appears (sum_i y_i = 1), replaced by its right side."""
+        for a in self.problem.assumptions:
+            if a.key in used:
+                continue
+            lhs, rhs = a.statement.args
+            leaf = lhs.function if isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) else None
+            if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)) and find(e, lambda n: expose(self, n, leaf) is not None):
+                e = self._apply(e, "distribute", lambda n: expose(self, n, leaf) is not None, lambda n: expose(self, n, leaf))
+                e = self._tidy(e)
+            if find(e, lambda n: _same_sum(n, lhs)):
+                new, _ = rewrite(e, lambda n: _same_sum(n, lhs), lambda n: rhs)
+                new = evaluated(new)
+                used.add(a.key)
+                self.steps.append(Step(rule="normalisation" if a.key == "normalised" else "assumption", lhs=e, rhs=new, assumptions=(a.key,), identity=a.statement, notes=(("statement", a.statement),)))
+                return new
+        return None
+
+    def _guard(self) -> None:
+        if len(self.steps) > MAX_STEPS:
+            raise PlanError(f"the plan did not finish within {MAX_STEPS} steps (last rule: {self.steps[-1].rule})")
+
+
+def _awkward(e: sp.Expr) -> tuple[int, int]:
+    """How hard a result is to read: brackets that start with a minus (-1 + h), then size."""
+    minus = sum(1 for a in sp.preorder_traversal(e) if isinstance(a, sp.Add) and a.could_extract_minus_sign())
+    lead = 1 if isinstance(e, sp.Mul) and e.args[0] == -1 else 0
+    return (minus + lead, _size(e))
+
+
+def _sign_inside(e: sp.Expr) -> sp.Expr:
+    """-c sum_i (a_i - b_i) f_i -> c sum_i (b_i - a_i) f_i: a leading minus goes into the one
+    bracket (inside a sum, or alone) that can take it."""
+    if not (isinstance(e, sp.Mul) and e.args[0] == -1):
+        return e
+    rest = list(e.args[1:])
+    for n, f in enumerate(rest):
+        if isinstance(f, sp.Sum):
+            inner = _factors(f.function)
+            for m, g in enumerate(inner):
+                if isinstance(g, sp.Add):
+                    inner[m] = sp.expand(-g)
+                    rest[n] = sp.Sum(sp.Mul(*inner), *f.limits)
+                    return sp.Mul(*rest)
+    for n, f in enumerate(rest):
+        if isinstance(f, sp.Add):
+            rest[n] = sp.expand(-f)
+            return sp.Mul(*rest)
+    return e
+
+
+def _opaque_derivatives(e: sp.Expr) -> sp.Expr:
+    """``e`` with every derivative hidden behind a placeholder (nothing inside one is rewritten)."""
+    new, _ = rewrite(e, lambda n: isinstance(n, sp.Derivative), lambda n: sp.Dummy())
+    return new
+
+
+def _inside_derivative(e: sp.Expr, node: sp.Basic) -> bool:
+    """Whether ``node`` occurs in ``e`` only inside derivatives."""
+    return node not in set(sp.preorder_traversal(_opaque_derivatives(e)))
+
+
+def _drop_zeros(e: sp.Expr) -> sp.Expr:
+    """0 + a -> a, 0 b -> 0 in unevaluated sums and products (a derivative that vanished)."""
+
+    def zero_in(n: sp.Basic) -> bool:
+        return isinstance(n, (sp.Add, sp.Mul)) and any(a == 0 for a in n.args)
+
+    def build(n: sp.Basic) -> sp.Basic:
+        if isinstance(n, sp.Mul):
+            return sp.Integer(0)
+        rest = [_drop_zeros(a) for a in n.args if a != 0]
+        return sp.Integer(0) if not rest else rest[0] if len(rest) == 1 else add(*rest)
+
+    while find(e, zero_in):
+        e, _ = rewrite(e, zero_in, build)
+    return e
+
+
+def _rebuilt(e: sp.Expr, paths: list, made: dict) -> sp.Expr:
+    """The rewritten expression before flattening, to tell whether label paths still hold."""
+    new, _ = rewrite(e, lambda n: n in made and any(at(e, p) == n for p in paths), lambda n: made[n].new)
+    return new
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _head(e: sp.Basic) -> sp.Basic:
+    return e.base if isinstance(e, sp.Indexed) else e
+
+
+def _is_index(e: sp.Basic) -> bool:
+    return isinstance(e, sp.Symbol) and bool(e.is_integer)
+
+
+def _heads(e: sp.Basic) -> set:
+    """The names an expression uses: IndexedBases and non-index Symbols (no sizes, no indices)."""
+    out = {x.base for x in e.atoms(sp.Indexed)}
+    out |= {s for s in e.free_symbols if isinstance(s, sp.Symbol) and not s.is_integer}
+    return out
+
+
+def _bound(e: sp.Basic) -> set:
+    out = set()
+    for s in e.atoms(sp.Sum):
+        out |= {lim[0] for lim in s.limits}
+    for s in e.atoms(ExcludedSum):
+        out.add(s.index)
+    return out
+
+
+def _fresh(base: sp.Symbol, taken: set) -> sp.Symbol:
+    name = base.name
+    while True:
+        name += "'"
+        s = sp.Symbol(name, integer=True, positive=True)
+        if s not in taken:
+            return s
+
+
+def _rename_bound(value: sp.Expr, avoid: set) -> sp.Expr:
+    """Rename each summation index of ``value`` that is also in ``avoid`` (a free index of the
+    context), so a bound d never captures the d of the variable W_kd."""
+    clash = _bound(value) & avoid
+    if not clash:
+        return value
+    taken = set(avoid) | _bound(value) | {s for s in value.free_symbols}
+    mapping = {}
+    for s in sorted(clash, key=str):
+        mapping[s] = _fresh(s, taken)
+        taken.add(mapping[s])
+    return _rename_sums(value, mapping)
+
+
+def _rename_sums(e: sp.Basic, mapping: dict) -> sp.Basic:
+    if isinstance(e, sp.Sum):
+        idx, lo, hi = e.limits[0]
+        new = mapping.get(idx, idx)
+        body = _rename_sums(e.function, mapping)
+        if new != idx:
+            body = substitute(body, {idx: new})
+        return sp.Sum(body, (new, lo, hi))
+    if not e.args or isinstance(e, (sp.Indexed, sp.Tuple)):
+        return e
+    args = [_rename_sums(a, mapping) for a in e.args]
+    if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
+        return e.func(*args, evaluate=False)
+    return e.func(*args)
+
+
+def _same_sum(n: sp.Basic, lhs: sp.Basic) -> bool:
+    """``n`` is ``lhs`` up to the name of its summation index."""
+    if n == lhs:
+        return True
+    if isinstance(n, sp.Sum) and isinstance(lhs, sp.Sum) and n.limits[0][1:] == lhs.limits[0][1:]:
+        return substitute(n.function, {n.limits[0][0]: lhs.limits[0][0]}) == lhs.function
+    return False
+
+
+def _factors(e: sp.Basic) -> list[sp.Basic]:
+    if isinstance(e, sp.Mul):
+        return [f for a in e.args for f in _factors(a)]
+    return [e]
+
+
+def _product(fs: list[sp.Basic]) -> sp.Expr:
+    fs = [f for f in fs if f != 1]
+    if not fs:
+        return sp.Integer(1)
+    return fs[0] if len(fs) == 1 else mul(*fs)
+
+
+def _var(node: sp.Derivative) -> sp.Expr:
+    return node.variables[0]
+
+
+def _deriv(f: sp.Expr, x: sp.Expr) -> sp.Derivative:
+    return sp.Derivative(f, x)
+
+
+def _times_inner(outer: sp.Expr, inner: sp.Expr, x: sp.Expr) -> sp.Expr:
+    """f'(u) du/dx, or f'(u) alone when u is x itself."""
+    if inner == x:
+        return outer
+    return mul(outer, _deriv(inner, x))
+
+
+# --- the derivative rules ---------------------------------------------------------------------------
+Rule = Callable[[Planner, sp.Basic], "Built | None"]
+
+
+def zero_derivative(p: Planner, node: sp.Basic) -> Built | None:
+    """d c / dx -> 0 when c does not depend on x."""
+    if not isinstance(node, sp.Derivative) or p.depends(node.expr, _var(node)):
+        return None
+    return Built(sp.Integer(0), notes=(("term", node.expr), ("variable", _var(node))))
+
+
+def variable_derivative(p: Planner, node: sp.Basic) -> Built | None:
+    """d x_j / d x_k -> delta_jk (d x / d x -> 1): an entry of the variable by an entry of it."""
+    f, x = node.expr, _var(node)
+    if isinstance(f, sp.Indexed) and isinstance(x, sp.Indexed) and f.base == x.base and len(f.indices) == len(x.indices):
+        deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices, x.indices) if a != b]
+        value = _product(deltas)
+        return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", f), ("variable", x)))
+    if f == x:
+        return Built(sp.Integer(1), notes=(("term", f), ("variable", x)))
+    return None
+
+
+def definition_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d f / dx -> d (the definition of f) / dx."""
+    f = node.expr
+    if not p.is_defined(f) or f == _var(node):
+        return None
+    value = p.definition_at(f, _var(node).free_symbols)
+    return Built(_deriv(value, _var(node)), identity=sp.Eq(f, value, evaluate=False), notes=(("term", f), ("value", value)))
+
+
+def defined_scalar(p: Planner, node: sp.Basic) -> Built | None:
+    """The quantity itself (E) is replaced by its definition first."""
+    return definition_rule(p, node) if isinstance(node.expr, sp.Symbol) else None
+
+
+def sum_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d/dx sum_i f_i -> sum_i df_i/dx, and d/dx (a + b) -> da/dx + db/dx."""
+    f, x = node.expr, _var(node)
+    if isinstance(f, sp.Mul) and len(f.args) == 2 and f.args[0].is_Number and isinstance(f.args[1], sp.Sum):
+        inner = sum_rule(p, _deriv(f.args[1], x))
+        return inner and Built(mul(f.args[0], inner.new), notes=inner.notes)
+    if isinstance(f, sp.Sum):
+        body = f.function
+        if f.limits[0][0] in x.free_symbols:
+            return None  # a bound index equal to the variable's: renamed when defined, never here
+        inner = add(*(_deriv(t, x) for t in body.args)) if isinstance(body, sp.Add) else _deriv(body, x)
+        return Built(sp.Sum(inner, *f.limits), notes=(("term", f), ("variable", x)))
+    if isinstance(f, sp.Add):
+        return Built(add(*(_deriv(t, x) for t in f.args)), notes=(("term", f), ("variable", x)))
+    return None
+
+
+def constant_factor(p: Planner, node: sp.Basic) -> Built | None:
+    """d/dx (c f) -> c df/dx when c does not depend on x."""
+    f, x = node.expr, _var(node)
+    if not isinstance(f, sp.Mul):
+        return None
+    fs = _factors(f)
+    const = [a for a in fs if not p.depends(a, x)]
+    rest = [a for a in fs if p.depends(a, x)]
+    if not const or not rest:
+        return None
+    sign = [a for a in const if a == -1]
+    shown = [a for a in const if a != -1]
+    return Built(
+        mul(*const, _deriv(_product(rest), x)),
+        notes=(("factor", _product(shown) if shown else sp.Integer(-1)), ("variable", x)),
+    )
+
+
+def chain_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d f(u) / dx -> df/du du/dx when f depends on x only through one defined entry u."""
+    f, x = node.expr, _var(node)
+    if p.is_defined(x) or p.is_defined(f) or f.has(p.leaf) and _head(x) == p.leaf:
+        return None
+    if any(h == _head(x) for h in _heads(f)):
+        return None
+    through = {u for u in f.atoms(sp.Indexed) if p.is_defined(u) and p.depends(u, x)}
+    through |= {s for s in f.free_symbols if isinstance(s, sp.Symbol) and p.is_defined(s) and p.depends(s, x)}
+    if len(through) != 1:
+        return None
+    u = through.pop()
+    if _bound(f) & u.free_symbols:
+        return None
+    return Built(mul(_deriv(f, u), _deriv(u, x)), notes=(("term", f), ("through", u), ("variable", x)))
+
+
+def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
+    """d o_i / d v_k -> o_i (delta_ik - o_k) g'(v_k) for o_i := e^{g(v_i)} / sum_j e^{g(v_j)}:
+    the softmax Jacobian (a verified result of the catalog, ``derive softmax``), with its cases."""
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed)):
+        return None
+    shape = softmax_of(p.defined[f.base])
+    if shape is None:
+        return None
+    v, g, batch = shape
+    if v != x.base or len(x.indices) != len(f.indices):
+        return None
+    d = p.defined[f.base]
+    at_f = dict(zip(d.symbol.indices, f.indices))
+    i = f.indices[-1]
+    k = x.indices[-1]
+    o = f.base
+    o_k = o[(*f.indices[:-1], k)]
+    u = sp.Dummy("u")
+    slope = sp.diff(g(u), u)
+    scale = substitute(slope.xreplace({u: x}), {}) if slope.has(u) else slope
+    batch_deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices[:-1], x.indices[:-1]) if a != b]
+    core = mul(f, add(sp.KroneckerDelta(i, k), neg(o_k)))
+    compact = _product([*batch_deltas, core, *( [scale] if scale != 1 else [])])
+    eq_value = _product([*batch_deltas, mul(o_k, add(sp.Integer(1), neg(o_k))), *([scale] if scale != 1 else [])])
+    ne_value = _product([*batch_deltas, neg(mul(f, o_k)), *([scale] if scale != 1 else [])])
+    cases = (Case(sp.Eq(i, k, evaluate=False), eq_value), Case(sp.Ne(i, k, evaluate=False), ne_value)) if i != k else ()
+    del at_f
+    return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=(("term", f), ("variable", x)), label="jacobian")
+
+
+def softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Expr], tuple] | None:
+    """(v, g, batch) when d is o_{..i} := e^{g(v_{..i})} / sum_j e^{g(v_{..j})}, else None."""
+    if not isinstance(d.symbol, sp.Indexed):
+        return None
+    num, den = sp.fraction(sp.together(d.value)) if False else _num_den(d.value)
+    if not (isinstance(num, sp.exp) and isinstance(den, sp.Sum)):
+        return None
+    i = d.symbol.indices[-1]
+    j = den.limits[0][0]
+    if not isinstance(den.function, sp.exp) or substitute(den.function, {j: i}) != num:
+        return None
+    inner = num.args[0]
+    entries = inner.atoms(sp.Indexed)
+    if len(entries) != 1:
+        return None
+    entry = entries.pop()
+    if entry.indices != d.symbol.indices:
+        return None
+    u = sp.Dummy("u")
+    template = inner.xreplace({entry: u})
+    if template.has(i):
+        return None
+    return entry.base, (lambda x, t=template, u=u: t.xreplace({u: x})), tuple(d.symbol.indices[:-1])
+
+
+def _num_den(e: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    if isinstance(e, sp.Mul):
+        num = [a for a in e.args if not (isinstance(a, sp.Pow) and a.exp == -1)]
+        den = [a.base for a in e.args if isinstance(a, sp.Pow) and a.exp == -1]
+        if len(den) == 1:
+            return (_product(num) if num else sp.Integer(1)), den[0]
+    return e, sp.Integer(1)
+
+
+def chain_rule_sum(p: Planner, node: sp.Basic) -> Built | None:
+    """d f / dx -> sum_j df/du_j du_j/dx: f is defined through every entry of u (a sum over
+    them), and u depends on x: the chain rule sums over every u_j, not only one."""
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f)):
+        return None
+    d = p.defined[f.base]
+    if d.value.has(_head(x)):
+        return None
+    bases = sorted({h for h in _heads(d.value) if h in p.defined and (h == _head(x) or _head(x) in p.reach(h))}, key=str)
+    if len(bases) != 1:
+        return None
+    u = bases[0]
+    if not isinstance(u, sp.IndexedBase):
+        return None
+    used = [e for e in d.value.atoms(sp.Indexed) if e.base == u]
+    if not any(set(e.indices) & _bound(d.value) for e in used):
+        return None  # an entry at the same index: the definition is substituted instead
+    pattern = p.defined[u].symbol
+    taken = set(f.free_symbols) | set(x.free_symbols) | _bound(node)
+    fresh = []
+    for ix in pattern.indices:
+        s = ix if ix not in taken else p.fresh(ix, taken)
+        taken.add(s)
+        fresh.append(s)
+    u_j = u[tuple(fresh)]
+    body = mul(_deriv(f, u_j), _deriv(u_j, x))
+    limits = [(s, 1, p.problem.ranges.get(ix, _limit_of(p, ix))) for s, ix in zip(fresh, pattern.indices)]
+    new = body
+    for lim in reversed(limits):
+        new = sp.Sum(new, lim)
+    return Built(new, identity=sp.Eq(node, new, evaluate=False), notes=(("term", f), ("through", u_j), ("variable", x)))
+
+
+def _limit_of(p: Planner, ix: sp.Symbol) -> sp.Expr:
+    for s, hi in p.problem.ranges.items():
+        if s.name == ix.name.rstrip("'"):
+            return hi
+    raise PlanError(f"index {ix} has no range")
+
+
+def linear_derivative(p: Planner, node: sp.Basic) -> Built | None:
+    """d (a x + b) / dx -> a: an expression linear in the variable, with constant a and b."""
+    f, x = node.expr, _var(node)
+    if isinstance(f, (sp.Sum,)) or f.atoms(sp.Sum):
+        return None
+    same = {e for e in f.atoms(sp.Indexed) if e.base == _head(x)} if isinstance(x, sp.Indexed) else {x} & f.free_symbols
+    if same != {x}:
+        return None
+    if any(p.depends(h, x) for h in _heads(f) if h != _head(x)):
+        return None
+    s = sp.Dummy("s")
+    g = f.xreplace({x: s})
+    if any(a.has(s) for a in g.atoms(sp.Function)):
+        return None
+    slope = sp.diff(g, s)
+    if slope.has(s) or not isinstance(f, (sp.Add, sp.Mul)):
+        return None
+    return Built(slope, identity=sp.Eq(node, slope, evaluate=False), notes=(("term", f), ("variable", x), ("slope", slope)))
+
+
+def product_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d (u v) / dx -> du/dx v + u dv/dx."""
+    f, x = node.expr, _var(node)
+    if not isinstance(f, sp.Mul):
+        return None
+    fs = _factors(f)
+    if len(fs) < 2 or not all(p.depends(a, x) for a in fs):
+        return None
+    terms = []
+    for n, a in enumerate(fs):
+        rest = fs[:n] + fs[n + 1 :]
+        terms.append(mul(*rest[:n], _deriv(a, x), *rest[n:]) if rest else _deriv(a, x))
+    return Built(add(*terms), notes=(("term", f), ("variable", x)))
+
+
+def power_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d u^n / dx -> n u^(n-1) du/dx for an exponent n that does not depend on x."""
+    f, x = node.expr, _var(node)
+    if not isinstance(f, sp.Pow) or p.depends(f.exp, x):
+        return None
+    b, n = f.args
+    lower = n - 1 if n.is_Number else add(n, sp.Integer(-1))
+    power = sp.Integer(1) if lower == 0 else b if lower == 1 else sp.Pow(b, lower, evaluate=False)
+    outer = _product([n, power]) if n != 1 else sp.Integer(1)
+    u = sp.Symbol("u")
+    return Built(_times_inner(outer, b, x), identity=sp.Eq(sp.Derivative(u**n, u), n * u ** (n - 1), evaluate=False), notes=(("term", f), ("base", b), ("exponent", n), ("variable", x)))
+
+
+def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identity: Callable[[sp.Symbol], sp.Expr]) -> Rule:
+    def rule(p: Planner, node: sp.Basic) -> Built | None:
+        f, x = node.expr, _var(node)
+        if not isinstance(f, kind):
+            return None
+        u = f.args[0]
+        s = sp.Symbol("u")
+        return Built(
+            _times_inner(outer(f, u), u, x),
+            identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),
+            notes=(("term", f), ("inner", u), ("variable", x)),
+        )
+
+    rule.__doc__ = f"d {kind.__name__}(u) / dx -> {kind.__name__}'(u) du/dx"
+    return rule
+
+
+def log_product(p: Planner, node: sp.Basic) -> Built | None:
+    """d ln(a b / c) / dx -> d (ln a + ln b - ln c) / dx: the log of a product is a sum of logs."""
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.log) and isinstance(f.args[0], sp.Mul)):
+        return None
+    parts = []
+    for a in _factors(f.args[0]):
+        if isinstance(a, sp.Pow) and a.exp == -1:
+            parts.append(neg(sp.log(a.base)))
+        elif a.is_Number and a.is_negative:
+            return None
+        else:
+            parts.append(sp.log(a))
+    new = add(*parts)
+    return Built(_deriv(new, x), identity=sp.Eq(f, new, evaluate=False), notes=(("term", f),))
+
+
+log_derivative = _elementary(sp.log, lambda f, u: sp.Pow(u, -1, evaluate=False), lambda s: 1 / s)
+exp_derivative = _elementary(sp.exp, lambda f, u: f, lambda s: sp.exp(s))
+sigmoid_derivative = _elementary(fn.sigmoid, lambda f, u: mul(f, add(sp.Integer(1), neg(f))), lambda s: fn.sigmoid(s) * (1 - fn.sigmoid(s)))
+tanh_derivative = _elementary(fn.tanh, lambda f, u: add(sp.Integer(1), neg(sp.Pow(f, 2, evaluate=False))), lambda s: 1 - fn.tanh(s) ** 2)
+softplus_derivative = _elementary(fn.softplus, lambda f, u: fn.sigmoid(u), lambda s: fn.sigmoid(s))
+
+
+DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
+    ("zero_derivative", zero_derivative),
+    ("variable_derivative", variable_derivative),
+    ("linear_derivative", linear_derivative),
+    ("definition", defined_scalar),
+    ("sum_rule", sum_rule),
+    ("constant_factor", constant_factor),
+    ("log_product", log_product),
+    ("chain_rule", chain_rule),
+    ("softmax_jacobian", softmax_jacobian),
+    ("chain_rule_sum", chain_rule_sum),
+    ("definition", definition_rule),
+    ("product_rule", product_rule),
+    ("power_rule", power_rule),
+    ("log_derivative", log_derivative),
+    ("exp_derivative", exp_derivative),
+    ("sigmoid_derivative", sigmoid_derivative),
+    ("tanh_derivative", tanh_derivative),
+    ("softplus_derivative", softplus_derivative),
+)
+"""The derivative rules in the order they are tried: the first whose condition holds is taken."""
+
+
+# --- the algebra rules -------------------------------------------------------------------------------
+def outputs(p: Planner, node: sp.Basic) -> Built | None:
+    """f(v_i) -> o_i where o_i := f(v_i) is defined: the derivative of an elementwise function,
+    written with its own output (sigma(z_i) (1 - sigma(z_i)) is o_i (1 - o_i))."""
+    if not isinstance(node, sp.Function) or isinstance(node, sp.Derivative) or node.has(sp.Derivative):
+        return None
+    for d in p.problem.definitions:
+        if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Function) or type(d.value) is not type(node):
+            continue
+        mapping = _match_indices(d.value, node, d.symbol.indices)
+        if mapping is not None:
+            out = d.symbol.xreplace(mapping)
+            return Built(out, identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", node), ("name", out)))
+    return None
+
+
+def _match_indices(pattern: sp.Expr, e: sp.Expr, indices: tuple) -> dict | None:
+    """The values of ``indices`` that make ``pattern`` equal to ``e``, if any."""
+    candidates = sorted({s for s in e.free_symbols if isinstance(s, sp.Symbol) and s.is_integer}, key=str)
+    import itertools
+
+    target = _canonical(e)
+    for choice in itertools.product(candidates, repeat=len(indices)):
+        m = dict(zip(indices, choice))
+        if _canonical(substitute(pattern, m)) == target:
+            return m
+    return None
+
+
+def _canonical(e: sp.Basic) -> sp.Basic:
+    """``e`` with its summation indices renamed by position, so sums that differ only in the
+    name of their index compare equal."""
+    counter = iter(range(10**6))
+
+    def walk(n: sp.Basic) -> sp.Basic:
+        if isinstance(n, sp.Sum):
+            idx, lo, hi = n.limits[0]
+            new = sp.Symbol(f"_s{next(counter)}", integer=True, positive=True)
+            return sp.Sum(walk(n.function.xreplace({idx: new})), (new, lo, hi))
+        if not n.args or isinstance(n, (sp.Indexed, sp.Tuple)):
+            return n
+        return n.func(*[walk(a) for a in n.args])
+
+    return walk(e)
+
+
+def simplify_terms(p: Planner, node: sp.Basic) -> Built | None:
+    """Evaluate a product whose factors cancel or combine (y_i / o_i * o_i -> y_i)."""
+    if not isinstance(node, sp.Mul) or (len(node.args) == 2 and node.args[0].is_Number and isinstance(node.args[1], sp.Add)):
+        return None
+    if node.has(sp.Derivative):
+        return None
+    new = evaluated(node)
+    if new == node or _size(new) >= _size(node):
+        return None
+    return Built(new)
+
+
+def _size(e: sp.Basic) -> int:
+    return sp.count_ops(e, visual=False) + len(e.atoms())
+
+
+def split_sum(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_i f_i J_ik -> sum_{i != k} f_i J_ik|_{i != k} + f_k J_kk: the term i = k taken out of the
+    sum, each case of the Jacobian put where it applies (when that leaves simple terms)."""
+    if not isinstance(node, sp.Sum):
+        return None
+    i = node.limits[0][0]
+    for step in reversed(p.steps):
+        if step.rule != "softmax_jacobian" or not step.cases:
+            continue
+        term = step.identity.rhs
+        eq, ne = step.cases
+        a, k = eq.condition.args
+        if a != i:
+            term = substitute(term, {a: i})
+            eq = Case(sp.Eq(i, k, evaluate=False), substitute(eq.value, {a: i}))
+            ne = Case(sp.Ne(i, k, evaluate=False), substitute(ne.value, {a: i}))
+        if k == i or not node.function.has(term) or node.function.has(ExcludedSum):
+            continue
+        others = substitute(node.function, {term: ne.value})
+        if not _monomial(evaluated(others)):
+            return None  # the cases leave brackets: sifting reads better
+        _, lo, hi = node.limits[0]
+        own = substitute(substitute(node.function, {term: eq.value}), {i: k})
+        new = add(ExcludedSum(others, i, lo, hi, k), own)
+        inner = []
+        for part, case in ((0, ne), (1, eq)):
+            inner.append(((part,), "terms_ne" if case is ne else "term_eq"))
+            for q in find(new.args[part], lambda e, v=case.value: e == v):
+                inner.append(((part, *q), "jacobian_ne" if case is ne else "jacobian_eq"))
+        return Built(new, cases=(eq, ne), notes=(("index", i), ("at", k)), inner=tuple(inner))
+    return None
+
+
+def _monomial(e: sp.Expr) -> bool:
+    return not any(isinstance(a, sp.Add) for a in sp.preorder_traversal(e))
+
+
+def distribute(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_i c_i (delta_ik - g_i) -> sum_i c_i delta_ik - sum_i c_i g_i: the bracket that holds a
+    Kronecker delta of the summation index is multiplied out, one sum per term."""
+    if not isinstance(node, sp.Sum):
+        return None
+    i = node.limits[0][0]
+    fs = _factors(node.function)
+    if any(isinstance(f, sp.KroneckerDelta) and i in f.args for f in fs):
+        return None  # the delta is a factor already: sifting takes the sum as it is
+    for n, f in enumerate(fs):
+        if isinstance(f, sp.Add) and any(isinstance(d, sp.KroneckerDelta) and i in d.args for t in f.args for d in _factors(t)):
+            return _split_over(node, fs, n)
+    return None
+
+
+def _split_over(node: sp.Sum, fs: list, n: int) -> Built:
+    """The sum with its n-th factor (a bracket) multiplied out: one sum per term of the bracket."""
+    rest = fs[:n] + fs[n + 1 :]
+    sums = []
+    for t in fs[n].args:
+        sign = t.could_extract_minus_sign()
+        body = _product([*rest[:n], -t if sign else t, *rest[n:]])
+        s = sp.Sum(body, *node.limits)
+        sums.append(neg(s) if sign else s)
+    return Built(add(*sums), notes=(("index", node.limits[0][0]),))
+
+
+def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
+    """sum_i y_i (a_i - c) -> sum_i y_i a_i - sum_i y_i c: a bracket with a term free of i is
+    multiplied out, so that an assumption about sum_i y_i can be used."""
+    if not isinstance(node, sp.Sum):
+        return None
+    i = node.limits[0][0]
+    fs = _factors(node.function)
+    if not any(f.has(leaf.base) for f in fs if not isinstance(f, sp.Add)):
+        return None
+    for n, f in enumerate(fs):
+        if isinstance(f, sp.Add) and any(not t.has(i) for t in f.args):
+            return _split_over(node, fs, n)
+    return None
+
+
+def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_j f_j - sum_i g_i -> sum_i (f_i - g_i): sums over the same range become one."""
+    if not isinstance(node, sp.Add):
+        return None
+    sums = []
+    for t in node.args:
+        c, rest = t.as_coeff_Mul() if isinstance(t, sp.Mul) else (sp.Integer(1), t)
+        if isinstance(rest, sp.Sum) and len(rest.limits) == 1:
+            sums.append((t, c, rest))
+    if len(sums) < 2:
+        return None
+    limits = {s.limits[0][1:] for _, _, s in sums}
+    if len(limits) != 1:
+        return None
+    i = min((x.limits[0][0] for _, _, x in sums), key=str)
+    body = []
+    for _, c, s in sums:
+        f = substitute(s.function, {s.limits[0][0]: i}) if s.limits[0][0] != i else s.function
+        body.append(f if c == 1 else neg(f) if c == -1 else mul(c, f))
+    combined = sp.Sum(sp.Add(*body), (i, *sums[0][2].limits[0][1:]))
+    others = [t for t in node.args if t not in {x for x, _, _ in sums}]
+    return Built(add(*others, combined) if others else combined, notes=(("index", i),))
+
+
+def sifting(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k."""
+    if not isinstance(node, sp.Sum):
+        return None
+    j, lo, hi = node.limits[0]
+    fs = _factors(node.function)
+    for d in fs:
+        if isinstance(d, sp.KroneckerDelta) and j in d.args:
+            other = d.args[1] if d.args[0] == j else d.args[0]
+            if other == j:
+                continue
+            rest = list(fs)
+            rest.remove(d)
+            value = substitute(_product(rest), {j: other})
+            f = sp.IndexedBase("f")
+            return Built(value, identity=sp.Eq(sp.Sum(mul(sp.KroneckerDelta(j, other), f[j]), (j, lo, hi)), f[other], evaluate=False), notes=(("index", j), ("at", other)))
+    return None
+
+
+def factor_out(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_i c f_i -> c sum_i f_i when c does not depend on the summation index i."""
+    if not isinstance(node, (sp.Sum, ExcludedSum)) or not isinstance(node.function, sp.Mul):
+        return None
+    idx = node.index if isinstance(node, ExcludedSum) else node.limits[0][0]
+    fs = _factors(node.function)
+    const = [f for f in fs if not f.has(idx)]
+    rest = [f for f in fs if f.has(idx)]
+    if not const or not rest:
+        return None
+    inner = node.func(_product(rest), *node.args[1:])
+    sign = [c for c in const if c == -1]
+    const = [c for c in const if c != -1]
+    new = mul(*sign, *const, inner)
+    marks = tuple(((n,), "independent") for n, a in enumerate(new.args[:-1]) if a != -1)
+    return Built(new, inner=marks, notes=(("factor", _product(const) if const else sp.Integer(-1)), ("index", idx)))
+
+
+def constant_sum(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_{i=1}^{n} c -> n c when c does not depend on i."""
+    if not isinstance(node, sp.Sum) or node.function.has(node.limits[0][0]):
+        return None
+    _, lo, hi = node.limits[0]
+    count = hi - lo + 1
+    return Built(evaluated(mul(count, node.function)) if node.function != 1 else count, notes=(("count", count),))
+
+
+def complement_sum(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_{i != k} f_i -> sum_i f_i - f_k."""
+    if not isinstance(node, ExcludedSum):
+        return None
+    f, idx, lo, hi, skip = node.args
+    new = add(sp.Sum(f, (idx, lo, hi)), neg(substitute(f, {idx: skip})))
+    return Built(new, identity=sp.Eq(node, new, evaluate=False), notes=(("index", idx), ("at", skip)))
+
+
+ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
+    ("outputs", outputs),
+    ("split_sum", split_sum),
+    ("algebra", simplify_terms),
+    ("factor_out", factor_out),
+    ("sifting", sifting),
+    ("distribute", distribute),
+    ("constant_sum", constant_sum),
+    ("complement_sum", complement_sum),
+)
+"""The tidying rules, tried in this order after the derivatives are gone; each runs until it no
+longer applies, then the next; the user's assumptions after all of them."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps, and the general form: the result before any assumption was used."""
+
+    steps: tuple[Step, ...]
+    general: sp.Expr
+
+
+def plan(problem: Problem) -> Plan:
+    """The named steps from d(quantity)/d(variable) to its value."""
+    planner = Planner(problem)
+    steps = planner.plan()
+    return Plan(steps, planner.general)

@@ -1,0 +1,318 @@
+"""A derivation its user writes: definitions in the language of :mod:`derive.lang`, the variable,
+the assumptions, and the sizes of a worked example; read from the command line, a TOML file or
+Python, and turned into the :class:`~derive.planner.Problem` the planner solves.
+
+Text -> :class:`Spec` (strings, as given) -> :class:`Problem` (SymPy, checked) -> steps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from derive.errors import UsageError
+
+MAX_SPEC_BYTES = 100_000
+"""A spec file larger than this is refused before it is parsed."""
+MAX_DEFINITIONS = 50
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A derivation as its user wrote it."""
+
+    definitions: tuple[str, ...]
+    """``NAME = EXPRESSION``, the first one the quantity differentiated."""
+    wrt: str
+    """The variable: ``z_k``, ``W_kd``."""
+    assume: tuple[str, ...] = ()
+    """Equations the derivation may use last, after the general form (``sum_i y_i = 1``)."""
+    ranges: tuple[tuple[str, str], ...] = ()
+    """Index -> ``LOW..HIGH`` overriding the conventions (``n`` -> ``1..B``)."""
+    lets: tuple[tuple[str, str], ...] = ()
+    """Leaf -> numbers of the worked example (``z`` -> ``2,1,0.1``, ``W`` -> ``1,2;3,4``)."""
+    sizes: tuple[tuple[str, int], ...] = ()
+    """Size -> value for the worked example (``N`` -> 2); H comes from ``classes``."""
+    classes: int | None = None
+    name: str = "grad"
+    """The document's name: ``grad`` for a derivation typed by hand, the entry's for a catalog file."""
+    title: str | None = None
+    describe: tuple[tuple[str, str], ...] = ()
+    """Name -> its role in words, for the notation list (``y`` -> ``the target, one-hot``)."""
+    assume_keys: tuple[str, ...] = ()
+    """A key per assumption (its wording); ``normalised`` for a target that sums to one."""
+
+
+def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
+    """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{where}: {key} must be a string or a list of strings")
+        return tuple(value)
+
+    def table(key: str, kind: type) -> tuple[tuple[str, Any], ...]:
+        value = data.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value.values()):
+            raise UsageError(f"{where}: {key} must be a table of {kind.__name__} values")
+        return tuple(value.items())
+
+    lets = []
+    for key, value in (data.get("let", {}) or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = repr(value)
+        elif isinstance(value, list):
+            value = ",".join(repr(v) if isinstance(v, float) else str(v) for v in value) if not any(isinstance(v, list) for v in value) else ";".join(",".join(map(str, row)) for row in value)
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: let.{key} must be numbers")
+        lets.append((key, value))
+    wrt = data.get("wrt")
+    if not isinstance(wrt, str):
+        raise UsageError(f"{where}: wrt must be a string naming the variable, e.g. \"z_k\"")
+    classes = data.get("classes")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool)):
+        raise UsageError(f"{where}: classes must be a whole number")
+    return Spec(
+        definitions=strings("definitions"),
+        wrt=wrt,
+        assume=strings("assume"),
+        ranges=table("range", str),
+        lets=tuple(lets),
+        sizes=table("size", int),
+        classes=classes,
+        name=str(data.get("name", "grad")),
+        title=data.get("title"),
+        describe=table("describe", str),
+    )
+
+
+def read(path: str | Path) -> Spec:
+    """A spec file: TOML with ``definitions``, ``wrt`` and optional ``assume``, ``range``,
+    ``let``, ``size``, ``classes``, ``title``, ``describe``."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise UsageError(f"spec file {str(p)!r} is {size} bytes; the limit is {MAX_SPEC_BYTES}")
+        text = p.read_bytes()[: MAX_SPEC_BYTES + 1].decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"spec file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read spec file {str(p)!r}: {error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"spec file {str(p)!r}: {error}") from None
+    return from_mapping(data, f"spec file {str(p)!r}")
+
+
+RANGE = re.compile(r"^\s*([a-z])\s*=\s*(\d+|[A-Za-z])\s*\.\.\s*(\d+|[A-Za-z])\s*$")
+
+
+def parse_range(text: str) -> tuple[str, str]:
+    """``n=1..B`` -> (``n``, ``1..B``)."""
+    m = RANGE.match(text)
+    if not m:
+        raise UsageError(f"--range must look like n=1..B (an index letter, then LOW..HIGH), not {text!r}")
+    return m.group(1), f"{m.group(2)}..{m.group(3)}"
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of --let and --size."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not value.strip():
+        raise UsageError(f"{option} must look like NAME=VALUE, not {text!r}")
+    return name, value.strip()
+
+
+def from_arguments(
+    definitions: Sequence[str],
+    wrt: str | None,
+    assume: Sequence[str] = (),
+    ranges: Sequence[str] = (),
+    lets: Sequence[str] = (),
+    sizes: Sequence[str] = (),
+    classes: int | None = None,
+) -> Spec:
+    """A spec from the command line's strings."""
+    if not definitions:
+        raise UsageError("give at least one definition, e.g. 'E = -sum_i y_i*ln(o_i)'")
+    if len(definitions) > MAX_DEFINITIONS:
+        raise UsageError(f"at most {MAX_DEFINITIONS} definitions")
+    if not wrt:
+        raise UsageError("--wrt names the variable to differentiate by, e.g. --wrt z_k")
+    parsed_sizes = []
+    for s in sizes:
+        name, value = parse_assignment(s, "--size")
+        try:
+            parsed_sizes.append((name, int(value)))
+        except ValueError:
+            raise UsageError(f"--size {name} must be a whole number, not {value!r}") from None
+    return Spec(
+        definitions=tuple(definitions),
+        wrt=wrt,
+        assume=tuple(assume),
+        ranges=tuple(parse_range(r) for r in ranges),
+        lets=tuple(parse_assignment(x, "--let") for x in lets),
+        sizes=tuple(parsed_sizes),
+        classes=classes,
+    )
+
+
+# --- from text to a problem -----------------------------------------------------------------------
+def problem(spec: Spec) -> "Problem":
+    """Parse and check a spec: every definition once, no cycle, a variable that the quantity
+    depends on, ranges for every index, assumptions that parse."""
+    import sympy as sp
+
+    from derive.lang import RANGES, index_symbol, parse_definition, parse_equation, parse_variable, size_symbol
+    from derive.model import Assumption, Definition
+    from derive.planner import Problem
+
+    overrides = {}
+    for letter, text in spec.ranges:
+        low, high = text.split("..")
+        overrides[letter] = tuple(sp.Integer(int(v)) if v.isdigit() else size_symbol(v) for v in (low, high))
+        if overrides[letter][0] != 1:
+            raise UsageError(f"--range {letter}={text}: a range starts at 1")
+    definitions: list[Definition] = []
+    seen: dict = {}
+    for n, text in enumerate(spec.definitions, 1):
+        if not text.strip():
+            raise UsageError(f"definition {n} is empty")
+        lhs, rhs = parse_definition(text, overrides)
+        head = lhs.base if isinstance(lhs, sp.Indexed) else lhs
+        if head in seen:
+            raise UsageError(f"{head} is defined twice (definitions {seen[head]} and {n})")
+        seen[head] = n
+        definitions.append(Definition(_key(lhs, rhs), lhs, rhs))
+    wrt = parse_variable(spec.wrt)
+    whead = wrt.base if isinstance(wrt, sp.Indexed) else wrt
+    if whead in seen:
+        raise UsageError(f"--wrt {spec.wrt}: {whead} is defined (definition {seen[whead]}); differentiate by a leaf, a name no definition defines")
+    if not isinstance(wrt, sp.Indexed):
+        raise UsageError(f"--wrt {spec.wrt}: give an indexed variable such as z_k or W_kd")
+    _check_cycles(definitions)
+    used = _leaves_under(definitions)
+    if whead not in used:
+        names = ", ".join(sorted(str(h) for h in used)) or "nothing"
+        raise UsageError(f"--wrt {spec.wrt}: {definitions[0].symbol} does not depend on {whead} (its leaves: {names})")
+    ranges = {}
+    for letter, size in RANGES.items():
+        ranges[index_symbol(letter)] = overrides.get(letter, (1, size_symbol(size)))[1]
+    for letter, (_, high) in overrides.items():
+        ranges[index_symbol(letter)] = high
+    assumptions = []
+    for n, text in enumerate(spec.assume, 1):
+        lhs, rhs = parse_equation(text, overrides)
+        key = spec.assume_keys[n - 1] if n <= len(spec.assume_keys) else ("normalised" if _is_normalisation(lhs, rhs) else f"assumption{n}")
+        assumptions.append(Assumption(key, sp.Eq(lhs, rhs, evaluate=False)))
+    return Problem(tuple(definitions), wrt, tuple(assumptions), ranges)
+
+
+def _key(lhs, rhs) -> str:
+    """The wording of a definition: a softmax is a softmax, whatever its letters."""
+    from derive.planner import softmax_of
+    from derive.model import Definition
+
+    return "softmax" if softmax_of(Definition("", lhs, rhs)) is not None else "given"
+
+
+def _is_normalisation(lhs, rhs) -> bool:
+    import sympy as sp
+
+    return isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) and rhs == 1
+
+
+def _heads(e) -> set:
+    import sympy as sp
+
+    out = {x.base for x in e.atoms(sp.Indexed)}
+    return out | {s for s in e.free_symbols if isinstance(s, sp.Symbol) and not s.is_integer}
+
+
+def _check_cycles(definitions) -> None:
+    import sympy as sp
+
+    by = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol): d for d in definitions}
+    state: dict = {}
+
+    def visit(h, path):
+        if state.get(h) == "done" or h not in by:
+            return
+        if state.get(h) == "open":
+            cycle = " -> ".join(str(x) for x in path[path.index(h):] + [h])
+            raise UsageError(f"the definitions form a cycle: {cycle}")
+        state[h] = "open"
+        for x in sorted(_heads(by[h].value), key=str):
+            visit(x, path + [h])
+        state[h] = "done"
+
+    for h in by:
+        visit(h, [])
+
+
+def _leaves_under(definitions) -> set:
+    """The names the first definition depends on, through the others."""
+    import sympy as sp
+
+    by = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol): d for d in definitions}
+    first = definitions[0]
+    out, todo = set(), [first.symbol.base if isinstance(first.symbol, sp.Indexed) else first.symbol]
+    while todo:
+        h = todo.pop()
+        for x in _heads(by[h].value) if h in by else ():
+            if x not in out:
+                out.add(x)
+                todo.append(x)
+    return out
+
+
+def setting(p: "Problem"):
+    """What verification needs to know: the variable, the definitions, which names are defined
+    through it, how the assumptions constrain the leaves, and every index's limit."""
+    import sympy as sp
+
+    from derive.setting import Setting
+    from derive.symbols import H
+
+    intermediates = tuple(d.symbol.base for d in p.definitions if isinstance(d.symbol, sp.Indexed))
+    constraints = {a.key: constraint(a.statement) for a in p.assumptions}
+    return Setting(
+        wrt=p.wrt,
+        definitions=p.definitions,
+        intermediates=intermediates,
+        constraints=constraints,
+        classes=H,
+        index=p.wrt.indices[-1],
+        outer=tuple(p.wrt.indices[:-1]),
+        ranges=dict(p.ranges),
+    )
+
+
+def constraint(statement):
+    """An assumption as verification imposes it: sum_i y_i = c fixes the last entry,
+    y_n = c - (y_1 + ... + y_{n-1})."""
+    import sympy as sp
+
+    lhs, rhs = statement.args
+    if not (isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) and len(lhs.function.indices) == 1 and lhs.function.indices[0] == lhs.limits[0][0]):
+        raise UsageError(f"cannot use the assumption {sp.sstr(statement)}: an assumption is a sum of one indexed leaf equal to a constant, like sum_i y_i = 1")
+    base = lhs.function.base
+
+    def fix(n: int) -> dict:
+        return {base[n]: rhs - sp.Add(*(base[m] for m in range(1, n)))}
+
+    return fix
