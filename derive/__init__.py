@@ -66,6 +66,7 @@ def render(
     format: str = "md",
     templates: "Path | str | None" = None,
     notation: "Notation | str | Mapping[str, str] | None" = None,
+    markdown: str | None = None,
 ) -> str | bytes:
     """Render a derivation as ``"md"``, ``"tex"`` or ``"json"`` text, or ``"pdf"`` bytes.
 
@@ -77,10 +78,14 @@ def render(
             ``"textbook"``, ``"bishop"``, ``"probability"``), a dict of roles to names with
             optional ``"preset"`` and ``"log"`` keys (``{"target": "t", "log": "log"}``), or a
             :class:`derive.notation.Notation` from :func:`derive.notation.notation`.
+        markdown: the math syntax of ``"md"``: ``"github"`` (the default: ```` ```math ````
+            fences and ``$`...`$``) or ``"dollars"`` (``$$ ... $$`` and ``$...$``, for Jupyter,
+            MkDocs, MyST, pandoc and Quarto).
 
     Raises:
-        UsageError: an unknown format, or a notation that is not valid.
+        UsageError: an unknown format, a notation that is not valid, or a Markdown math syntax
+            with another format than md.
     """
     from derive.rendering import render as _render
 
-    return _render(derivation, format, templates, notation)
+    return _render(derivation, format, templates, notation, markdown)

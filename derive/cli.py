@@ -166,6 +166,21 @@ TEMPLATES = typer.Option(
     metavar="DIR", help="A directory of templates that take precedence over the packaged ones.", exists=True, file_okay=False, dir_okay=True
 )
 LOG = typer.Option("--log", metavar="ln|log", help="Write the natural logarithm as ln or log (default: the notation's).", show_default=False)
+MARKDOWN = typer.Option(
+    "--markdown",
+    metavar="github|dollars",
+    help="Math syntax of Markdown: github (```math fences and $`...`$; the default) or dollars ($$ ... $$ and $...$, "
+    "for Jupyter, MkDocs, MyST, pandoc and Quarto).",
+    show_default=False,
+)
+
+
+def _markdown(syntax: str | None) -> None:
+    """Check --markdown before any work (the library checks it again)."""
+    if syntax is not None:
+        from derive.markdown import check
+
+        check(syntax)
 
 
 def _notation(preset: str | None, symbols: list[str] | None, log: str | None) -> Any:
@@ -205,6 +220,7 @@ def overview_command(
     notation: Annotated[Optional[str], NOTATION] = None,
     symbol: Annotated[Optional[list[str]], SYMBOL] = None,
     log: Annotated[Optional[str], LOG] = None,
+    markdown: Annotated[Optional[str], MARKDOWN] = None,
     quiet: Annotated[bool, QUIET] = False,
 ) -> None:
     """A table of every activation and loss pair: its gradient, whether it is output minus target, and why.
@@ -212,18 +228,19 @@ def overview_command(
     Written to a file, it comes with the documents it links to, beside it in the same format.
     """
     written = _notation(notation, symbol, log)
+    _markdown(markdown)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"overview.{fmt.value}")
     with _early_pdf(fmt, templates):
         from derive import overview, progress
 
         with _progress(quiet):
-            document = overview.render(fmt.value, templates=templates, notation=written)
+            document = overview.render(fmt.value, templates=templates, notation=written, markdown=markdown)
             # Its links name these files: without them every link of a fresh folder is dead.
             # Standard output, a device or a FIFO has no folder to put them in.
             linked = []
             if path is not None and not is_special(path):
-                for name, content in overview.linked(fmt.value, templates=templates, notation=written):
+                for name, content in overview.linked(fmt.value, templates=templates, notation=written, markdown=markdown):
                     linked.append((path.parent / name, content))
                     progress.update("the documents it links to", len(linked), len(overview.entries()))
     _deliver(document, path)
@@ -284,13 +301,15 @@ def _derivation_command(name: str) -> Callable[..., None]:
         notation: Annotated[Optional[str], NOTATION] = None,
         symbol: Annotated[Optional[list[str]], SYMBOL] = None,
         log: Annotated[Optional[str], LOG] = None,
+        markdown: Annotated[Optional[str], MARKDOWN] = None,
         quiet: Annotated[bool, QUIET] = False,
         **options: Any,
     ) -> None:
         try:
             written = _notation(notation, symbol, log)
+            _markdown(markdown)
             with _progress(quiet):
-                _write_derivation(name, classes, format, output, logits, target, templates, options, written)
+                _write_derivation(name, classes, format, output, logits, target, templates, options, written, markdown)
         except DeriveError as error:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
@@ -345,6 +364,7 @@ def _write_derivation(
     templates: Path | None,
     options: dict[str, Any],
     notation: Any = None,
+    markdown: str | None = None,
 ) -> None:
     """Build, render and write one derivation; print where it went."""
     fmt = _choose_format(format, output)
@@ -357,7 +377,7 @@ def _write_derivation(
         progress.update("building the derivation")
         given = {key: value for key, value in options.items() if value is not None}  # only the options used
         built = derive.derivation(name, classes=classes, logits=_split(logits), target=_split(target), **given)
-        document = derive.render(built, fmt.value, templates=templates, notation=notation)
+        document = derive.render(built, fmt.value, templates=templates, notation=notation, markdown=markdown)
     _deliver(document, path)
 
 

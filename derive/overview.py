@@ -115,10 +115,12 @@ def _link(row: dict[str, Any], fmt: str) -> str:
     return filename(row["name"], None, LINKS.get(fmt, "pdf"), row["options"])
 
 
-def linked(format: str = "md", templates: Path | str | None = None, notation: Any = None) -> Iterator[tuple[str, str | bytes]]:
+def linked(
+    format: str = "md", templates: Path | str | None = None, notation: Any = None, markdown: str | None = None
+) -> Iterator[tuple[str, str | bytes]]:
     """The documents the overview in ``format`` links to, as (file name, content): each row's
-    derivation with the same templates and notation, so that an overview written to a fresh
-    folder has no dead link. Nothing for JSON."""
+    derivation with the same templates, notation and Markdown math syntax, so that an overview
+    written to a fresh folder has no dead link. Nothing for JSON."""
     import derive
     from derive.gallery import filename
 
@@ -127,19 +129,26 @@ def linked(format: str = "md", templates: Path | str | None = None, notation: An
         return
     for name, options in entries():
         d = derive.derivation(name, **options)
-        yield filename(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation)
+        syntax = {"markdown": markdown} if fmt == "md" and markdown is not None else {}
+        yield filename(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation, **syntax)
 
 
-def render(format: str = "md", templates: Path | str | None = None, notation: Any = None) -> str | bytes:
-    """The overview as md, tex, json or html text, or pdf bytes; ``notation`` as for :func:`derive.render`."""
+def render(format: str = "md", templates: Path | str | None = None, notation: Any = None, markdown: str | None = None) -> str | bytes:
+    """The overview as md, tex, json or html text, or pdf bytes; ``notation`` and ``markdown`` as
+    for :func:`derive.render`."""
+    from derive import markdown as flavours
     from derive import notation as naming
     from derive.latex import DEFAULT, printing
 
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    syntax = flavours.check(markdown)
+    if markdown is not None and format != "md":
+        raise UsageError(f"the Markdown math syntax applies to the md format, not {format}")
     written = naming.resolve(notation)
     with printing(written):
-        return _render(format, templates, written if written != DEFAULT else None)
+        document = _render(format, templates, written if written != DEFAULT else None)
+    return flavours.math_syntax(document, syntax) if format == "md" else document
 
 
 def _render(format: str, templates: Path | str | None, notation: Any) -> str | bytes:

@@ -38,14 +38,25 @@ HEAD, TAIL = 3, 2
 
 
 def render(
-    d: Derivation, format: str = "md", templates: Path | str | None = None, notation: Notation | str | dict[str, str] | None = None
+    d: Derivation,
+    format: str = "md",
+    templates: Path | str | None = None,
+    notation: Notation | str | dict[str, str] | None = None,
+    markdown: str | None = None,
 ) -> str | bytes:
     """Render ``d`` as md, tex, json or html text, or pdf bytes; the checks run first.
 
     ``notation``: how the symbols are written (see :func:`derive.notation.resolve`).
+    ``markdown``: the math syntax of md, ``"github"`` (the default) or ``"dollars"`` (see
+    :mod:`derive.markdown`).
     """
+    from derive import markdown as flavours
+
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    syntax = flavours.check(markdown)
+    if markdown is not None and format != "md":
+        raise UsageError(f"the Markdown math syntax applies to the md format, not {format}")
     notation = naming.resolve(notation)
     report = d.check()
     env = environment(templates)
@@ -53,7 +64,8 @@ def render(
         from derive.pdf import build_pdf
 
         return build_pdf(_render_text(env, d, report, "tex", notation))
-    return _render_text(env, d, report, format, notation)
+    text = _render_text(env, d, report, format, notation)
+    return flavours.math_syntax(text, syntax) if format == "md" else text
 
 
 def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str, notation: Notation = DEFAULT) -> str:

@@ -135,7 +135,7 @@ def fake_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[s
         calls.append({"name": name, "classes": classes, "logits": logits, "target": target})
         return "built"
 
-    def render(built: Any, format: str = "md", templates: Any = None, notation: Any = None) -> str | bytes:
+    def render(built: Any, format: str = "md", templates: Any = None, notation: Any = None, markdown: Any = None) -> str | bytes:
         calls.append({"format": format, "templates": templates})
         return b"%PDF-fake" if format == "pdf" else f"document in {format}\n"
 
