@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from derive.latex import Notation
     from derive.model import Derivation
+    from derive.spec import Spec
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "VerificationError",
     "catalog",
     "derivation",
+    "grad",
     "render",
     "__version__",
 ]
@@ -61,6 +63,64 @@ def derivation(
     return build(name, classes=classes, logits=logits, target=target, **options)
 
 
+def grad(
+    *definitions: "str | Spec",
+    wrt: str | None = None,
+    assume: Sequence[str] = (),
+    let: "Mapping[str, object] | None" = None,
+    classes: int | None = None,
+    size: "Mapping[str, int] | None" = None,
+    range: "Mapping[str, str] | None" = None,
+    spec: "Path | str | None" = None,
+) -> "Derivation":
+    """Derive the gradient of your own definitions, step by step (the ``derive grad`` command).
+
+    Args:
+        definitions: ``"NAME = EXPRESSION"`` in plain text or LaTeX, the quantity first
+            (``"E = -sum_i y_i*ln(o_i)"``, ``"o_i = exp(z_i)/sum_j exp(z_j)"``).
+        wrt: the variable, ``"z_k"``.
+        assume: equations used last, after the general form (``"sum_i y_i = 1"``).
+        let: a worked example's numbers by name (``{"z": [2, 1, 0.1], "gamma": 2}``).
+        classes: H for the worked example; ``None`` keeps H symbolic.
+        size: further sizes of the worked example (``{"N": 2}``).
+        range: index ranges overriding the conventions (``{"n": "1..B"}``).
+        spec: a TOML spec file instead of the arguments above.
+
+    Raises:
+        UsageError: text that does not parse, or a problem that is not well posed.
+        DeriveError: no rule applies to some sub-expression (the message names it).
+    """
+    from derive import spec as specs
+    from derive.grad import build
+
+    if len(definitions) == 1 and isinstance(definitions[0], specs.Spec):
+        return build(definitions[0])
+    if spec is not None:
+        given = specs.read(spec)
+        extra = specs.from_arguments(["-"], "-", lets=[f"{k}={_numbers(v)}" for k, v in (let or {}).items()], sizes=[f"{k}={v}" for k, v in (size or {}).items()], classes=classes)
+        return build(specs.with_example(given, extra))
+    return build(
+        specs.from_arguments(
+            list(definitions),
+            wrt,
+            list(assume),
+            [f"{k}={v}" for k, v in (range or {}).items()],
+            [f"{k}={_numbers(v)}" for k, v in (let or {}).items()],
+            [f"{k}={v}" for k, v in (size or {}).items()],
+            classes,
+        )
+    )
+
+
+def _numbers(value: object) -> str:
+    """[2, 1, 0.1] -> "2,1,0.1"; [[1, 2], [3, 4]] -> "1,2;3,4"; a string as it is."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ";".join(_numbers(v) for v in value) if any(isinstance(v, (list, tuple)) for v in value) else ",".join(repr(v) if isinstance(v, float) else str(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def render(
     derivation: "Derivation",
     format: str = "md",
@@ -68,7 +128,8 @@ def render(
     notation: "Notation | str | Mapping[str, str] | None" = None,
     markdown: str | None = None,
 ) -> str | bytes:
-    """Render a derivation as ``"md"``, ``"tex"`` or ``"json"`` text, or ``"pdf"`` bytes.
+    """Render a derivation as ``"md"``, ``"tex"``, ``"json"``, ``"html"`` or ``"py"`` text, or
+    ``"pdf"`` bytes.
 
     Args:
         derivation: what :func:`derivation` returned.
@@ -82,9 +143,12 @@ def render(
             fences and ``$`...`$``) or ``"dollars"`` (``$$ ... $$`` and ``$...$``, for Jupyter,
             MkDocs, MyST, pandoc and Quarto).
 
+    ``"py"`` is a self-contained pytest file that checks your backprop code against the
+    derivation (see :mod:`derive.pytest_file`); it needs a concrete number of classes.
+
     Raises:
-        UsageError: an unknown format, a notation that is not valid, or a Markdown math syntax
-            with another format than md.
+        UsageError: an unknown format, a notation that is not valid, a Markdown math syntax with
+            another format than md, or py for a symbolic number of classes.
     """
     from derive.rendering import render as _render
 

@@ -13,6 +13,7 @@ import inspect
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, NoReturn, Optional, Sequence, get_type_hints
@@ -34,6 +35,7 @@ class Format(str, Enum):
     pdf = "pdf"
     json = "json"
     html = "html"
+    py = "py"
 
 
 FORMAT_BY_EXTENSION: dict[str, Format] = {f".{fmt.value}": fmt for fmt in Format}
@@ -85,7 +87,9 @@ class OneLineErrorsGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as error:
             _fail(_click_message(error), error.exit_code)  # type: ignore[attr-defined]
         except DeriveError as error:
@@ -143,6 +147,26 @@ def list_derivations() -> None:
     width = max((len(name) for name in CATALOG), default=0)
     for name, entry in CATALOG.items():
         typer.echo(f"{name:<{width}}  {entry.description}")
+
+
+@app.command(
+    "templates",
+    epilog="Examples:\n\n\b\n  derive templates course        writes the templates into course/\n"
+    "  derive softmax-ce --classes 3 --templates course",
+)
+def templates_command(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write them: a new or empty directory.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Write into a directory that is not empty, replacing files of the same name.")] = False,
+) -> None:
+    """Write the packaged templates and wording into DIR, as a starting point for --templates DIR.
+
+    Keep only the files you change: a template replaces the packaged one of the same name, and a
+    wording file (wording.toml, derivations/NAME.toml) is merged over the packaged one key by key.
+    """
+    from derive.files import write_templates
+
+    write_templates(directory, force=force)
+    typer.echo(str(directory))
 
 
 QUIET = typer.Option("--quiet", "-q", help="No progress on stderr (it is shown only on a terminal, for work that takes a while).")
@@ -248,6 +272,69 @@ def overview_command(
         _deliver(content, where)
 
 
+GRAD_EXAMPLES = """\
+Examples:
+
+\b
+  derive grad 'E = -sum_i y_i*ln(o_i)' 'o_i = exp(z_i)/sum_j exp(z_j)' --wrt z_k --assume 'sum_i y_i = 1'
+  derive grad 'E = 1/2*sum_i (o_i - y_i)^2' 'o_i = tanh(z_i)' --wrt z_k --classes 3 --let z=2,1,0.1
+  derive grad 'E = -\\sum_{i=1}^{H} y_i \\ln o_i' 'o_i = \\frac{e^{z_i}}{\\sum_{j=1}^{H} e^{z_j}}' --wrt z_k
+  derive grad --spec focal.toml -o focal.pdf
+"""
+
+
+@app.command("grad", epilog=GRAD_EXAMPLES)
+def grad_command(
+    definitions: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="DEFINITION...", help="NAME = EXPRESSION, plain text or LaTeX; the first is the quantity differentiated.", show_default=False),
+    ] = None,
+    wrt: Annotated[Optional[str], typer.Option("--wrt", metavar="VARIABLE", help="The variable to differentiate by: z_k, W_kd.", show_default=False)] = None,
+    assume: Annotated[Optional[list[str]], typer.Option("--assume", metavar="EQUATION", help="An assumption used last, after the general form: 'sum_i y_i = 1'. Repeatable.", show_default=False)] = None,
+    let: Annotated[Optional[list[str]], typer.Option("--let", metavar="NAME=VALUES", help="Numbers of the worked example: z=2,1,0.1, gamma=2, W=1,2;3,4 (rows by ;). Repeatable.", show_default=False)] = None,
+    size: Annotated[Optional[list[str]], typer.Option("--size", metavar="NAME=VALUE", help="A size of the worked example beside H: N=2, D=4. Repeatable.", show_default=False)] = None,
+    range_: Annotated[Optional[list[str]], typer.Option("--range", metavar="INDEX=1..LIMIT", help="An index's range, overriding the conventions: n=1..B. Repeatable.", show_default=False)] = None,
+    classes: Annotated[Optional[int], typer.Option("--classes", "-n", metavar="N", parser=lambda v: _parse_classes(v), help="H for a worked example (default: symbolic H).", show_default=False)] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", metavar="FILE", help="Read the definitions and options from a TOML file.", show_default=False)] = None,
+    format: Annotated[Optional[Format], FORMAT] = None,
+    output: Annotated[
+        Optional[str],
+        typer.Option("--output", "-o", metavar="PATH", help="Where to write; '-' for stdout (default: output/grad-QUANTITY-VARIABLE[-N].EXT).", show_default=False),
+    ] = None,
+    templates: Annotated[Optional[Path], TEMPLATES] = None,
+    markdown: Annotated[Optional[str], MARKDOWN] = None,
+    quiet: Annotated[bool, QUIET] = False,
+) -> None:
+    """Derive the gradient of your own definitions, written in index notation, step by step.
+
+    Indices i, j, k, l run over 1..H, n over 1..N, m over 1..M, d over 1..D. Functions: exp (e^),
+    ln and log (natural), sqrt, powers, sigmoid (\\sigma), tanh, softplus, softmax(z)_i. What no
+    definition defines is a given quantity. See the README, "Your own derivation".
+    """
+    from derive import spec as specs
+
+    _markdown(markdown)
+    if spec is not None:
+        if definitions or wrt or assume or range_:
+            raise UsageError("--spec gives the definitions, --wrt, --assume and --range itself; give them in the file or on the command line, not both")
+        given = specs.read(spec)
+        extra = specs.from_arguments(["-"], "-", lets=let or [], sizes=size or [], classes=classes)
+        given = specs.with_example(given, extra)
+    else:
+        given = specs.from_arguments(definitions or [], wrt, assume or [], range_ or [], let or [], size or [], classes)
+    fmt = _choose_format(format, output)
+    path = _target(fmt, output, Path("output") / f"{specs.file_stem(given)}.{fmt.value}")
+    with _early_pdf(fmt, templates):
+        import derive
+        from derive import progress
+
+        with _progress(quiet):
+            progress.update("planning the steps")
+            built = derive.grad(given)
+            document = derive.render(built, fmt.value, templates=templates, markdown=markdown)
+    _deliver(document, path)
+
+
 def _parse_classes(value: str) -> int:
     """Parse ``--classes``: a whole number, at least 1; the library checks the upper limit.
 
@@ -322,7 +409,15 @@ OPTIONS: dict[str, Any] = {
     "temperature": typer.Option(metavar="T", help="Softmax temperature T > 0: o = softmax(z / T) (default: none, T = 1)."),
     "label_smoothing": typer.Option(metavar="EPS", help="Label smoothing 0 <= EPS < 1: the target becomes (1 - EPS) y + EPS / H."),
     "inputs": typer.Option(metavar="D", help="Number of inputs D of the layer (default: symbolic D)."),
+    "let": typer.Option(
+        metavar="NAME=VALUES",
+        help="Numbers of the worked example (needs --classes), repeatable: x=1,2 (the inputs), W=1,2;3,4;5,6 (the weights, "
+        "one row per class, rows by ';'), b=0,0.5,0 (the biases). Default: x_d = d, W_kd = 2 (d - k) + 1, biases that make "
+        "the logits those of the softmax-ce example.",
+    ),
 }
+OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]]}
+"""An option's type when it is not one string (a repeatable option is a list)."""
 """A derivation's own options (see ``Entry.options``); the library parses and checks the values."""
 
 
@@ -336,7 +431,7 @@ def _with_options(command: Callable[..., None], name: str, options: tuple[str, .
     hints = _HINTS.get(command.__code__) or _HINTS.setdefault(command.__code__, get_type_hints(command, include_extras=True))
     standard = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
     extra = [
-        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], OPTIONS[key]])
+        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[OPTION_TYPES.get(key, Optional[str]), OPTIONS[key]])
         for key in options
     ]
 
@@ -467,6 +562,14 @@ def _click_message(error: Exception) -> str:
     if isinstance(error, ClickUsageError) and context is not None:
         message += f" (see '{context.command_path} --help')"
     return " ".join(message.split())
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A warning as one ``warning: ...`` line on stderr (a progress line is erased first)."""
+    from derive import progress
+
+    progress.finish()
+    typer.echo(f"warning: {message}", err=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:

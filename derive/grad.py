@@ -19,6 +19,15 @@ def build(spec: specs.Spec) -> Derivation:
     general = None
     if problem.assumptions and planned.general != last:
         general = sp.Eq(subject, planned.general, evaluate=False)
+    worked = None
+    if spec.classes is not None:
+        from derive import worked as examples
+
+        worked = examples.build(problem, spec, subject, last, planned.general if general is not None else None)
+    elif spec.lets or spec.sizes:
+        from derive.errors import UsageError
+
+        raise UsageError("--let and --size set a worked example's numbers: give --classes N as well")
     return Derivation(
         name=spec.name,
         subject=subject,
@@ -27,4 +36,5 @@ def build(spec: specs.Spec) -> Derivation:
         steps=planned.steps,
         setting=specs.setting(problem),
         general=general,
+        worked=worked,
     )

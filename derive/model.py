@@ -15,6 +15,7 @@ import sympy as sp
 if TYPE_CHECKING:  # pragma: no cover
     from derive.setting import Setting
     from derive.verify import Report
+    from derive.worked import Worked
 
 Path = tuple[int, ...]
 """The position of a sub-term: the indices of ``.args`` to follow from the root."""
@@ -241,6 +242,8 @@ class Derivation:
     values, and their names select the wording of this variant (see ``rendering.own_wording``)."""
     counterexample: Counterexample | None = None
     """A tempting formula that the result is not, shown wrong by claims and numbers."""
+    worked: "Worked | None" = None
+    """The worked example of a planned derivation for a concrete size (see :mod:`derive.worked`)."""
     parts: tuple["Derivation", ...] = ()
     """Further results of the same document, each a chain of steps from its own subject (the
     gradient of a layer's bias beside that of its weights), verified like the main chain and
@@ -249,6 +252,8 @@ class Derivation:
 
     @property
     def classes(self) -> int | None:
+        if self.worked is not None:
+            return dict((str(s), n) for s, n in self.worked.sizes).get("H")
         return self.concrete.classes if self.concrete else None
 
     @property

@@ -17,7 +17,7 @@ Every step the plan makes is later checked on its own by :mod:`derive.verify`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Mapping
 
 import sympy as sp
@@ -174,20 +174,21 @@ class Planner:
         except RuleError:
             step = None
         if step is not None and step.labels:  # multiplying out pays only when terms cancel
-            self.steps.append(step)
+            self.steps.append(replace(step, notes=(("expression", e),)))
             e = step.rhs
-            self.steps.append(rules.cancel(e, keep))
+            self.steps.append(replace(rules.cancel(e, keep), notes=(("expression", e),)))
             e = self.steps[-1].rhs
         elif isinstance(e, sp.Add) and sp.Add(*e.args) != e:
-            self.steps.append(Step(rule="cancel", lhs=e, rhs=sp.Add(*e.args)))
+            self.steps.append(Step(rule="cancel", lhs=e, rhs=sp.Add(*e.args), notes=(("expression", e),)))
             e = self.steps[-1].rhs
         return e
 
     def _collect(self, e: sp.Expr) -> sp.Expr:
         """A factor every term shares comes out in front: -y_k / N + o_k / N -> (o_k - y_k) / N."""
-        new = min((_sign_inside(e), _sign_inside(sp.factor_terms(e))), key=_awkward)
+        signed = lambda x: rewrite(x, lambda n: isinstance(n, sp.Mul) and n.args[0] == -1, _sign_inside)[0]
+        new = min((signed(e), signed(sp.factor_terms(e))), key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
-            self.steps.append(Step(rule="common_factor", lhs=e, rhs=new))
+            self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
             return new
         return e
 
@@ -645,7 +646,7 @@ def power_rule(p: Planner, node: sp.Basic) -> Built | None:
     power = sp.Integer(1) if lower == 0 else b if lower == 1 else sp.Pow(b, lower, evaluate=False)
     outer = _product([n, power]) if n != 1 else sp.Integer(1)
     u = sp.Symbol("u")
-    return Built(_times_inner(outer, b, x), identity=sp.Eq(sp.Derivative(u**n, u), n * u ** (n - 1), evaluate=False), notes=(("term", f), ("base", b), ("exponent", n), ("variable", x)))
+    return Built(_times_inner(outer, b, x), identity=sp.Eq(sp.Derivative(u**n, u), n * u ** (n - 1), evaluate=False), notes=(("term", f), ("base", b), ("exponent", n), ("variable", x)) + ((("chain", b),) if b != x else ()))
 
 
 def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identity: Callable[[sp.Symbol], sp.Expr]) -> Rule:
@@ -658,7 +659,7 @@ def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identi
         return Built(
             _times_inner(outer(f, u), u, x),
             identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),
-            notes=(("term", f), ("inner", u), ("variable", x)),
+            notes=(("term", f), ("variable", x)) + ((("chain", u),) if u != x else ()),
         )
 
     rule.__doc__ = f"d {kind.__name__}(u) / dx -> {kind.__name__}'(u) du/dx"
@@ -767,7 +768,7 @@ def simplify_terms(p: Planner, node: sp.Basic) -> Built | None:
     new = evaluated(node)
     if new == node or _size(new) >= _size(node):
         return None
-    return Built(new)
+    return Built(new, notes=(("product", node),))
 
 
 def _size(e: sp.Basic) -> int:

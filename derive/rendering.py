@@ -12,6 +12,7 @@ import json
 import re
 import traceback
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,8 +28,8 @@ from derive.latex import DEFAULT, Notation, latex, printing
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
 from derive.verify import Report
 
-FORMATS = ("md", "tex", "json", "pdf", "html")
-TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2", "html": "document.html.j2"}
+FORMATS = ("md", "tex", "json", "pdf", "html", "py")
+TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2", "html": "document.html.j2", "py": "document.py.j2"}
 WORDING = "wording.toml"
 
 SHOW = 8
@@ -44,11 +45,12 @@ def render(
     notation: Notation | str | dict[str, str] | None = None,
     markdown: str | None = None,
 ) -> str | bytes:
-    """Render ``d`` as md, tex, json or html text, or pdf bytes; the checks run first.
+    """Render ``d`` as md, tex, json, html or py text, or pdf bytes; the checks run first.
 
     ``notation``: how the symbols are written (see :func:`derive.notation.resolve`).
     ``markdown``: the math syntax of md, ``"github"`` (the default) or ``"dollars"`` (see
-    :mod:`derive.markdown`).
+    :mod:`derive.markdown`). The py format, a pytest file (see :mod:`derive.pytest_file`), needs
+    a concrete number of classes.
     """
     from derive import markdown as flavours
 
@@ -58,6 +60,12 @@ def render(
     if markdown is not None and format != "md":
         raise UsageError(f"the Markdown math syntax applies to the md format, not {format}")
     notation = naming.resolve(notation)
+    if format == "py":
+        from derive import pytest_file
+
+        pytest_file.require_concrete(d)  # before the checks: a usage error costs nothing
+        d.check()
+        return render_template(environment(templates), TEMPLATE["py"], pytest_file.document(d))
     report = d.check()
     env = environment(templates)
     if format == "pdf":
@@ -103,7 +111,7 @@ def environment(templates: Path | str | None = None) -> jinja2.Environment:
             raise UsageError(f"templates directory {str(user)!r} does not exist")
         search.insert(0, str(user))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(search),
+        loader=Loader(search),
         bytecode_cache=_bytecode_cache(),
         block_start_string="((*",
         block_end_string="*))",
@@ -119,6 +127,43 @@ def environment(templates: Path | str | None = None) -> jinja2.Environment:
     )
     env.filters.update(FILTERS)
     return env
+
+
+class TemplateWarning(UserWarning):
+    """A user's template that looks wrong but still renders: Jinja's default delimiters."""
+
+
+_DEFAULT_DELIMITERS = re.compile(
+    r"""\{\{-?\s*[A-Za-z_"'][^{}\\\n]*?-?\}\}"""
+    r"|\{%-?\s*(?:if|for|block|extends|include|import|from|set|macro|call|filter|with|raw|else|elif|end\w+)\b[^\n]*?%\}"
+)
+"""{{ doc.title }} and {% if ... %}: Jinja's own delimiters, which these templates do not use, so
+the text would be copied into the document as it is. LaTeX's {{...}} and {% (a brace before a
+comment) do not match: the expression starts with a letter or a quote and has no backslash."""
+
+
+class Loader(jinja2.FileSystemLoader):
+    """The search path, the user's folders before the packaged templates. A user's template that
+    writes {{ ... }} or {% ... %} gets a TemplateWarning naming the file and line: the text is
+    copied into the document unchanged, which is hardly what its author meant."""
+
+    def __init__(self, searchpath: list[str]):
+        super().__init__(searchpath)
+        self.warned: set[str] = set()
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if filename not in self.warned and Path(filename).parent.resolve() != templates_dir().resolve() and template.endswith(".j2"):
+            self.warned.add(filename)
+            for match in _DEFAULT_DELIMITERS.finditer(source):
+                line = source.count("\n", 0, match.start()) + 1
+                warnings.warn(
+                    f"{filename}, line {line}: {match.group(0)!r} is copied into the document as it is: "
+                    "these templates write a value as ((( ... ))) and a block as ((* ... *))",
+                    TemplateWarning,
+                    stacklevel=2,
+                )
+        return source, filename, uptodate
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
@@ -137,38 +182,47 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 def wording(env: jinja2.Environment) -> dict[str, Any]:
     """The prose: rule titles and justifications, labels, section texts, and each derivation's
-    own wording from ``derivations/NAME.toml`` (user files first).
+    own wording from ``derivations/NAME.toml``.
 
+    The packaged files come first; a file of the same name in a user's templates directory is
+    merged over them key by key, so it need hold only the keys it rewords (see :func:`_override`).
     The merged result is kept in the cache under a hash of the files' text (like the compiled
     templates), so a run parses TOML only when a wording file changed.
     """
     from derive import cache
     from derive.derivations import CATALOG
 
-    files = [_source(env, name) for name in [WORDING, *(f"derivations/{name}.toml" for name in CATALOG)]]
-    key = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-    return cache.cached(key, lambda: _merged(files), kind="wording")
+    names = [WORDING, *(f"derivations/{name}.toml" for name in CATALOG)]
+    packaged = [_source(templates_dir(), name) for name in names]
+    own_folders = [Path(folder) for folder in getattr(env.loader, "searchpath", [])[:-1]]
+    own = [(name, str(folder / name), (folder / name).read_text(encoding="utf-8")) for folder in reversed(own_folders) for name in names if (folder / name).is_file()]
+    key = hashlib.sha256(json.dumps([packaged, own]).encode()).hexdigest()
+    return cache.cached(key, lambda: _merged(packaged, own), kind="wording")
 
 
-def _source(env: jinja2.Environment, name: str) -> tuple[str, str, str]:
-    """A wording file's name, where it was found, and its text."""
+def _source(folder: Path, name: str) -> tuple[str, str, str]:
+    """A packaged wording file's name, where it is, and its text."""
     try:
-        source, filename, _ = env.loader.get_source(env, name)
-    except jinja2.TemplateNotFound:
+        return name, str(folder / name), (folder / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
         raise DeriveError(f"no {name} among the templates") from None
-    return name, filename, source
 
 
-def _merged(files: list[tuple[str, str, str]]) -> dict[str, Any]:
+def _table(filename: str, source: str) -> dict[str, Any]:
     import tomllib
 
+    try:
+        return tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise DeriveError(f"{filename}: {error}") from None
+
+
+def _merged(packaged: list[tuple[str, str, str]], own: list[tuple[str, str, str]] = ()) -> dict[str, Any]:
     words: dict[str, Any] = {}
-    for name, filename, source in files:
-        try:
-            table = tomllib.loads(source)
-        except tomllib.TOMLDecodeError as error:
-            raise DeriveError(f"{filename}: {error}") from None
-        _merge(words, table, name)
+    for name, filename, source in packaged:
+        _merge(words, _table(filename, source), name)
+    for name, filename, source in own:
+        _override(words, _table(filename, source), filename, words)
     return words
 
 
@@ -181,6 +235,52 @@ def _merge(into: dict[str, Any], more: dict[str, Any], source: str, where: str =
             raise DeriveError(f"{source}: {where}{key} is already set in another wording file")
         else:
             into[key] = value
+
+
+SHARED = ("rule", "section")
+"""Tables a derivation may reword for itself under [derivation.NAME...]: any key the shared
+table has (``[derivation.softmax-ce.rule.sum_rule] why = ...``)."""
+
+
+def _override(into: dict[str, Any], more: dict[str, Any], filename: str, words: dict[str, Any], path: tuple[str, ...] = ()) -> None:
+    """Merge a user's wording file over the packaged wording, key by key.
+
+    A key must be one the packaged wording has (or, under [derivation.NAME...], one of a shared
+    table it may reword): an unknown key is most likely a typo that would silently change nothing,
+    so it is an error that names the key and the file. A table stays a table, a text a text.
+    """
+    for key, value in more.items():
+        here = (*path, key)
+        dotted = ".".join(here)
+        if key not in into and not _rewords_shared(words, here):
+            raise DeriveError(f"{filename}: unknown key {dotted!r}: the packaged wording has no such key (derive templates DIR writes them all)")
+        if isinstance(value, dict):
+            if not isinstance(into.setdefault(key, {}), dict):
+                raise DeriveError(f"{filename}: {dotted} is a text in the packaged wording, not a table")
+            _override(into[key], value, filename, words, here)
+        elif isinstance(into.get(key), dict):
+            raise DeriveError(f"{filename}: {dotted} is a table in the packaged wording, not a text")
+        elif not (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise DeriveError(f"{filename}: {dotted} must be a text (or a list of texts), not {value!r}")
+        else:
+            into[key] = value
+
+
+def _rewords_shared(words: dict[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether ``path`` is derivation.NAME[...].rule.ID... (or .section...) for a key of the
+    shared table: a derivation's own wording of a rule or section."""
+    if len(path) < 3 or path[0] != "derivation" or path[1] not in words.get("derivation", {}):
+        return False
+    for m in range(2, len(path)):
+        if path[m] in SHARED:
+            node: Any = words.get(path[m], {})
+            for key in path[m + 1:]:
+                if not isinstance(node, dict) or key not in node:
+                    break
+                node = node[key]
+            else:
+                return True
+    return False
 
 
 # --- filters -------------------------------------------------------------------------------------
@@ -322,13 +422,22 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str, not
             c["what"], c["method"] = naming.words(c["what"], notation), naming.words(c["method"], notation)
         for row in doc["check_rows"]:
             row["what"], row["methods"] = naming.words(row["what"], notation), [naming.words(m, notation) for m in row["methods"]]
+    claims = {}
+    with printing(notation):
+        for section, x in (("pitfall", d.pitfall), ("counterexample", d.counterexample)):
+            for c in x.claims if x is not None else ():
+                # Where a claim holds in a setting of its own: [pitfall] KEY_setting (regression_setting).
+                claims[f"{section}: {c.key}"] = (latex(c.equation), words.get(section, {}).get(f"{c.key.split('_')[0]}_setting", ""))
+    titles = {("", s["number"]): s["title"] for s in doc["steps"]} | {(p["name"], s["number"]): s["title"] for p in doc["parts"] for s in p["steps"]}
+    for row in doc["check_rows"]:
+        row["claim"] = _claim(row["what"], titles, claims, fmt)
     table = naming.names(notation)
     return doc | {"names": table, "names_text": {r: naming.plain(v) for r, v in table.items() if r != "log"}}
 
 
 def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> dict[str, Any]:
     subject = latex(d.subject)
-    about = own_wording(d, words["derivation"][d.name])
+    about = own_wording(d, words["derivation"][d.name]) if d.name in words["derivation"] else _user_wording(d, words["user"])
     return {
         "name": d.name,
         "format": fmt,
@@ -340,11 +449,11 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         "options": {key: float(value) for key, value in d.options},
         "subject": subject,
         "definitions": [
-            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"][x.key], fmt)}
+            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"].get(x.key, words["definition"]["given"]), fmt)}
             for x in d.definitions
         ],
         "assumptions": [
-            {"key": a.key, "latex": latex(a.statement), "text": prose(words["assumption"][a.key], fmt)} for a in d.assumptions
+            {"key": a.key, "latex": latex(a.statement), "text": prose(words["assumption"].get(a.key, words["assumption"]["given"]), fmt)} for a in d.assumptions
         ],
         "steps": [_step(n, s, subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule)) for n, s in enumerate(d.steps, 1)],
         "general": latex(d.general.rhs) if d.general is not None else None,
@@ -353,14 +462,120 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         "pitfall": _pitfall(d, words, fmt) if d.pitfall is not None else None,
         "counterexample": _counterexample(d, about, fmt) if d.counterexample is not None else None,
         "concrete": _concrete(d, about) if d.concrete is not None else None,
+        "worked": _worked(d, words["user"]["worked"], fmt) if d.worked is not None else None,
         "checks": [{"what": c.what, "method": c.method, "passed": c.passed} for c in report.checks],
         "check_rows": _check_rows(report),
         "checks_passed": sum(c.passed for c in report.checks),
         # A derivation may word a section its own way (its worked example), in [derivation.NAME.section].
-        "words": words.get("section", {}) | about.get("section", {}),
+        "words": _section_words(words.get("section", {}) | about.get("section", {}), d),
         "figure": _figure(d, words, fmt),
         "parts": [_part(p, words, fmt, about) for p in d.parts],
     }
+
+
+def _section_words(section: dict[str, Any], d: Derivation) -> dict[str, Any]:
+    """The section texts. The sentence on a worked example the user gave numbers for says which:
+    ``example_given_logits`` when only the logits were given, ``example_given_target`` when only
+    the target was, ``example_given`` when both were. A layer's example (``layer_example_given``)
+    has a sentence per quantity, ``layer_NAME_given`` or ``layer_NAME_ours``."""
+    given = d.concrete.example.given if d.concrete is not None else ()
+    if isinstance(getattr(d.concrete, "example", None), LayerExample) and given:
+        names = ("x", "W", "b", "target")
+        return section | {"layer_example_given": " ".join(section[f"layer_{name}_{'given' if name in given else 'ours'}"] for name in names)}
+    own = f"example_given_{'_'.join(given)}"
+    return section | {"example_given": section[own]} if given and own in section else section
+
+
+_STEP_CHECK = re.compile(r"^(?:(?P<part>[\w-]+): )?step (?P<number>\d+) \((?P<rule>\w+)\)(?P<rest>.*)$")
+_CLAIM_CHECK = re.compile(r"^(?P<claim>(?:pitfall|counterexample): \w+) (?P<verdict>holds|is wrong)$")
+
+
+def _claim(what: str, titles: dict[tuple[str, int], str], claims: dict[str, tuple[str, str]], fmt: str) -> str:
+    """What a check verified, for the table of a document: a step by its number and its rule's
+    title (not the rule's id), a claim of the pitfall by its formula (and the setting it holds
+    in, when not the derivation's own), escaped for ``fmt``."""
+    step = _STEP_CHECK.match(what)
+    if step and (step["part"] or "", int(step["number"])) in titles:
+        part = f"{step['part']}: " if step["part"] else ""
+        return _escaped(f"{part}step {step['number']} ({titles[(step['part'] or '', int(step['number']))]}){step['rest']}", fmt)
+    claim = _CLAIM_CHECK.match(what)
+    if claim and claim["claim"] in claims:
+        section, _ = claim["claim"].split(": ")
+        formula, where = claims[claim["claim"]]
+        return _escaped(f"{section}: ", fmt) + _math(formula, fmt) + _escaped(f" {claim['verdict']}", fmt) + (f" {prose(where, fmt)}" if where else "")
+    return _escaped(what, fmt)
+
+
+def _escaped(text: str, fmt: str) -> str:
+    import html
+
+    return {"md": md_escape, "tex": tex_escape, "html": lambda t: html.escape(t, quote=False)}.get(fmt, str)(text)
+
+
+def _math(tex: str, fmt: str) -> str:
+    """Inline math in ``fmt``, as the wording's \\( ... \\) becomes (see :func:`prose`)."""
+    return prose(f"\\({tex}\\)", fmt)
+
+
+def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
+    """The wording of a derivation its user wrote: the [user] sentences filled with its own
+    formulas, and a line in the notation list for every name it uses."""
+    from derive.latex import plain
+
+    setting = d.setting
+    wrt = setting.wrt
+    values = {
+        "quantity": latex(d.subject.expr),
+        "variable": latex(wrt),
+        "subject": latex(d.subject),
+        "result": latex(d.result.rhs),
+        "general": latex(d.general.rhs) if d.general is not None else "",
+        "quantity_text": _plain_name(d.subject.expr),
+        "variable_text": _plain_name(wrt),
+    }
+    summary = user["summary"] % values + (user["summary_general"] % values if d.general is not None else "")
+    roles = user["role"]
+    defined = {x.symbol.base if isinstance(x.symbol, sp.Indexed) else x.symbol: x.symbol for x in d.definitions}
+    described = dict(getattr(d, "described", ()) or ())
+    lines = []
+    names: dict[Any, sp.Basic] = {}
+    labels = {b.label for x in d.definitions for b in (e.base for e in x.value.atoms(sp.Indexed))} | {wrt.base.label}
+    for x in d.definitions:
+        for e in sorted(x.value.atoms(sp.Indexed), key=sp.default_sort_key):
+            names.setdefault(e.base, e)
+        for e in sorted(x.value.free_symbols, key=sp.default_sort_key):
+            if isinstance(e, sp.Symbol) and not e.is_integer and e not in labels and not isinstance(e, sp.Indexed):
+                names.setdefault(e, e)
+    names.pop(wrt.base, None)
+    lines.append(roles["variable"] % {"name": latex(wrt)})
+    for head, symbol in defined.items():
+        depends = head == d.subject.expr or setting.depends(symbol)
+        key = "defined" if depends else "constant"
+        lines.append(_role(roles, key, symbol, str(head), described, values))
+    for head, e in sorted(names.items(), key=lambda kv: str(kv[0])):
+        if head in defined:
+            continue
+        lines.append(_role(roles, "leaf", e, str(head), described, values))
+    indices = sorted({s for x in d.definitions for s in x.symbol.free_symbols if s.is_integer} | set(wrt.indices), key=str)
+    for ix in indices:
+        lines.append(roles["index"] % {"name": latex(ix), "limit": latex(setting.limit(ix))})
+    if any(s.rhs.has(sp.KroneckerDelta) or any(c for c in s.cases) for s in d.steps):
+        lines.append(roles["delta"])
+    section = {"general": user["general"] % values} if d.general is not None else {}
+    return {"title": user["title"] % values, "summary": summary, "setting": user["setting"] % values, "notation": lines, "section": section}
+
+
+def _role(roles: dict[str, str], key: str, e: sp.Basic, name: str, described: dict[str, str], values: dict[str, str]) -> str:
+    if name in described:
+        return roles["described"] % {"name": latex(e), "words": described[name]}
+    return roles[key] % {"name": latex(e), **values}
+
+
+def _plain_name(e: sp.Basic) -> str:
+    """z_k, W_kd, E: a name as the language writes it."""
+    if isinstance(e, sp.Indexed):
+        return f"{e.base}_{''.join(str(i) for i in e.indices)}"
+    return str(e)
 
 
 def own_wording(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
@@ -422,11 +637,20 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: d
     rule = words["rule"][s.rule] | (own or {}).get(s.rule, {})
     rule = {key: v[min(use, len(v) - 1)] if isinstance(v, list) else v for key, v in rule.items()}
     labels = {l.path: words["label"][l.key] for l in s.labels}
+    why = rule["why"]
+    if s.notes and not (own or {}).get(s.rule, {}).get("why"):
+        # A planned step's justification speaks of its own terms: the first sentence whose
+        # placeholders the step fills (why_chain needs the inner function the chain rule brings).
+        notes = {key: latex(value) for key, value in s.notes}
+        for key in ("why_chain", "why_step"):
+            if key in rule and set(re.findall(r"%\((\w+)\)s", rule[key])) <= set(notes):
+                why = rule[key] % notes
+                break
     return {
         "number": n,
         "rule": s.rule,
         "title": rule["title"],
-        "why": prose(rule["why"], fmt),
+        "why": prose(why, fmt),
         "latex": f"{subject} = {latex(s.rhs, labels)}",
         "rhs": latex(s.rhs, labels),
         "identity": latex(s.identity) if s.identity is not None else None,
@@ -547,6 +771,70 @@ def _matrix(n: int, entry: Callable[[int, int], str]) -> str:
     return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in kept) for r in kept) + r" \end{pmatrix}"
 
 
+def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
+    """A planned derivation's worked example: every number, its LaTeX and its JSON."""
+    from derive.latex import plain
+
+    w = d.worked
+
+    def shown(value: Any) -> str:
+        if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+            rows = elide(list(value), None)
+            width = len(value[0])
+            cols = elide(list(range(width)), None)
+            cell = lambda row, c: r"\vdots" if row is None else r"\cdots" if c is None else number(_exact(row[c]))
+            return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, c) if not (r is None and c is None) else r"\ddots" for c in cols) for r in rows) + r" \end{pmatrix}"
+        if isinstance(value, tuple):
+            return r"\left(" + ", ".join(elide([number(_exact(v)) for v in value], r"\dots")) + r"\right)"
+        return number(_exact(value))
+
+    def data(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [data(v) for v in value]
+        return float(_exact(value))
+
+    quantity = d.subject.expr
+    wrt = d.setting.wrt
+    free = (*getattr(quantity, "indices", ()), *wrt.indices)
+    gradient_symbol = latex(sp.Derivative(quantity if not getattr(quantity, "indices", ()) else sp.Symbol(str(quantity.base)), sp.Symbol(str(wrt.base))))
+    given = [{"name": str(b), "latex": f"{latex(sp.Symbol(str(b)))} = {shown(v)}", "user": str(b) in w.user} for b, v in w.given]
+    sizes = ", ".join(f"{latex(s)} = {n}" for s, n in w.sizes)
+    names = ", ".join(rf"\({latex(sp.Symbol(n))}\)" for n in w.user)
+    values = {"quantity": latex(quantity), "names": names, "failed": ", ".join(w.failed)}
+    text = words["given" if w.user else "ours"] % values
+    return {
+        "title": words["title"],
+        "text": prose(text, fmt),
+        "defined_text": prose(words["defined"] % values, fmt),
+        "gradient_text": prose((words["general"] if w.general else words["gradient"]) % values, fmt),
+        "sizes": sizes,
+        "given": given,
+        "given_latex": r",\quad ".join(g["latex"] for g in given),
+        "defined_latex": r",\quad ".join(f"{latex(sp.Symbol(name))} = {shown(v)}" for name, v in w.defined),
+        "user": bool(w.user),
+        "defined": [{"name": name, "latex": f"{latex(sp.Symbol(name))} = {shown(v)}"} for name, v in w.defined],
+        "quantity": f"{latex(quantity if not getattr(quantity, 'indices', ()) else sp.Symbol(str(quantity.base)))} = {shown(w.quantity)}",
+        "gradient": f"{gradient_symbol} = {shown(w.gradient)}",
+        "general": w.general,
+        "failed": list(w.failed),
+        "json": {
+            "sizes": {str(s): n for s, n in w.sizes},
+            "values": {str(b): data(v) for b, v in w.given},
+            "defined": {name: data(v) for name, v in w.defined},
+            ("loss" if not getattr(quantity, "indices", ()) else str(quantity.base)): data(w.quantity),
+            "gradient": data(w.gradient),
+        },
+    }
+
+
+def _exact(v: Any) -> sp.Expr:
+    from fractions import Fraction
+
+    if isinstance(v, Fraction):
+        return sp.Rational(v.numerator, v.denominator)
+    return v
+
+
 def _concrete(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
     """The appendix: the Jacobian for every derivation, then what its kind of example shows."""
     c = d.concrete
@@ -586,8 +874,10 @@ ROW = 64
 
 def _visible(tex: str) -> int:
     """A rough width of a formula: its characters once sizing macros, braces and scripts' marks
-    are dropped, and every other macro counts as one character (\\ln as two)."""
-    tex = re.sub(r"\\(left|right|[Bb]ig[lr]?)\b", "", tex).replace(r"\ln", "ln")
+    are dropped; an operator name counts its letters (\\ln two, \\log three), every other macro
+    one character."""
+    tex = re.sub(r"\\(left|right|[Bb]ig[lr]?)\b", "", tex)
+    tex = re.sub(r"\\(ln|log|exp)\b", r"\1", tex)
     return len(re.sub(r"[{}_^ ]", "", re.sub(r"\\[A-Za-z]+", "x", tex)))
 
 
@@ -663,7 +953,7 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any])
         "text": prose(own["text"], fmt),
         "subject": subject,
         "definitions": [
-            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"][x.key], fmt)}
+            {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"].get(x.key, words["definition"]["given"]), fmt)}
             for x in p.definitions
         ],
         "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule)) for n, s in enumerate(p.steps, 1)],
@@ -680,7 +970,7 @@ def _layer_example(d: Derivation) -> dict[str, Any]:
 
     c = d.concrete
     ex = c.example
-    n, inputs = c.classes, len(ex.inputs)
+    n, inputs = c.classes, len(ex.x)
     W, b = d.setting.wrt.base, d.parts[0].setting.wrt.base if d.parts else None
     x, z, o, y = (sp.IndexedBase(name) for name in "xzoy")
     rows, cols = elide(range(n), None), elide(range(inputs), None)
@@ -701,7 +991,7 @@ def _layer_example(d: Derivation) -> dict[str, Any]:
             "logit": exact_and_decimal(ex.logits[r]),
             "probability": number(ex.probabilities[r]),
             "target": number(ex.target[r]),
-            "gradient": number(ex.gradient_bias[r]),
+            "gradient": number(ex.gradient_b[r]),
         }
         for r in range(n)
     ]
@@ -715,25 +1005,25 @@ def _layer_example(d: Derivation) -> dict[str, Any]:
             "gradient_bias": f"{latex(sp.Derivative(E, sp.Symbol('b')))} = {column(latex(g) for g in c.gradient[n * inputs:])}",
             "elided": n > SHOW or inputs > SHOW,
             "inputs": inputs,
-            "parameters": f"{symbol('x')} = {column(exact_and_decimal(v) for v in ex.inputs)}, \\qquad "
-            f"{symbol('W')} = {matrix(lambda r, col: exact_and_decimal(ex.weights[r][col]))}, \\qquad "
-            f"{symbol('b')} = {column(exact_and_decimal(v) for v in ex.bias)}",
+            "parameters": f"{symbol('x')} = {column(exact_and_decimal(v) for v in ex.x)}, \\qquad "
+            f"{symbol('W')} = {matrix(lambda r, col: exact_and_decimal(ex.W[r][col]))}, \\qquad "
+            f"{symbol('b')} = {column(exact_and_decimal(v) for v in ex.b)}",
             "header": [latex(i), latex(z[i]), latex(o[i]), latex(y[i]), latex(sp.Derivative(E, b[i]))],
             "table": elide(table, None),
             "loss": f"{latex(E)} = {latex(next(x for x in d.definitions if x.symbol == E).value.xreplace({d.setting.classes: sp.Integer(n)}))} = {exact_and_decimal(ex.loss)}",
-            "example_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: number(ex.gradient_weights[r][col]))}",
+            "example_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: number(ex.gradient_W[r][col]))}",
             "normalised": normalised(ex.target),
         },
         "json": {
-            "x": [float(v) for v in ex.inputs],
-            "W": [[float(v) for v in row] for row in ex.weights],
-            "b": [float(v) for v in ex.bias],
+            "x": [float(v) for v in ex.x],
+            "W": [[float(v) for v in row] for row in ex.W],
+            "b": [float(v) for v in ex.b],
             "logits": [float(v) for v in ex.logits],
             "probabilities": [float(v) for v in ex.probabilities],
             "target": [float(v) for v in ex.target],
             "loss": float(ex.loss),
-            "gradient_W": [[float(v) for v in row] for row in ex.gradient_weights],
-            "gradient_b": [float(v) for v in ex.gradient_bias],
+            "gradient_W": [[float(v) for v in row] for row in ex.gradient_W],
+            "gradient_b": [float(v) for v in ex.gradient_b],
         },
     }
 
@@ -764,6 +1054,8 @@ def as_json(doc: dict[str, Any]) -> str:
     }
     if doc["concrete"] is not None:
         out["example"] = doc["concrete"]["json"]
+    if doc.get("worked") is not None:
+        out["example"] = doc["worked"]["json"]
     if doc.get("parts"):
         out["parts"] = [
             {

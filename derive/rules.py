@@ -50,6 +50,18 @@ RULES: tuple[str, ...] = (
     "chain_rule_sum",
     "layer_derivative",
     "derived_result",
+    "log_product",
+    "sigmoid_derivative",
+    "tanh_derivative",
+    "softplus_derivative",
+    "product_rule",
+    "linear_derivative",
+    "variable_derivative",
+    "zero_derivative",
+    "distribute",
+    "constant_sum",
+    "assumption",
+    "combine_sums",
 )
 """Every rule id; the templates hold one title and one justification for each."""
 
@@ -162,7 +174,7 @@ def flatten_products(expr: sp.Basic) -> sp.Basic:
             out.extend(a.args if isinstance(a, sp.Mul) and not _is_signed_bracket(a) else [a])
         # A sign from inside goes to the front: (1 - y_i) (-1/(1 - o_i)) reads -(1 - y_i)/(1 - o_i).
         signs = [f for f in out if f == -1]
-        out = [f for f in out if f != -1]
+        out = [f for f in out if f != -1 and f != 1]
         return mul(*([sp.Integer(-1)] if len(signs) % 2 else []), *out)
 
     new, _ = rewrite(expr, nested, flat)

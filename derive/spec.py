@@ -171,6 +171,26 @@ def from_arguments(
     )
 
 
+def with_example(spec: Spec, extra: Spec) -> Spec:
+    """A spec file's derivation with the worked-example options of the command line over its own."""
+    from dataclasses import replace
+
+    lets = dict(spec.lets) | dict(extra.lets)
+    sizes = dict(spec.sizes) | dict(extra.sizes)
+    return replace(spec, lets=tuple(lets.items()), sizes=tuple(sizes.items()), classes=extra.classes if extra.classes is not None else spec.classes)
+
+
+def file_stem(spec: Spec) -> str:
+    """The default file name: the spec's name, or grad-QUANTITY-VARIABLE, then -N for N classes."""
+    if spec.name != "grad":
+        stem = spec.name
+    else:
+        quantity = spec.definitions[0].split("=")[0].strip() if spec.definitions else "f"
+        stem = f"grad-{quantity}-{spec.wrt.strip()}"
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "", stem.replace("\\", ""))
+    return stem if spec.classes is None else f"{stem}-{spec.classes}"
+
+
 # --- from text to a problem -----------------------------------------------------------------------
 def problem(spec: Spec) -> "Problem":
     """Parse and check a spec: every definition once, no cycle, a variable that the quantity
@@ -289,6 +309,11 @@ def setting(p: "Problem"):
     from derive.symbols import H
 
     intermediates = tuple(d.symbol.base for d in p.definitions if isinstance(d.symbol, sp.Indexed))
+    used = set(p.wrt.free_symbols)
+    for d in p.definitions:
+        used |= {s for s in d.symbol.free_symbols | d.value.free_symbols if isinstance(s, sp.Symbol) and s.is_integer}
+        for s in d.value.atoms(sp.Sum):
+            used |= {lim[0] for lim in s.limits}
     constraints = {a.key: constraint(a.statement) for a in p.assumptions}
     return Setting(
         wrt=p.wrt,
@@ -298,7 +323,7 @@ def setting(p: "Problem"):
         classes=H,
         index=p.wrt.indices[-1],
         outer=tuple(p.wrt.indices[:-1]),
-        ranges=dict(p.ranges),
+        ranges={ix: hi for ix, hi in p.ranges.items() if ix in used},
     )
 
 

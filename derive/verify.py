@@ -6,6 +6,9 @@
   ``Setting.ranges``) takes small values beside H (:func:`extents`);
 - a case split: each case where its condition holds, and every index value covered by a case;
 - numeric: the same instances at random points with mpmath at 30 digits;
+- general H: each step (and each claim that holds) numerically at larger sizes, H = 40 and an H
+  drawn from 20..60 for each run (:func:`large_sizes`), so a step right only for small H fails.
+  This is evidence for every H, not a proof: only the sizes written out exactly are proved;
 - the result against central finite differences of the differentiated function itself, computed
   from the definitions and never from a step;
 - for a concrete H, every gradient and Jacobian entry exactly, and the worked example.
@@ -16,6 +19,7 @@ A failed check raises :class:`~derive.errors.VerificationError` naming the step 
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping
@@ -25,6 +29,7 @@ import sympy as sp
 
 from derive import progress
 from derive.errors import VerificationError
+from derive.functions import ELEMENTARY
 from derive.model import Claim, Comparison, Derivation, Step
 from derive.setting import Setting, expand_sums
 from derive.symbols import ExcludedSum, y
@@ -40,6 +45,19 @@ POINTS = 2
 """Random points per class count in the numeric check."""
 SEED = 20240601
 """Random points are drawn from a fixed seed: the same derivation is checked the same way."""
+LARGE = 40
+"""A class count far beyond SIZES at which every step is also checked numerically."""
+DRAWN = (20, 60)
+"""A further class count is drawn from this range for each run (see :func:`run_seed`)."""
+LARGE_OTHER = 3
+"""The value of the first further limit (the inputs D of a layer) beside H = LARGE, the next
+one more; in a run's drawn size each further limit is drawn from DRAWN_OTHER."""
+DRAWN_OTHER = (3, 5)
+OTHER_MOST = 5
+"""No further limit exceeds this in any check: a constraint over the examples of a training set
+(each sums to one) covers this many."""
+SEED_VARIABLE = "DERIVE_CHECK_SEED"
+"""An environment variable: the seed of the drawn sizes, to repeat a run's check."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,10 @@ def check(d: Derivation) -> Report:
     checks = symbolic_checks(d)
     for part in d.parts:
         checks.extend(replace(c, what=f"{part.name}: {c.what}") for c in symbolic_checks(part))
+    if d.worked is not None:
+        from derive.worked import checks as worked_checks
+
+        checks.extend(_passed(d, worked_checks(d)))
     if d.concrete is not None:
         from derive.concrete import checks as concrete_checks
 
@@ -94,45 +116,78 @@ def symbolic_checks(d: Derivation) -> list[Check]:
     result is cached (see :mod:`derive.cache`)."""
     from derive import cache
 
+    rows = cache.cached(check_key(d), lambda: [c.__dict__ for c in _passed(d, _symbolic(d))])
+    return [Check(**row) for row in rows]
+
+
+def check_key(d: Derivation) -> str:
+    """The cache key of the symbolic checks: everything they read. The steps and the claims,
+    the assumptions with their statements, and each setting (the derivation's and every
+    claim's) with its definitions, intermediates, indices, ranges and constraints; a constraint
+    is a Python function, keyed by its code (see ``cache.code``) and by its values at the class
+    counts written out exactly."""
+    from derive import cache
+
     claims = (d.pitfall.claims if d.pitfall else ()) + (d.counterexample.claims if d.counterexample else ())
     numbers = [(d.counterexample.shortcut, [(c.key, c.example.logits, c.example.target, c.example.probabilities, c.example.loss, c.example.gradient, c.shortcut) for c in d.counterexample.comparisons])] if d.counterexample else []
-    k = cache.key(
+    settings: dict[int, object] = {}
+
+    def setting(s: Setting) -> object:
+        if id(s) not in settings:
+            settings[id(s)] = (
+                s.wrt,
+                [(x.symbol, x.value) for x in s.definitions],
+                tuple(s.intermediates),
+                s.classes,
+                s.indices,
+                sorted(s.ranges.items(), key=str),
+                [(name, cache.code(fn), [list(fn(n).items()) for n in SIZES]) for name, fn in sorted(s.constraints.items())],
+            )
+        return settings[id(s)]
+
+    return cache.key(
         d.name,
         d.subject,
         [(s.rule, s.lhs, s.rhs, s.assumptions, s.identity, [(c.condition, c.value) for c in s.cases]) for s in d.steps],
-        [(c.key, c.equation, c.holds, c.assumptions, [(x.symbol, x.value) for x in c.setting.definitions]) for c in claims],
-        [(x.symbol, x.value) for x in d.setting.definitions],
-        d.setting.wrt,
-        d.setting.indices,
-        sorted(d.setting.constraints),
-        sorted(d.setting.ranges.items(), key=str),
+        [(c.key, c.equation, c.holds, c.assumptions, setting(c.setting)) for c in claims],
+        [(a.key, a.statement) for a in d.assumptions],
+        setting(d.setting),
         *numbers,
     )
-    rows = cache.cached(k, lambda: [c.__dict__ for c in _passed(d, _symbolic(d))])
-    return [Check(**row) for row in rows]
 
 
 def _symbolic(d: Derivation) -> Iterator[Check]:
     cases = Instances(d.setting)
+    large = Instances(d.setting, numeric=True)
     yield _chain(d)
     for n, step in enumerate(d.steps, 1):
         progress.update("verifying step", n, len(d.steps))
         yield _exact(cases, step, n)
         yield _numeric(cases, step, n)
+        yield _general(large, step.lhs, step.rhs, step.assumptions, f"step {n} ({step.rule})", str(n))
         if step.cases and step.identity is not None:
             yield _cases(d.setting, step, n)
     progress.update("checking the result against finite differences")
     yield _finite_differences(d, cases)
     if d.pitfall is not None:
-        shared: dict[int, Instances] = {}
+        shared: dict[tuple[int, bool], Instances] = {}
         for claim in d.pitfall.claims:
-            yield _claim(claim, shared.setdefault(id(claim.setting), Instances(claim.setting)))
+            yield from _claim_checks(claim, shared)
     if d.counterexample is not None:
         shared = {}
         for claim in d.counterexample.claims:
-            yield _claim(claim, shared.setdefault(id(claim.setting), Instances(claim.setting)), "counterexample")
+            yield from _claim_checks(claim, shared, "counterexample")
         for comparison in d.counterexample.comparisons:
             yield _comparison(d, comparison)
+
+
+def _claim_checks(claim: Claim, shared: dict, section: str = "pitfall") -> Iterator[Check]:
+    """A claim exactly for H = 1..6, and one that holds also numerically at larger H."""
+    yield _claim(claim, shared.setdefault((id(claim.setting), False), Instances(claim.setting)), section)
+    if claim.holds:
+        lhs, rhs = claim.equation.args
+        large = shared.setdefault((id(claim.setting), True), Instances(claim.setting, numeric=True))
+        yield _general(large, lhs, rhs, claim.assumptions, f"{section}: {claim.key} holds", claim.key)
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -197,6 +252,81 @@ def _numeric(cases: "Instances", step: Step, n: int) -> Check:
             if abs(a - b) > TOLERANCE * max(1, abs(a)):
                 return Check(what, method, False, f"lhs = {mpmath.nstr(a, 12)}, rhs = {mpmath.nstr(b, 12)} at {_sizes(cases.setting, size)}, {_where(cases.setting, index)}")
     return Check(what, method, True)
+
+
+def _general(cases: "Instances", lhs: sp.Expr, rhs: sp.Expr, assumptions: tuple[str, ...], what: str, tag: str) -> Check:
+    """``lhs = rhs`` numerically at the large sizes (:func:`large_sizes`), at one random choice
+    of the free indices and POINTS random points each: a claim that holds only for small H
+    (a term that vanishes for H <= 6) fails here. The claims are written out with their
+    derivatives left to forward mode (``Instances(numeric=True)``), so each costs milliseconds
+    at H = 40 where differentiating it symbolically would cost seconds."""
+    setting = cases.setting
+    method = f"mpmath at {DIGITS} digits, {POINTS} random points at H = {LARGE} and at an H drawn from {DRAWN[0]}..{DRAWN[1]} for each run{_beside_large(setting)}"
+    for size, drawn in large_sizes(setting):
+        label = ", ".join(f"{s} = {v}" for s, v in size.items())
+        rng = random.Random(f"{SEED}:{tag}:{label}")
+        index = tuple(rng.randint(1, _extent(setting, ix, size)) for ix in setting.indices)
+        a_expr = cases.get(lhs, size, index, assumptions)
+        b_expr = cases.get(rhs, size, index, assumptions)
+        for _ in range(POINTS):
+            point = random_point(_variables((a_expr, b_expr)), rng)
+            a, b = evaluate(a_expr, point), evaluate(b_expr, point)
+            if not abs(a - b) <= TOLERANCE * max(1, abs(a)):
+                where = f"{label}{', ' if setting.indices else ''}{_where(setting, index)}"
+                repeat = f" (drawn for this run: {SEED_VARIABLE}={run_seed()} draws it again)" if drawn else ""
+                return Check(what, method, False, f"lhs = {mpmath.nstr(a, 12)}, rhs = {mpmath.nstr(b, 12)} at {where}{repeat}")
+    return Check(what, method, True)
+
+
+def _variables(exprs: Iterable[sp.Basic]) -> set[sp.Symbol]:
+    """The free symbols, each distinct sub-term visited once (``free_symbols`` visits every
+    occurrence); the symbols of their own inside :class:`At` (Dummy) are bound, not free."""
+    seen: set = set()
+    out: set = set()
+    todo = list(exprs)
+    while todo:
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if isinstance(e, sp.Symbol):
+            if not isinstance(e, sp.Dummy):
+                out.add(e)
+        else:
+            todo.extend(e.args)
+    return out
+
+
+def run_seed() -> int:
+    """The seed of this run's drawn sizes: ``$DERIVE_CHECK_SEED``, else drawn once per process."""
+    global _RUN_SEED
+    if _RUN_SEED is None:
+        given = os.environ.get(SEED_VARIABLE, "").strip()
+        _RUN_SEED = int(given) if given.isdigit() else random.SystemRandom().randrange(10**6)
+    return _RUN_SEED
+
+
+_RUN_SEED: int | None = None
+
+
+def large_sizes(setting: Setting) -> list[tuple[dict[sp.Symbol, int], bool]]:
+    """The sizes of the general-H check, each with whether it was drawn: H = LARGE (each further
+    limit LARGE_OTHER, the next one more), and H drawn from DRAWN (each further limit from
+    DRAWN_OTHER) with this run's seed."""
+    further = sorted(set(extents(setting, SIZES[0])) - {setting.classes}, key=str)
+    rng = random.Random(f"{run_seed()}:sizes")
+    fixed = {setting.classes: LARGE} | {limit: LARGE_OTHER + n for n, limit in enumerate(further)}
+    drawn = {setting.classes: rng.randint(*DRAWN)} | {limit: rng.randint(*DRAWN_OTHER) for limit in further}
+    return [(fixed, False), (drawn, True)]
+
+
+def _beside_large(setting: Setting) -> str:
+    """How the further limits were chosen at the large sizes, for a check's method."""
+    further = sorted(set(extents(setting, SIZES[0])) - {setting.classes}, key=str)
+    if not further:
+        return ""
+    fixed = " and ".join(f"{limit} = {LARGE_OTHER + n}" for n, limit in enumerate(further))
+    return f", with {fixed} and then each drawn from {DRAWN_OTHER[0]}..{DRAWN_OTHER[1]} beside H"
 
 
 def _finite_differences(d: Derivation, cases: "Instances") -> Check:
@@ -336,22 +466,25 @@ class Instances:
     """Claims written out for concrete H and free indices, each computed once (a step's lhs is
     the previous step's rhs)."""
 
-    def __init__(self, setting: Setting):
+    def __init__(self, setting: Setting, numeric: bool = False):
         self.setting = setting
+        self.numeric = numeric
+        """Derivatives left for :func:`evaluate` (see :func:`instantiate`)."""
         self._cache: dict[tuple, sp.Expr] = {}
-        self._values: dict[int, dict[sp.Symbol, sp.Expr]] = {}
+        self._values: dict[object, dict[sp.Symbol, sp.Expr]] = {}
 
-    def get(self, expr: sp.Expr, size: int, index: "int | tuple[int, ...]", assumptions: tuple[str, ...]) -> sp.Expr:
-        key = (expr, size, tuple(_values(self.setting, index).values()), assumptions)
+    def get(self, expr: sp.Expr, size: "int | Mapping[sp.Symbol, int]", index: "int | tuple[int, ...]", assumptions: tuple[str, ...]) -> sp.Expr:
+        at = size if isinstance(size, int) else tuple(sorted(size.items(), key=str))
+        key = (expr, at, tuple(_values(self.setting, index).values()), assumptions)
         if key not in self._cache:
-            self._cache[key] = instantiate(self.setting, expr, size, index, assumptions, self._intermediates(size))
+            self._cache[key] = instantiate(self.setting, expr, size, index, assumptions, self._intermediates(size, at), self.numeric)
         return self._cache[key]
 
-    def _intermediates(self, size: int) -> dict[sp.Symbol, sp.Expr]:
+    def _intermediates(self, size: "int | Mapping[sp.Symbol, int]", at: object) -> dict[sp.Symbol, sp.Expr]:
         """o_1..o_H written out for this H, once."""
-        if size not in self._values:
-            self._values[size] = intermediate_values(self.setting, size)
-        return self._values[size]
+        if at not in self._values:
+            self._values[at] = intermediate_values(self.setting, size)
+        return self._values[at]
 
 
 def intermediate_values(setting: Setting, size: "int | Mapping[sp.Symbol, int]") -> dict[sp.Symbol, sp.Expr]:
@@ -435,11 +568,16 @@ def instantiate(
     index: "int | tuple[int, ...]",
     assumptions: tuple[str, ...],
     intermediates: dict[sp.Symbol, sp.Expr] | None = None,
+    numeric: bool = False,
 ) -> sp.Expr:
     """Write ``expr`` out for H = size (and the further limits, see :func:`extents`) and the free
     indices set to ``index`` (one value, or one per index of ``setting.indices``): explicit sums,
     definitions substituted, derivatives evaluated, assumptions imposed. The result depends only
-    on the variables (z_1..z_H, y_1..y_H)."""
+    on the variables (z_1..z_H, y_1..y_H).
+
+    ``numeric=True`` leaves the derivatives of written-out expressions for :func:`evaluate` to
+    take by forward mode at a point: at H = 40 differentiating the loss symbolically for every
+    logit costs seconds, evaluating its tangent milliseconds."""
     sizes = extents(setting, size)
     fix = {**sizes, **_values(setting, index)}
     e = expr
@@ -449,32 +587,86 @@ def instantiate(
     e = expand_sums(e.xreplace(fix))
     # Derivatives by an intermediate (d ln o_i / d o_i) are taken while o_i is still a variable;
     # the intermediates defined through it are written out first (dE/dz_i needs o in terms of z).
-    level: list = []
+    scratch: dict = {}
     e = e.replace(
         lambda x: isinstance(x, sp.Derivative) and any(isinstance(v, sp.Indexed) and v.base in setting.intermediates for v in x.variables),
-        lambda x: _by_intermediate(setting, x, size, level),
+        lambda x: _by_intermediate(setting, x, size, scratch, numeric),
     )
-    e = symbolize(e)
+    # A numeric claim shares one written-out function among its derivatives (see At): replace
+    # each distinct sub-term once instead of walking every copy.
+    replace_in = _replace_shared if numeric else (lambda x, mapping: x.xreplace(mapping))
+    e = _replace_shared(e, {}, {}, indexed=True) if numeric else symbolize(e)
     if intermediates is None:
         intermediates = intermediate_values(setting, size)
     # Constraints bind the variables, also where a definition names them (a smoothed target).
-    e = e.xreplace(intermediates)
+    e = replace_in(e, intermediates)
     for key in assumptions:
-        e = e.xreplace({symbolize(a): symbolize(v) for a, v in setting.constraints[key](int(sizes[setting.classes])).items()})
-    return e.doit()
+        e = replace_in(e, {symbolize(a): symbolize(v) for a, v in setting.constraints[key](int(sizes[setting.classes])).items()})
+    return e if numeric else e.doit()
 
 
-def _by_intermediate(setting: Setting, x: sp.Derivative, size: "int | Mapping[sp.Symbol, int]", level: list) -> sp.Expr:
-    above = _above(setting, {v.base for v in x.variables if isinstance(v, sp.Indexed)})
-    if not above:
+def _replace_shared(e: sp.Basic, mapping: Mapping, memo: dict | None = None, indexed: bool = False) -> sp.Basic:
+    """``e.xreplace(mapping)``, each distinct sub-term visited once (``xreplace`` visits every
+    occurrence, and the derivatives of a numeric claim share one large function); with
+    ``indexed``, :func:`symbolize` the same way."""
+    if memo is None:
+        memo = {}
+    if e in mapping:
+        return mapping[e]
+    if not e.args:
+        return e
+    out = memo.get(e)
+    if out is None:
+        if indexed and isinstance(e, sp.Indexed):
+            memo[e] = out = _symbol(e)
+            return out
+        args = [_replace_shared(a, mapping, memo, indexed) for a in e.args]
+        out = e.func(*args) if any(a is not b for a, b in zip(args, e.args)) else e
+        memo[e] = out
+    return out
+
+
+def _by_intermediate(setting: Setting, x: sp.Derivative, size: "int | Mapping[sp.Symbol, int]", scratch: dict, numeric: bool = False) -> sp.Expr:
+    """A derivative by an intermediate (dE/do_i, or dE/dz_i when z = W x + b): the intermediates
+    above it written out in it, then differentiated; ``scratch`` keeps what the derivatives of
+    one claim share (the written-out definitions, and each function written out once)."""
+    bases = frozenset(v.base for v in x.variables if isinstance(v, sp.Indexed))
+    above = _above(setting, set(bases))
+    variables = [(symbolize(v), c) for v, c in x.variable_count]
+    lazy = numeric and len(variables) == 1 and variables[0][1] == 1
+    if not above and not lazy:
         return x.doit()
-    if not level:
-        level.append(written_definitions(setting, size))
-    mapping = {s: v for b in above for s, v in level[0][b][0].items()}
-    e = symbolize(x.expr)
-    while e.has(*mapping):
-        e = e.xreplace(mapping)
-    return sp.Derivative(e, *[(symbolize(v), c) for v, c in x.variable_count]).doit()
+    if above and "level" not in scratch:
+        scratch["level"] = written_definitions(setting, size)
+    if (x.expr, bases) not in scratch:
+        e = symbolize(x.expr)
+        if above:
+            mapping = {s: v for b in above for s, v in scratch["level"][b][0].items()}
+            while e.has(*mapping):
+                e = e.xreplace(mapping)
+        scratch[x.expr, bases] = e
+    e = scratch[x.expr, bases]
+    if not lazy:
+        return sp.Derivative(e, *variables).doit()
+    # The entries of the intermediate (o_i, or the logits z_i of a layer) become symbols of their
+    # own: they are written out in the variables later, and the derivative is taken at their value
+    # (see At). Every derivative of the same function shares them.
+    if (e, "own") not in scratch:
+        if above:
+            entries = {s for b in bases if b in scratch["level"] for s in scratch["level"][b][0]}
+        else:
+            entries = {_symbol(q) for q in x.expr.atoms(sp.Indexed) if q.base in bases}
+        own = {s: sp.Dummy(s.name) for s in sorted(entries & e.free_symbols, key=sp.default_sort_key)}
+        scratch[e, "own"] = (own, e.xreplace(own), sp.Tuple(*own.values()), sp.Tuple(*own))
+    own, f, dummies, at = scratch[e, "own"]
+    v = variables[0][0]
+    return At(f, own[v], dummies, at) if v in own else sp.S.Zero
+
+
+class At(sp.Expr):
+    """``At(f, u, (u_1, ..., u_n), (p_1, ..., p_n))``: the derivative of ``f`` by ``u`` (one of
+    the ``u_m``) where each ``u_m = p_m``, left for :func:`evaluate` (forward mode). The ``u_m``
+    are symbols of their own, so writing the ``p_m`` out in the variables leaves ``f`` alone."""
 
 
 def symbolize(expr: sp.Expr) -> sp.Expr:
@@ -555,9 +747,59 @@ def evaluate_shared(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
         out = mpmath.log(evaluate_shared(e.args[0], point, memo))
     elif e is sp.E:
         out = mpmath.e
+    elif isinstance(e, ELEMENTARY):
+        out = evaluate_shared(e.doit(deep=False), point, memo)
+    elif isinstance(e, At):
+        f, u, own, at = e.args
+        # Sub-terms of f are memoised beside the claim's: within one evaluation the u_m of a
+        # claim always stand for the same p_m.
+        inner = {**point, **{m: evaluate_shared(p, point, memo) for m, p in zip(own, at)}}
+        out = _tangent(f, u, inner, memo, {})
+    elif isinstance(e, sp.Derivative) and len(e.variable_count) == 1 and e.variable_count[0][1] == 1 and e.variables[0] in point:
+        out = _tangent(e.expr, e.variables[0], point, memo, {})
+    elif isinstance(e, sp.Derivative):
+        out = evaluate_shared(e.doit(), point, memo)
     else:
         raise TypeError(f"cannot evaluate {type(e).__name__} numerically: {sp.sstr(e)}")
     memo[e] = out
+    return out
+
+
+def _tangent(e: sp.Basic, u: sp.Symbol, point: dict, memo: dict, tangents: dict) -> mpmath.mpf:
+    """The derivative of ``e`` by ``u`` at ``point`` by forward mode: each sub-term's value (from
+    :func:`evaluate_shared`, shared through ``memo``) and its tangent (``tangents``) once."""
+    if e in tangents:
+        return tangents[e]
+    if e == u:
+        out = mpmath.mpf(1)
+    elif not e.args:
+        out = mpmath.mpf(0)
+    elif isinstance(e, sp.Add):
+        out = mpmath.fsum(_tangent(a, u, point, memo, tangents) for a in e.args)
+    elif isinstance(e, sp.Mul):
+        values = [evaluate_shared(a, point, memo) for a in e.args]
+        terms = []
+        for n, a in enumerate(e.args):
+            t = _tangent(a, u, point, memo, tangents)
+            if t:
+                terms.append(t * mpmath.fprod(values[:n] + values[n + 1:]))
+        out = mpmath.fsum(terms)
+    elif isinstance(e, sp.Pow):
+        b, x = e.args
+        tb, tx = _tangent(b, u, point, memo, tangents), _tangent(x, u, point, memo, tangents)
+        vb, vx = evaluate_shared(b, point, memo), evaluate_shared(x, point, memo)
+        out = vx * mpmath.power(vb, vx - 1) * tb if tb else mpmath.mpf(0)
+        if tx:
+            out += evaluate_shared(e, point, memo) * mpmath.log(vb) * tx
+    elif isinstance(e, sp.exp):
+        out = evaluate_shared(e, point, memo) * _tangent(e.args[0], u, point, memo, tangents)
+    elif isinstance(e, sp.log):
+        out = _tangent(e.args[0], u, point, memo, tangents) / evaluate_shared(e.args[0], point, memo)
+    elif isinstance(e, ELEMENTARY):
+        out = _tangent(e.doit(deep=False), u, point, memo, tangents)
+    else:
+        raise TypeError(f"cannot differentiate {type(e).__name__} numerically: {sp.sstr(e)}")
+    tangents[e] = out
     return out
 
 

@@ -1,0 +1,409 @@
+"""The worked example of a planned derivation: every given quantity gets numbers, every defined one
+is computed from its definition, and the derived gradient is evaluated at them and checked
+against central finite differences of the quantity itself (never against a step).
+
+One evaluator serves all of it: :class:`Numbers` walks a SymPy expression with the indices bound
+to integers, loops over sums, and computes each defined entry once from its definition.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Mapping, Sequence
+
+import mpmath
+import sympy as sp
+
+from derive import functions as fn
+from derive.errors import UsageError
+from derive.model import Definition
+from derive.symbols import ExcludedSum
+
+DIGITS = 30
+"""Digits the example's numbers are shown and stored with."""
+WORKING = 80
+"""Digits they are computed with; the finite-difference step is 10^-(WORKING/3)."""
+MAX_ENTRIES = 100_000
+"""A worked example with more numbers than this is refused before any work."""
+NICE = tuple(Fraction(x) for x in ("2", "-1", "1/2", "3/2", "-1/2", "1", "-2", "1/4", "5/2", "-3/2", "3/4", "-1/4", "7/4", "-5/4", "1/10", "-3/4"))
+"""Default numbers of a given quantity: distinct, irregular, of both signs."""
+DEFAULT_SIZE = 2
+"""The size of N, M, D and any other range the user does not set with --size."""
+SCALARS = {"gamma": Fraction(2), "T": Fraction(2), "lambda": Fraction(1, 10), "epsilon": Fraction(1, 10), "beta": Fraction(1, 2), "alpha": Fraction(1, 4)}
+"""Defaults for the usual constants (focal gamma = 2, temperature 2, weight decay 0.1)."""
+
+
+@dataclass(frozen=True)
+class Worked:
+    """The numbers of the example: sizes, every given and every defined quantity by name
+    (nested tuples, first index outer), the quantity's value and the gradient."""
+
+    sizes: tuple[tuple[sp.Symbol, int], ...]
+    given: tuple[tuple[sp.Basic, object], ...]
+    defined: tuple[tuple[str, object], ...]
+    quantity: object
+    gradient: object
+    gradient_of: str
+    """The gradient's entries are d(quantity)/d(this variable's entries)."""
+    user: tuple[str, ...] = ()
+    """The names whose numbers the user gave."""
+    general: bool = False
+    """True when an assumption does not hold at these numbers and the general form was used."""
+    failed: tuple[str, ...] = ()
+    """The assumptions that do not hold at these numbers."""
+
+
+class Numbers:
+    """Evaluate expressions of a problem at given numbers, with mpmath."""
+
+    def __init__(self, definitions: Sequence[Definition], sizes: Mapping[sp.Symbol, int], values: Mapping[sp.Basic, object]):
+        self.defined = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol): d for d in definitions}
+        self.sizes = dict(sizes)
+        self.values = dict(values)
+        self.memo: dict = {}
+
+    def at(self, e: sp.Basic, bound: Mapping[sp.Symbol, int] | None = None) -> mpmath.mpf:
+        return self._eval(e, dict(bound or {}))
+
+    def _eval(self, e: sp.Basic, bound: dict) -> mpmath.mpf:
+        if e.is_Number:
+            return mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
+        if isinstance(e, sp.Symbol):
+            if e in bound:
+                return mpmath.mpf(bound[e])
+            if e in self.sizes:
+                return mpmath.mpf(self.sizes[e])
+            if e in self.defined:
+                return self._entry(e, (), bound)
+            if e in self.values:
+                return _mpf(self.values[e])
+            raise UsageError(f"the worked example has no value for {e}")
+        if isinstance(e, sp.Indexed):
+            at = tuple(int(self._eval(i, bound)) for i in e.indices)
+            if e.base in self.defined:
+                return self._entry(e.base, at, bound)
+            table = self.values.get(e.base)
+            if table is None:
+                raise UsageError(f"the worked example has no value for {e.base}")
+            return _mpf(_lookup(table, at, e))
+        if isinstance(e, sp.Add):
+            return mpmath.fsum(self._eval(a, bound) for a in e.args)
+        if isinstance(e, sp.Mul):
+            return mpmath.fprod(self._eval(a, bound) for a in e.args)
+        if isinstance(e, sp.Pow):
+            return mpmath.power(self._eval(e.base, bound), self._eval(e.exp, bound))
+        if isinstance(e, sp.exp):
+            return mpmath.exp(self._eval(e.args[0], bound))
+        if isinstance(e, sp.log):
+            return mpmath.log(self._eval(e.args[0], bound))
+        if isinstance(e, fn.ELEMENTARY):
+            return self._eval(e.doit(deep=False), bound)
+        if e is sp.E:
+            return mpmath.e
+        if e is sp.pi:
+            return mpmath.pi
+        if isinstance(e, sp.KroneckerDelta):
+            a, b = (int(self._eval(x, bound)) for x in e.args)
+            return mpmath.mpf(a == b)
+        if isinstance(e, sp.Sum):
+            idx, lo, hi = e.limits[0]
+            rest = sp.Sum(e.function, *e.limits[1:]) if len(e.limits) > 1 else e.function
+            low, high = int(self._eval(lo, bound)), int(self._eval(hi, bound))
+            return mpmath.fsum(self._eval(rest, {**bound, idx: v}) for v in range(low, high + 1))
+        if isinstance(e, ExcludedSum):
+            f, idx, lo, hi, skip = e.args
+            s = int(self._eval(skip, bound))
+            low, high = int(self._eval(lo, bound)), int(self._eval(hi, bound))
+            return mpmath.fsum(self._eval(f, {**bound, idx: v}) for v in range(low, high + 1) if v != s)
+        raise TypeError(f"cannot evaluate {type(e).__name__}: {sp.sstr(e)}")
+
+    def _entry(self, head: sp.Basic, at: tuple[int, ...], bound: dict) -> mpmath.mpf:
+        key = (head, at)
+        if key not in self.memo:
+            d = self.defined[head]
+            inner = dict(zip(d.symbol.indices, at)) if isinstance(d.symbol, sp.Indexed) else {}
+            # Sizes and scalars stay; the definition's own indices are bound afresh.
+            self.memo[key] = self._eval(d.value, inner)
+        return self.memo[key]
+
+
+def _mpf(v: object) -> mpmath.mpf:
+    if isinstance(v, Fraction):
+        return mpmath.mpf(v.numerator) / v.denominator
+    return mpmath.mpf(v)
+
+
+def _lookup(table: object, at: tuple[int, ...], e: sp.Basic) -> object:
+    for n in at:
+        if not isinstance(table, tuple) or not 1 <= n <= len(table):
+            raise UsageError(f"the worked example has no entry {e} at {at}")
+        table = table[n - 1]
+    if isinstance(table, tuple):
+        raise UsageError(f"{e} needs {len(at) + 1} indices in the worked example")
+    return table
+
+
+# --- the shapes and the numbers -------------------------------------------------------------
+def shapes(definitions: Sequence[Definition], wrt: sp.Indexed, ranges: Mapping[sp.Symbol, sp.Expr]) -> dict[sp.Basic, tuple[sp.Expr, ...]]:
+    """Each given quantity's shape as the limits of its indices (y_i -> (H,), W_im -> (H, M));
+    a scalar has shape ()."""
+    defined = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol) for d in definitions}
+    out: dict[sp.Basic, tuple[sp.Expr, ...]] = {}
+
+    def limit(ix: sp.Symbol, limits: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
+        if ix in limits:
+            return limits[ix]
+        if ix in ranges:
+            return ranges[ix]
+        raise UsageError(f"index {ix} has no range for the worked example")
+
+    def walk(e: sp.Basic, limits: dict) -> None:
+        if isinstance(e, sp.Sum):
+            inner = dict(limits)
+            for idx, lo, hi in e.limits:
+                inner[idx] = hi
+            walk(e.function, inner)
+            return
+        if isinstance(e, sp.Indexed):
+            if e.base not in defined:
+                shape = tuple(limit(i, limits) for i in e.indices)
+                if out.setdefault(e.base, shape) != shape:
+                    raise UsageError(f"{e.base} is used with two shapes: {out[e.base]} and {shape}")
+            return
+        if isinstance(e, sp.Symbol):
+            if not e.is_integer and e not in defined:
+                out.setdefault(e, ())
+            return
+        for a in e.args:
+            walk(a, limits)
+
+    for d in definitions:
+        limits = {i: limit(i, {}) for i in d.symbol.indices} if isinstance(d.symbol, sp.Indexed) else {}
+        walk(d.value, limits)
+    if wrt.base not in out:
+        out[wrt.base] = tuple(limit(i, {}) for i in wrt.indices)
+    labels = {b.label for b in out if isinstance(b, sp.IndexedBase)}
+    return {k: v for k, v in out.items() if k not in labels}
+
+
+def parse_numbers(text: str, name: str) -> tuple:
+    """``2,1,0.1`` -> a tuple; ``1,2;3,4`` -> rows; ``2`` -> a number. Exact: 0.1 is 1/10."""
+    rows = [r for r in text.split(";")]
+    try:
+        parsed = tuple(tuple(_exact(x) for x in r.split(",")) for r in rows)
+    except ValueError as error:
+        raise UsageError(f"--let {name}: {error}") from None
+    if len(parsed) == 1:
+        return parsed[0] if len(parsed[0]) > 1 or "," in text else parsed[0][0]
+    if len({len(r) for r in parsed}) != 1:
+        raise UsageError(f"--let {name}: every row needs the same count of numbers")
+    return parsed
+
+
+def _exact(x: str) -> Fraction:
+    x = x.strip()
+    if not x or len(x) > 60:
+        raise ValueError(f"{x[:20]!r} is not a number")
+    try:
+        value = Fraction(x)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{x!r} is not a number") from None
+    if abs(value) > 10**12:
+        raise ValueError(f"{x} is too large for a worked example (at most 1e12 in size)")
+    return value
+
+
+def default_numbers(name: str, shape: tuple[int, ...], target: bool, soft: bool = False) -> object:
+    """Deterministic numbers that make a good test: distinct, not symmetric; a one-hot row for a
+    target that sums to one (or a soft, strictly positive one when ``soft``)."""
+    if not shape:
+        return SCALARS.get(name, Fraction(1, 2))
+    size = 1
+    for s in shape:
+        size *= s
+    if target:
+        last = shape[-1]
+        row = [Fraction(2 * (last - p), last * (last + 1)) for p in range(last)] if soft else None
+        rows = []
+        for r in range(size // last):
+            rows.append(tuple(row) if soft else tuple(Fraction(int(p == r % last)) for p in range(last)))
+        flat = [v for row_ in rows for v in row_]
+    else:
+        offset = sum(map(ord, name)) % len(NICE)
+        # Distinct, irregular, both signs; past the list, a stride through the residues mod 1009.
+        flat = [NICE[(p + offset) % len(NICE)] if size <= len(NICE) else Fraction((p * 37 + offset) % 1009 - 504, 200) for p in range(size)]
+    return _reshape(flat, shape)
+
+
+def _reshape(flat: list, shape: tuple[int, ...]) -> object:
+    if len(shape) == 1:
+        return tuple(flat)
+    step = len(flat) // shape[0]
+    return tuple(_reshape(flat[n * step : (n + 1) * step], shape[1:]) for n in range(shape[0]))
+
+
+def _shape_of(value: object) -> tuple[int, ...]:
+    if not isinstance(value, tuple):
+        return ()
+    return (len(value), *_shape_of(value[0]))
+
+
+def entries(shape: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    return itertools.product(*(range(1, n + 1) for n in shape))
+
+
+# --- the example ------------------------------------------------------------------------------------
+def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Expr | None) -> Worked:
+    """The worked example of ``spec`` for H = spec.classes: numbers for every given quantity
+    (the user's, else defaults), the defined ones from their definitions, the gradient from
+    ``result`` (or ``general`` where an assumption does not hold at these numbers)."""
+    from derive.symbols import H
+
+    sizes: dict[sp.Symbol, int] = {H: int(spec.classes)}
+    named = {str(k): v for k, v in spec.sizes}
+    for name, value in named.items():
+        if name == "H":
+            raise UsageError("--size H: the number of classes is --classes")
+        if value < 1:
+            raise UsageError(f"--size {name} must be at least 1, not {value}")
+    table = shapes(problem.definitions, problem.wrt, problem.ranges)
+    limits = {s for shape in table.values() for s in shape if isinstance(s, sp.Symbol)}
+    limits |= {s for d in problem.definitions for x in d.value.atoms(sp.Sum) for s in x.limits[0][2].free_symbols}
+    for s in sorted(limits, key=str):
+        if s != H:
+            sizes[s] = named.pop(str(s), DEFAULT_SIZE)
+    if named:
+        raise UsageError(f"--size {next(iter(named))}: no such size in these definitions (sizes: {', '.join(sorted(map(str, sizes)))})")
+    concrete = {base: tuple(int(sp.sympify(s).xreplace(sizes)) if not isinstance(s, int) else s for s in shape) for base, shape in table.items()}
+    total = sum(_count(shape) for shape in concrete.values())
+    if total > MAX_ENTRIES:
+        raise UsageError(f"the worked example would have {total} numbers; at most {MAX_ENTRIES}")
+    lets = dict(spec.lets)
+    by_name = {str(base): base for base in concrete}
+    for name in lets:
+        if name not in by_name:
+            raise UsageError(f"--let {name}: no such given quantity (given: {', '.join(sorted(by_name))})")
+    targets = {a.statement.args[0].function.base for a in problem.assumptions if isinstance(a.statement.args[0], sp.Sum) and isinstance(a.statement.args[0].function, sp.Indexed)}
+    values: dict[sp.Basic, object] = {}
+    for name, base in sorted(by_name.items()):
+        shape = concrete[base]
+        if name in lets:
+            value = parse_numbers(lets[name], name)
+            if _shape_of(value) != shape:
+                want = " x ".join(map(str, shape)) or "one"
+                raise UsageError(f"--let {name} needs {want} number{'s' if _count(shape) != 1 else ''} ({_sizes_text(table[base], sizes)}), not {' x '.join(map(str, _shape_of(value))) or 'one'}")
+            values[base] = value
+        else:
+            values[base] = default_numbers(name, shape, base in targets)
+    numbers = Numbers(problem.definitions, sizes, values)
+    quantity = subject.expr
+    q_shape = tuple(sizes.get(problem.ranges.get(i), None) or int(problem.ranges[i].xreplace(sizes)) for i in getattr(quantity, "indices", ()))
+    with mpmath.workdps(WORKING):
+        if not all(mpmath.isfinite(v) for v in _values(numbers, quantity, q_shape)):
+            soft = {b for b in targets if str(b) not in lets}
+            if not soft:
+                raise UsageError(f"{quantity} is not finite at the worked example's numbers")
+            for b in soft:
+                values[b] = default_numbers(str(b), concrete[b], True, soft=True)
+            numbers = Numbers(problem.definitions, sizes, values)
+        failed = tuple(a.key for a in problem.assumptions if abs(numbers.at(a.statement.args[0]) - numbers.at(a.statement.args[1])) > mpmath.mpf(10) ** -(WORKING - 10))
+        formula = general if failed and general is not None else result
+        q_values = _values(numbers, quantity, q_shape)
+        w_shape = concrete[problem.wrt.base]
+        free = (*getattr(quantity, "indices", ()), *problem.wrt.indices)
+        grad = [numbers.at(formula, dict(zip(free, at))) for at in entries(q_shape + w_shape)]
+    defined = []
+    for d in problem.definitions[1:]:
+        if isinstance(d.symbol, sp.Indexed):
+            shape = tuple(int(problem.ranges[i].xreplace(sizes)) for i in d.symbol.indices)
+            with mpmath.workdps(WORKING):
+                flat = [numbers.at(d.symbol, dict(zip(d.symbol.indices, at))) for at in entries(shape)]
+            defined.append((str(d.symbol.base), _reshape([_float(v) for v in flat], shape)))
+        else:
+            with mpmath.workdps(WORKING):
+                defined.append((str(d.symbol), _float(numbers.at(d.symbol))))
+    return Worked(
+        sizes=tuple(sizes.items()),
+        given=tuple((b, values[b]) for b in sorted(values, key=str)),
+        defined=tuple(defined),
+        quantity=_reshape([_float(v) for v in q_values], q_shape) if q_shape else _float(q_values[0]),
+        gradient=_reshape([_float(v) for v in grad], q_shape + w_shape) if q_shape + w_shape else _float(grad[0]),
+        gradient_of=str(problem.wrt.base),
+        user=tuple(sorted(lets)),
+        general=bool(failed and general is not None),
+        failed=failed,
+    )
+
+
+def _values(numbers: Numbers, quantity: sp.Basic, shape: tuple[int, ...]) -> list:
+    if not shape:
+        return [numbers.at(quantity)]
+    return [numbers.at(quantity, dict(zip(quantity.indices, at))) for at in entries(shape)]
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _sizes_text(shape: tuple, sizes: Mapping) -> str:
+    return " x ".join(f"{s} = {sizes[s]}" if s in sizes else str(s) for s in shape) or "a scalar"
+
+
+def _float(v: mpmath.mpf) -> sp.Float:
+    return sp.Float(mpmath.nstr(v, DIGITS, min_fixed=-mpmath.inf, max_fixed=mpmath.inf) if mpmath.isfinite(v) else v, DIGITS)
+
+
+def checks(d) -> list:
+    """The worked example's gradient against central finite differences of the quantity written
+    out from the definitions: entry by entry, at WORKING digits."""
+    from derive.verify import Check
+
+    w = d.worked
+    sizes = dict(w.sizes)
+    values = dict(w.given)
+    quantity = d.subject.expr
+    q_shape = _shape_of(w.quantity)
+    wrt = d.setting.wrt
+    definitions = d.definitions
+    w_shape = _shape_of(values[wrt.base])
+    what = "the worked example"
+    method = f"each gradient entry against central finite differences of {quantity} written out from the definitions, mpmath at {WORKING} digits"
+    h = mpmath.mpf(10) ** -(WORKING // 3)
+    flat_grad = list(_flatten(w.gradient))
+    n = 0
+    with mpmath.workdps(WORKING):
+        for q_at in entries(q_shape):
+            for w_at in entries(w_shape):
+                def at(delta: mpmath.mpf) -> mpmath.mpf:
+                    table = _replace(values[wrt.base], w_at, _mpf(_lookup(values[wrt.base], w_at, wrt)) + delta)
+                    numbers = Numbers(definitions, sizes, {**values, wrt.base: table})
+                    return numbers.at(quantity, dict(zip(getattr(quantity, "indices", ()), q_at)))
+
+                fd = (at(h) - at(-h)) / (2 * h)
+                claimed = mpmath.mpf(str(flat_grad[n]))
+                n += 1
+                if abs(fd - claimed) > mpmath.mpf(10) ** -(DIGITS - 5) * max(1, abs(fd)):
+                    where = ", ".join(map(str, q_at + w_at))
+                    return [Check(what, method, False, f"entry ({where}): the result gives {mpmath.nstr(claimed, 12)}, finite differences {mpmath.nstr(fd, 12)}")]
+    return [Check(what, method, True)]
+
+
+def _flatten(v: object) -> Iterator:
+    if isinstance(v, tuple):
+        for x in v:
+            yield from _flatten(x)
+    else:
+        yield v
+
+
+def _replace(table: object, at: tuple[int, ...], value: object) -> object:
+    if not at:
+        return value
+    items = list(table)
+    items[at[0] - 1] = _replace(items[at[0] - 1], at[1:], value)
+    return tuple(items)
