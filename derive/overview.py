@@ -142,6 +142,8 @@ def render(format: str = "md", templates: Path | str | None = None, notation: An
 
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format == "py":
+        raise UsageError("the overview has no py format: a pytest file checks one derivation (derive NAME --classes N --format py)")
     syntax = flavours.check(markdown)
     if markdown is not None and format != "md":
         raise UsageError(f"the Markdown math syntax applies to the md format, not {format}")
