@@ -13,6 +13,7 @@ import sympy as sp
 import derive
 from derive import cache, verify
 from derive.errors import VerificationError
+from derive.symbols import y as y_
 
 x, y = sp.symbols("x y")
 xr = sp.Symbol("x", real=True)
@@ -97,3 +98,94 @@ def test_rendering_in_several_formats_checks_once(monkeypatch: pytest.MonkeyPatc
     assert runs == [12]
     derive.render(derive.derivation("softmax-ce", classes=12), "md")  # a new derivation is checked anew
     assert runs == [12, 12]
+
+
+# --- the key covers everything a check reads -------------------------------------------------------
+def _warm_then(d: derive.Derivation, planted: derive.Derivation) -> None:
+    """Check ``d`` (so its pass is cached), then ``planted``, which must fail as it does cold."""
+    verify.symbolic_checks(d)
+    with pytest.raises(VerificationError):
+        verify.symbolic_checks(planted)
+
+
+def _with_constraint(d: derive.Derivation, fn) -> derive.Derivation:
+    return dataclasses.replace(d, setting=dataclasses.replace(d.setting, constraints={**d.setting.constraints, "normalised": fn}))
+
+
+def _sums_to(total):
+    """A constraint like the spec's: the target sums to ``total`` (the code is the same for every
+    total; only the value it closes over differs)."""
+    from derive.symbols import y as target
+
+    def fix(n: int) -> dict:
+        return {target[n]: total - sp.Add(*(target[m] for m in range(1, n)))}
+
+    return fix
+
+
+def test_cold_the_plants_below_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a cache each plant of the warm-cache tests fails: they test the cache, not the checks."""
+    monkeypatch.setenv("DERIVE_NO_CACHE", "1")
+    d = derive.derivation("softmax-ce")
+    for planted in (dataclasses.replace(d, assumptions=()), _with_constraint(d, _sums_to(2))):
+        with pytest.raises(VerificationError):
+            verify.symbolic_checks(planted)
+
+
+def test_a_removed_assumption_fails_with_a_warm_cache() -> None:
+    """The result o_k - y_k needs sum y = 1; without the assumption the finite differences of the
+    loss disagree with it."""
+    d = derive.derivation("softmax-ce")
+    _warm_then(d, dataclasses.replace(d, assumptions=()))
+
+
+def test_a_broken_constraint_fails_with_a_warm_cache() -> None:
+    d = derive.derivation("softmax-ce")
+    _warm_then(d, _with_constraint(d, lambda n: {y_[n]: 2 - sp.Add(*(y_[m] for m in range(1, n)))}))
+
+
+def test_a_constraint_that_closes_over_another_value_fails_with_a_warm_cache() -> None:
+    d = _with_constraint(derive.derivation("softmax-ce"), _sums_to(1))
+    _warm_then(d, _with_constraint(d, _sums_to(2)))
+
+
+def test_a_constraint_that_calls_a_changed_function_fails_with_a_warm_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dense-softmax-ce's training set imposes its constraint through a module function; the
+    lambda's own code stays the same when that function changes."""
+    from derive.derivations import dense_softmax_ce
+
+    d = derive.derivation("dense-softmax-ce").parts[1]
+    verify.symbolic_checks(d)
+    original = dense_softmax_ce.each_normalised
+    monkeypatch.setattr(dense_softmax_ce, "each_normalised", lambda size: {k: 2 * v for k, v in original(size).items()})
+    with pytest.raises(VerificationError):
+        verify.symbolic_checks(d)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: dataclasses.replace(d, assumptions=()),
+        lambda d: dataclasses.replace(d, assumptions=(dataclasses.replace(d.assumptions[0], statement=sp.Eq(sp.Symbol("s"), 2)),)),
+        lambda d: dataclasses.replace(d, setting=dataclasses.replace(d.setting, intermediates=())),
+        lambda d: _with_constraint(d, lambda n: {}),
+        lambda d: dataclasses.replace(d, pitfall=dataclasses.replace(d.pitfall, claims=(_claim_in(d.pitfall.claims[0], dataclasses.replace(d.setting, constraints={})),) + d.pitfall.claims[1:])),
+        lambda d: dataclasses.replace(d, pitfall=dataclasses.replace(d.pitfall, claims=(_claim_in(d.pitfall.claims[0], dataclasses.replace(d.setting, intermediates=())),) + d.pitfall.claims[1:])),
+    ],
+    ids=["assumption removed", "assumption restated", "intermediates", "constraint code", "a claim's constraints", "a claim's intermediates"],
+)
+def test_the_key_changes_with_everything_a_check_reads(change) -> None:
+    d = derive.derivation("softmax-ce")
+    assert verify.check_key(change(d)) != verify.check_key(d)
+    assert verify.check_key(derive.derivation("softmax-ce")) == verify.check_key(d)
+
+
+def _claim_in(claim, setting):
+    return dataclasses.replace(claim, setting=setting)
+
+
+def test_the_key_of_a_function_is_its_code_and_values() -> None:
+    assert cache.code(_sums_to(1)) == cache.code(_sums_to(1))
+    assert cache.code(_sums_to(1)) != cache.code(_sums_to(2))
+    assert cache.code(lambda n: n + 1) != cache.code(lambda n: n + 2)
+    assert cache.code(lambda n: n + 1) == cache.code(lambda n: n + 1)
