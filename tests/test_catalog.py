@@ -93,7 +93,7 @@ def test_every_step_verifies(symbolic, report):
     assert report.passed
     whats = [c.what for c in report.checks]
     for n, step in enumerate(symbolic.steps, 1):
-        assert whats.count(f"step {n} ({step.rule})") == 2  # exact and numeric
+        assert whats.count(f"step {n} ({step.rule})") == 3  # exact, numeric and at larger H
         if step.cases and step.identity is not None:
             assert f"step {n} ({step.rule}): the cases" in whats
     exact = [c for c in report.checks if c.method.startswith("exact")]

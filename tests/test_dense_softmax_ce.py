@@ -104,7 +104,7 @@ def test_every_step_verifies(symbolic, report):
     whats = [c.what for c in report.checks]
     for prefix, part in (("", symbolic), ("bias: ", symbolic.parts[0]), ("training-set: ", symbolic.parts[1])):
         for m, step in enumerate(part.steps, 1):
-            assert whats.count(f"{prefix}step {m} ({step.rule})") == 2  # exact and numeric
+            assert whats.count(f"{prefix}step {m} ({step.rule})") == 3  # exact, numeric and at larger H
         assert f"{prefix}the result" in whats
     assert "step 2 (layer_derivative): the cases" in whats and "bias: step 2 (layer_derivative): the cases" in whats
     methods = {c.what: c.method for c in report.checks if c.method.startswith("exact")}

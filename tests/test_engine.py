@@ -77,7 +77,7 @@ def test_every_step_verifies(report, symbolic):
     assert report.passed
     whats = [c.what for c in report.checks]
     for n, step in enumerate(symbolic.steps, 1):
-        assert whats.count(f"step {n} ({step.rule})") == 2  # exact and numeric
+        assert whats.count(f"step {n} ({step.rule})") == 3  # exact, numeric and at larger H
     assert "the result" in whats
     assert any(c.method.startswith("central finite differences") for c in report.checks)
 

@@ -75,7 +75,7 @@ def test_every_step_verifies(symbolic, report):
     assert report.passed
     whats = [c.what for c in report.checks]
     for n, step in enumerate(symbolic.steps, 1):
-        assert whats.count(f"step {n} ({step.rule})") == 2
+        assert whats.count(f"step {n} ({step.rule})") == 3  # exact, numeric and at larger H
     assert "step 6 (elementwise_jacobian): the cases" in whats
     assert any(c.what == "the result" and "finite differences" in c.method for c in report.checks)
 

@@ -85,9 +85,9 @@ EACH_NORMALISED = Assumption("normalised", sp.Eq(sp.Sum(y[n, i], (i, 1, H)), 1, 
 
 def each_normalised(size: int) -> dict[sp.Basic, sp.Expr]:
     """sum_i y_ni = 1 for every example n a check writes out, by solving for the last entry."""
-    from derive.verify import OTHER_SIZES
+    from derive.verify import OTHER_MOST
 
-    return {y[e, size]: 1 - sum((y[e, c] for c in range(1, size)), sp.Integer(0)) for e in range(1, max(OTHER_SIZES) + 1)}
+    return {y[e, size]: 1 - sum((y[e, c] for c in range(1, size)), sp.Integer(0)) for e in range(1, OTHER_MOST + 1)}
 
 
 def training_set(result: sp.Eq) -> Derivation:
