@@ -115,7 +115,8 @@ def document(d: Derivation) -> dict[str, Any]:
             {"wrt": r["wrt"], "numbers": _array(numbers.derivatives[r["wrt"]], _column(r["wrt"])), "shape": _shape(numbers.derivatives[r["wrt"]]), "general": r["general"]}
             for r in results
         ],
-        "of": sp.sstr(d.subject.expr.xreplace({q: sp.Symbol(q.base.name) for q in d.subject.expr.atoms(sp.Indexed)})),
+        "of": _of(d.subject.expr),
+        "d": "d" + (_of(d.subject.expr) if _of(d.subject.expr).isidentifier() else f"({_of(d.subject.expr)})"),
         "options": [{"name": key, "value": repr(_float(v)), "keyword": f"{key}={_float(v)!r}"} for key, v in d.options],
         "constants": [{"name": identifier(s.name), "value": repr(_float(v))} for s, v in constants],
         "forward": forward,
@@ -153,6 +154,11 @@ def _target_normalised(d: Derivation) -> bool:
 def _draws_normalised(d: Derivation) -> bool:
     """Whether the file's random targets must sum to one: the result it checks assumes so."""
     return _target_normalised(d) and any(a.key == "normalised" for a in d.assumptions)
+
+
+def _of(subject: sp.Expr) -> str:
+    """What is differentiated, as the file names it: E, o, log(o)."""
+    return sp.sstr(subject.xreplace({q: sp.Symbol(q.base.name) for q in subject.atoms(sp.Indexed)}))
 
 
 def _axes(e: sp.Expr, indices: Sequence[sp.Symbol]) -> tuple[sp.Symbol, ...]:
