@@ -71,7 +71,10 @@ TARGET = "y"
 
 
 def require_concrete(d: Derivation) -> None:
-    """The file holds a worked example: a symbolic number of classes has none."""
+    """The file holds a worked example: a symbolic number of classes has none. A planned
+    derivation (derive grad) keeps its example in another form, which the file does not read yet."""
+    if d.concrete is None and getattr(d, "worked", None) is not None:
+        raise UsageError("--format py is written for the catalog's derivations (derive NAME --classes N --format py); derive grad has no pytest file yet")
     if d.concrete is None:
         raise UsageError(f"--format py needs a concrete number of classes: add --classes N (derive {d.name} --classes 3 --format py)")
 

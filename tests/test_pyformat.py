@@ -272,6 +272,12 @@ def test_symbolic_classes_are_refused():
         derive.render(derive.derivation("softmax-ce"), "py")
 
 
+def test_a_planned_derivation_has_no_file_yet():
+    d = derive.grad("E = -sum_i y_i ln o_i", "o_i = softmax(z)_i", wrt="z_k", classes=3)
+    with pytest.raises(derive.UsageError, match="derive grad has no pytest file yet"):
+        derive.render(d, "py")
+
+
 def test_command_line(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["softmax", "--classes", "3", "-o", str(tmp_path / "check_softmax.py")])
