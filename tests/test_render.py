@@ -206,7 +206,10 @@ def test_escape_filters():
 
 
 def test_notebook_display_is_the_rendered_document(three):
+    from derive.notebook import fragment
+
     bundle = three._repr_mimebundle_()
-    assert bundle["text/markdown"] == derive.render(three, "md")
-    assert bundle["text/latex"] == derive.render(three, "tex")
+    assert bundle["text/html"] == fragment(derive.render(three, "html"))
+    assert bundle["text/markdown"] == derive.render(three, "md", markdown="dollars")
+    assert bundle["text/latex"] == r"$$\frac{\partial E}{\partial z_k} = o_k - y_k$$"  # math only, not a LaTeX file
     assert bundle["text/plain"] == str(three) and "sum_rule" in bundle["text/plain"]
