@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import mpmath
 import sympy as sp
@@ -65,15 +65,74 @@ def numbers(values: Sequence[float | str], what: str, classes: int) -> tuple[sp.
 
 
 # --- numbers ----------------------------------------------------------------------------------
+MOST_DIGITS = 100_000
+"""The most digits a worked example is computed with (see :func:`settled`)."""
+
+
 def log_sum_exp(logits: Sequence[mpmath.mpf]) -> mpmath.mpf:
     top = max(logits)
     return top + mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in logits))
 
 
+def softmax_weights(logits: Sequence[mpmath.mpf]) -> tuple[mpmath.mpf, list[mpmath.mpf], int, mpmath.mpf]:
+    """Softmax without overflow and without losing the small outputs: the largest logit ``top``,
+    the weights e^{z_m - top} (the first largest, at ``first``, is exactly 1) and ``rest``, the
+    sum of the others; the outputs are weight / (1 + rest)."""
+    top = max(logits)
+    w = [mpmath.exp(v - top) for v in logits]
+    first = list(logits).index(top)
+    return top, w, first, mpmath.fsum(x for m, x in enumerate(w) if m != first)
+
+
 def loss_value(logits: Sequence[mpmath.mpf], target: Sequence[mpmath.mpf]) -> mpmath.mpf:
-    """E = -sum_i y_i ln o_i = sum_i y_i (lse(z) - z_i): finite for any finite logits."""
-    lse = log_sum_exp(logits)
-    return mpmath.fsum(t * (lse - v) for v, t in zip(logits, target))
+    """E = -sum_i y_i ln o_i = sum_i y_i (lse(z) - z_i), with lse(z) - z_i = (top - z_i) +
+    ln(1 + rest): finite for any finite logits, and 5e-435, not 0, for logits (1000, 0, -1000)."""
+    top, _, _, rest = softmax_weights(logits)
+    tail = mpmath.log1p(rest)
+    return mpmath.fsum(t * ((top - v) + tail) for v, t in zip(logits, target))
+
+
+def settled(compute: Callable[[], dict[str, Any]], digits: int, what: str = "the worked example") -> dict[str, Any]:
+    """The numbers that ``compute`` returns by name (mpmath numbers, or lists of them; anything
+    else passes through), true to DIGITS significant digits, as SymPy numbers.
+
+    ``compute`` runs at ``digits`` and again at twice as many, and so on, until every number
+    agrees with its value at the previous precision to DIGITS + 5 digits. A number that shrinks
+    by more than half the previous precision's digits when the precision doubles is the rounding
+    of an exact zero (a sum of outputs rounded one by one, less 1) and is an exact 0; so is one
+    that is 0 at both. ``digits`` must already cover the magnitudes involved (an output of
+    e^{-1000} needs 434 more), which is what makes a true tiny value settle rather than vanish.
+    """
+    previous: dict[str, Any] | None = None
+    while True:
+        with mpmath.workdps(digits):
+            current = compute()
+        if previous is not None:
+            out: dict[str, Any] = {}
+            for key, value in current.items():
+                pairs = list(zip(previous[key], value)) if isinstance(value, (list, tuple)) else [(previous[key], value)]
+                numbers_ = [_settle(a, b, digits // 2) for a, b in pairs]
+                if any(x is None for x in numbers_):
+                    break
+                out[key] = numbers_ if isinstance(value, (list, tuple)) else numbers_[0]
+            else:
+                return out
+        if 2 * digits > MOST_DIGITS:
+            raise UsageError(f"{what} needs more than {MOST_DIGITS} digits to be shown to {DIGITS}: its numbers are too far apart")
+        previous, digits = current, 2 * digits
+
+
+def _settle(a: Any, b: Any, digits: int) -> Any:
+    """b (at twice the precision of a) as a SymPy number, or None when it has not settled."""
+    if not isinstance(b, mpmath.mpf):
+        return b
+    if b == 0 and a == 0:
+        return sp.Integer(0)
+    if a != 0 and abs(b) <= mpmath.mpf(10) ** -(digits // 2) * abs(a):
+        return sp.Integer(0)
+    if abs(a - b) <= mpmath.mpf(10) ** -(DIGITS + 5) * abs(b):
+        return _float(b)
+    return None
 
 
 def example(classes: int, logits: Sequence | None = None, target: Sequence | None = None) -> Example:
@@ -81,20 +140,32 @@ def example(classes: int, logits: Sequence | None = None, target: Sequence | Non
     if logits is None and target is None:
         return _default_example(classes)
     z_, t_ = example_numbers(classes, logits, target)
-    with mpmath.workdps(DIGITS + 20):
+
+    def compute() -> dict[str, Any]:
         zm = [_mp(v) for v in z_]
         tm = [_mp(v) for v in t_]
-        lse = log_sum_exp(zm)
-        probabilities = [mpmath.exp(v - lse) for v in zm]
-        total = mpmath.fsum(tm)
-        gradient = [p * total - t for p, t in zip(probabilities, tm)]
-        loss = loss_value(zm, tm)
+        top, w, first, rest = softmax_weights(zm)
+        total = 1 + rest
+        s = mpmath.fsum(tm)
+        # o_k S - y_k = (w_k (S - y_k) - y_k (total - w_k)) / total: for a dominant class the
+        # weights of the others give 1 - o_k directly, not as 1 less a number near 1.
+        others = [rest if m == first else (1 - x) + rest for m, x in enumerate(w)]
+        return {
+            "probabilities": [x / total for x in w],
+            "gradient": [(x * (s - t) - t * b) / total for x, t, b in zip(w, tm, others)],
+            "loss": loss_value(zm, tm),
+            # S sum_k o_k - sum_k y_k with sum_k o_k = (1 + rest) / total: exactly 0, as it is.
+            "gradient_sum": s * ((1 + rest) / total) - s,
+        }
+
+    numbers_ = settled(compute, DIGITS + 20)
     return Example(
         logits=tuple(z_),
         target=tuple(t_),
-        probabilities=tuple(_float(p) for p in probabilities),
-        loss=_float(loss),
-        gradient=tuple(_float(g) for g in gradient),
+        probabilities=tuple(numbers_["probabilities"]),
+        loss=numbers_["loss"],
+        gradient=tuple(numbers_["gradient"]),
+        gradient_sum=numbers_["gradient_sum"],
         given=True,
     )
 
@@ -130,11 +201,35 @@ def _default_example(classes: int) -> Example:
     probabilities = tuple(w / total for w in weights)
     loss = -sum((t * sp.log(p) for t, p in zip(target, probabilities) if t != 0), sp.Integer(0))
     gradient = tuple(p * sum(target) - t for p, t in zip(probabilities, target))
-    return Example(logits, target, probabilities, sp.expand_log(loss, force=True), gradient)
+    return Example(logits, target, probabilities, sp.expand_log(loss, force=True), gradient, gradient_sum=sp.nsimplify(sum(gradient)))
+
+
+CLASSIC = (sp.Rational(1, 5), sp.Rational(3, 5), sp.Rational(1, 5))
+"""The probabilities of the classic example, o = (0.2, 0.6, 0.2): ours for three classes."""
+
+
+def classic(probabilities: Sequence[sp.Expr]) -> bool:
+    """Whether an example's probabilities are the classic ones, to the digits they were computed with."""
+    if len(probabilities) != len(CLASSIC):
+        return False
+    with mpmath.workdps(DIGITS + 10):
+        return all(abs(_entry(p) - _entry(c)) <= mpmath.mpf(10) ** -(DIGITS - 2) for p, c in zip(probabilities, CLASSIC))
 
 
 def _mp(v: sp.Expr) -> mpmath.mpf:
-    return mpmath.mpf(v.p) / v.q if v.is_Rational else mpmath.mpf(sp.N(v, DIGITS + 20))
+    """At the current precision: an exact number is rounded once, not through DIGITS + 20."""
+    if v.is_Rational:
+        return mpmath.mpf(v.p) / v.q
+    if isinstance(v, sp.Float):
+        return mpmath.mpf(v._mpf_)
+    return mpmath.mpf(sp.N(v, max(mpmath.mp.dps, DIGITS + 20)))
+
+
+def magnitude(values: Sequence[sp.Expr]) -> int:
+    """The number of decimal digits before the point of the largest of ``values`` (0 below 1)."""
+    with mpmath.workdps(20):
+        top = max((abs(_entry(v)) for v in values), default=mpmath.mpf(0))
+        return int(mpmath.ceil(mpmath.log10(top))) if top > 1 else 0
 
 
 def _float(v: mpmath.mpf) -> sp.Float:
@@ -180,15 +275,24 @@ def jacobian_example(name: str, classes: int, logits: Sequence | None = None) ->
         weights = [sp.exp(v) for v in z_]
         total = sum(weights)
         probabilities = tuple(w / total for w in weights)
-        entries = [[function.entry(probabilities, r, c) for c in range(classes)] for r in range(classes)]
+        complements = tuple(1 - p for p in probabilities)
+        entries = [[function.entry(probabilities, complements, r, c) for c in range(classes)] for r in range(classes)]
         return JacobianExample(z_, probabilities, tuple(map(tuple, entries)))
     z_ = numbers(logits, "--logits", classes)
-    with mpmath.workdps(DIGITS + 20):
+
+    def compute() -> dict[str, Any]:
         zm = [_mp(v) for v in z_]
-        lse = log_sum_exp(zm)
-        p = [mpmath.exp(v - lse) for v in zm]
-        entries = [[_float(function.entry(p, r, c)) for c in range(classes)] for r in range(classes)]
-    return JacobianExample(z_, tuple(_float(v) for v in p), tuple(map(tuple, entries)), given=True)
+        _, w, first, rest = softmax_weights(zm)
+        total = 1 + rest
+        p = [x / total for x in w]
+        # 1 - o_k from the weights of the other classes, not as 1 less a number near 1.
+        q = [(rest if m == first else (1 - x) + rest) / total for m, x in enumerate(w)]
+        return {"p": p, "entries": [function.entry(p, q, r, c) for r in range(classes) for c in range(classes)]}
+
+    numbers_ = settled(compute, DIGITS + 20)
+    p, flat = numbers_["p"], numbers_["entries"]
+    entries = [flat[r * classes:(r + 1) * classes] for r in range(classes)]
+    return JacobianExample(z_, tuple(p), tuple(map(tuple, entries)), given=True)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -293,8 +397,9 @@ class Jacobian:
 
     matrix: Callable[[int], RuleMatrix]
     """The rule matrix the derivation claims."""
-    entry: Callable[[Sequence, int, int], object]
-    """Entry (r, c), 0-based, from the probabilities: the worked example's numbers."""
+    entry: Callable[[Sequence, Sequence, int, int], object]
+    """Entry (r, c), 0-based, from the probabilities and their complements 1 - o (computed
+    without a difference of nearly equal numbers): the worked example's numbers."""
     forward: Callable[[list[Dual], int], int]
     """Entry (r, c) from the forward-mode column of softmax by z_c, modulo PRIME."""
     outputs: Callable[[list, mpmath.mpf, list], list]
@@ -309,13 +414,13 @@ def _delta(r: int, c: int) -> int:
 JACOBIANS: dict[str, Jacobian] = {
     "softmax": Jacobian(
         jacobian,
-        lambda p, r, c: p[r] * (_delta(r, c) - p[c]),
+        lambda p, q, r, c: p[r] * (q[c] if r == c else -p[c]),
         lambda column, r: column[r].d,
         lambda weights, total, shifted: [w / total for w in weights],
     ),
     "log-softmax": Jacobian(
         log_jacobian,
-        lambda p, r, c: _delta(r, c) - p[c],
+        lambda p, q, r, c: q[c] if r == c else -p[c],
         lambda column, r: column[r].d * _inverse(column[r].v) % PRIME,
         lambda weights, total, shifted: (lambda lse: [v - lse for v in shifted])(mpmath.log(total)),
     ),
@@ -368,8 +473,8 @@ def jacobian_example_check(ex: JacobianExample, of: str):
     function = JACOBIANS[of]
     what = "the worked example"
     method = f"every entry against central finite differences of the {of} (mpmath)"
-    with mpmath.workdps(60):
-        zm = [_mp(sp.N(v, 60)) for v in ex.logits]
+    with mpmath.workdps(60 + magnitude(ex.logits)):
+        zm = [_mp(v) for v in ex.logits]
         top = max(zm)
         shifted = [v - top for v in zm]
         weights = [mpmath.exp(v) for v in shifted]
@@ -409,8 +514,10 @@ def example_check(ex: Example, of: str = "softmax"):
 
     what = "the worked example"
     method = "gradient against central finite differences of the loss (mpmath), loss against -sum y ln o"
-    with mpmath.workdps(60):
-        zm = [_mp(sp.N(v, 60)) for v in ex.logits]
+    # The loss at z +- h differs by about 2 h dE/dz, and is known to the working precision of the
+    # largest logit: 60 digits beyond its size keep the difference exact to 20 (logits of 1e20).
+    with mpmath.workdps(60 + magnitude(ex.logits)):
+        zm = [_mp(v) for v in ex.logits]
         tm = [_mp(v) for v in ex.target]
         h = mpmath.mpf(10) ** -25
         for m in range(len(zm)):
@@ -421,9 +528,9 @@ def example_check(ex: Example, of: str = "softmax"):
             claimed = _mp(sp.N(ex.gradient[m], 60))
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20:
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
-        direct = mpmath.fsum(-t * mpmath.log(_mp(sp.N(p, 60))) for t, p in zip(tm, ex.probabilities) if t != 0)
-        if abs(direct - _mp(sp.N(ex.loss, 60))) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
-            return Check(what, method, False, f"loss {mpmath.nstr(_mp(sp.N(ex.loss, 60)), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")
+        direct = mpmath.fsum(-t * mpmath.log(_entry(p)) for t, p in zip(tm, ex.probabilities) if t != 0)
+        if abs(direct - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
+            return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")
     return Check(what, method, True)
 
 

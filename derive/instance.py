@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive.concrete import DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, classes_of, exact_value, example_numbers, normalised
+from derive.concrete import DIGITS, MOST_DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, classes_of, exact_value, example_numbers, magnitude, normalised, settled
 from derive import progress
 from derive.errors import UsageError
 from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix
@@ -33,9 +33,8 @@ POINTS = 2
 """Random points for the exact checks."""
 WORKING = DIGITS + 30
 """Digits the example is computed with; it is stored with DIGITS. Large logits add more (see
-:func:`working_digits`)."""
-MAX_EXTRA_DIGITS = 1000
-"""At most this many digits are added for large logits."""
+:func:`working_digits`), and the numbers are computed again with more until they settle (see
+``concrete.settled``)."""
 
 
 @dataclass(frozen=True)
@@ -133,39 +132,64 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
 
     n = given.classes
     intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(setting, n).items()}
-    with mpmath.workdps(working_digits(given.logits)):
+    loss_written = _written(setting, loss.symbol, n, 1, fixed, intermediates)
+    written = expand_sums(formula.xreplace({setting.classes: sp.Integer(n), **fixed}))
+    entries = [written.xreplace({k: sp.Integer(m)}) for m in range(1, n + 1)]
+
+    def compute() -> dict:
         point = _point(setting, given)
         memo: dict = {}
         outputs = [evaluate_shared(intermediates[symbolize(setting.intermediates[0][m])], point, memo) for m in range(1, n + 1)]
-        value = evaluate_shared(_written(setting, loss.symbol, n, 1, fixed, intermediates), point, memo)
+        value = evaluate_shared(loss_written, point, memo)
         # The result is in terms of the outputs: evaluated at their values. Its sums are written
         # out once for every entry (k stays free), so a sum over the outputs is evaluated once.
         known = point | {x: point[symbolize(x)] for x in map(setting.wrt.base.__getitem__, range(1, n + 1))}
         known |= {y[m]: point[symbolize(y[m])] for m in range(1, n + 1)}
         known |= {setting.intermediates[0][m]: outputs[m - 1] for m in range(1, n + 1)}
-        written = expand_sums(formula.xreplace({setting.classes: sp.Integer(n), **fixed}))
-        gradient = [evaluate_shared(written.xreplace({k: sp.Integer(m)}), known, memo) for m in range(1, n + 1)]
+        gradient = [evaluate_shared(e, known, memo) for e in entries]
         numbers_ = {"outputs": outputs, "loss": value, "gradient": gradient, "point": point, "memo": memo, "intermediates": intermediates}
         more = extra(numbers_) if extra else ()
-    f = lambda v: sp.Float(v, DIGITS)
+        # Each of the numbers settles on its own; a sum that the identity makes 0 (softmax
+        # gradients) shrinks with the precision and is 0.
+        return {"outputs": outputs, "loss": value, "gradient": gradient, "gradient_sum": mpmath.fsum(gradient)} | {f"extra:{key}": v for key, v in more}
+
+    numbers_ = settled(compute, working_digits(setting, given, intermediates))
     return Example(
         logits=given.logits,
         target=given.target,
-        probabilities=tuple(map(f, outputs)),
-        loss=f(value),
-        gradient=tuple(map(f, gradient)),
+        probabilities=tuple(numbers_["outputs"]),
+        loss=numbers_["loss"],
+        gradient=tuple(numbers_["gradient"]),
         given=given.given,
-        extra=tuple((key, tuple(map(f, v)) if isinstance(v, (list, tuple)) else f(v) if isinstance(v, mpmath.mpf) else v) for key, v in more),
+        extra=tuple((key[len("extra:"):], tuple(v) if isinstance(v, list) else v) for key, v in numbers_.items() if key.startswith("extra:")),
+        gradient_sum=numbers_["gradient_sum"],
     )
 
 
-def working_digits(logits: Sequence[sp.Expr]) -> int:
-    """WORKING, plus a digit for every factor of 10 in e^{|z|} of the largest logit: an output
-    near 1, such as the sigmoid 1 - sigma(z) = e^{-z} / (1 + e^{-z}), is a difference of numbers
-    that agree to |z| / ln 10 digits, and the example must keep its DIGITS after that."""
+def working_digits(setting: Setting, given: Inputs, intermediates: Mapping[sp.Symbol, sp.Expr]) -> int:
+    """WORKING, plus a digit for every factor of 10 in e^{2|u|} of the largest exponent u in the
+    outputs at the example (z_k / T at a temperature T): an output near 1, such as the sigmoid
+    1 - sigma(z) = e^{-z} / (1 + e^{-z}), or the softmax output of a logit that tops the others
+    by up to 2 |u|, is a difference of numbers that agree to that many digits, and the example
+    must keep its DIGITS after that. More than ``concrete.MOST_DIGITS`` is refused."""
     with mpmath.workdps(20):
-        top = max((abs(_entry(v)) for v in logits), default=mpmath.mpf(0))
-        return WORKING + min(MAX_EXTRA_DIGITS, int(top / mpmath.log(10)))
+        point = _point(setting, given)
+        memo: dict = {}
+        top = mpmath.mpf(0)
+        seen: set = set()
+        todo = list(intermediates.values())
+        while todo:
+            e = todo.pop()
+            if e in seen or not e.args:
+                continue
+            seen.add(e)
+            if isinstance(e, sp.exp):
+                top = max(top, abs(evaluate_shared(e.args[0], point, memo)))
+            todo.extend(e.args)
+        digits = WORKING + int(2 * top / mpmath.log(10))
+    if digits > MOST_DIGITS:
+        raise UsageError(f"--logits: the worked example would need {mpmath.nstr(mpmath.mpf(digits), 3)} digits to show its numbers to {DIGITS} (an exponent of {mpmath.nstr(top, 3)}), more than the {MOST_DIGITS} it may use: give smaller logits")
+    return digits
 
 
 def _point(setting: Setting, given: Inputs) -> dict[sp.Basic, mpmath.mpf]:
@@ -304,18 +328,22 @@ def example_check(d: Derivation):
     n = c.classes
     fixed = dict(c.parameters)
     what = "the worked example"
-    digits = working_digits(ex.logits)
-    method = f"gradient against central finite differences of the loss (mpmath, {digits} digits); loss against its definition"
     intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(d.setting, n).items()}
     loss = _written(d.setting, d.subject.expr, n, 1, fixed, intermediates)
     given = Inputs(n, ex.logits, ex.target, ex.given)
+    # The step is a small part of the smallest scale of the inputs: a temperature of 1e-20 makes
+    # the loss vary over logits 1e-20 apart. The precision covers the outputs (see
+    # working_digits), the size of the largest logit that z +- h must keep, and the step.
+    with mpmath.workdps(20):
+        scale = min([mpmath.mpf(1)] + [abs(_entry(v)) for v in (*ex.logits, *fixed.values()) if v.is_number and v != 0])
+    digits = working_digits(d.setting, given, intermediates) + magnitude(ex.logits) + int(-mpmath.log10(scale))
+    method = f"gradient against central finite differences of the loss (mpmath, {digits} digits); loss against its definition"
     with mpmath.workdps(digits):
         point = _point(d.setting, given)
         variables = [v for v in point if str(v).startswith(str(d.setting.wrt.base))][:n]
-        h = mpmath.mpf(10) ** -25
+        h = mpmath.mpf(10) ** -25 * scale
         base: dict = {}
         value = evaluate_shared(loss, point, base)
-        symbols = {e: e.free_symbols for e in base}
         if abs(value - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
             return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
         # The example's own numbers named after a definition (the smoothed target) are its values.
@@ -327,6 +355,9 @@ def example_check(d: Derivation):
                 defined = evaluate_shared(intermediates[symbolize(x.symbol.base[m])], point, base)
                 if abs(defined - _entry(v)) > mpmath.mpf(10) ** -20 * max(1, abs(defined)):
                     return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(_entry(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
+        # Taken after the example's own numbers, whose evaluation adds sub-terms (one class's
+        # smoothed target adds its epsilon / 1).
+        symbols = {e: e.free_symbols for e in base}
         for m, variable in enumerate(variables):
             up, down = dict(point), dict(point)
             up[variable] += h

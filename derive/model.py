@@ -138,6 +138,9 @@ class Example:
     """The numbers the user supplied, by name ("logits", "target"); empty when all are ours."""
     extra: tuple[tuple[str, object], ...] = ()
     """A derivation's own numbers, by name (e.g. the smoothed target), for the documents."""
+    gradient_sum: sp.Expr | None = None
+    """The sum of the gradient's entries, computed to its own digits (0 exactly where it is 0,
+    not the sum of the rounded entries); None where it was not computed."""
 
 
 @dataclass(frozen=True)

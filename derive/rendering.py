@@ -395,9 +395,15 @@ def exact_and_decimal(x: sp.Expr) -> str:
     decimal = number(x)
     if isinstance(x, sp.Float) or x.is_Integer:
         return decimal
-    if x.is_Rational and sp.Rational(decimal) == x:
+    if x.is_Rational and _decimal_value(decimal) == x:
         return decimal
     return rf"{latex(x)} \approx {decimal}"
+
+
+def _decimal_value(decimal: str) -> sp.Rational:
+    """The exact value of a decimal that :func:`number` wrote: 0.25, or 1.0 \\times 10^{-5}."""
+    mantissa, _, exponent = decimal.partition(r" \times 10^{")
+    return sp.Rational(mantissa) * sp.Integer(10) ** int(exponent.rstrip("}") or 0)
 
 
 def elide(values: Sequence[Any], gap: Any) -> list[Any]:
@@ -467,23 +473,47 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         "check_rows": _check_rows(report),
         "checks_passed": sum(c.passed for c in report.checks),
         # A derivation may word a section its own way (its worked example), in [derivation.NAME.section].
-        "words": _section_words(words.get("section", {}) | about.get("section", {}), d),
+        "words": _section_words(words.get("section", {}) | about.get("section", {}), d, about.get("section", {})),
         "figure": _figure(d, words, fmt),
         "parts": [_part(p, words, fmt, about) for p in d.parts],
     }
 
 
-def _section_words(section: dict[str, Any], d: Derivation) -> dict[str, Any]:
+def _section_words(section: dict[str, Any], d: Derivation, own: dict[str, Any] | None = None) -> dict[str, Any]:
     """The section texts. The sentence on a worked example the user gave numbers for says which:
     ``example_given_logits`` when only the logits were given, ``example_given_target`` when only
     the target was, ``example_given`` when both were. A layer's example (``layer_example_given``)
-    has a sentence per quantity, ``layer_NAME_given`` or ``layer_NAME_ours``."""
+    has a sentence per quantity, ``layer_NAME_given`` or ``layer_NAME_ours``.
+
+    With one class, a text KEY_one takes the place of KEY (there is no class 2 to speak of), where
+    it is worded beside KEY: a derivation that words KEY itself (``own``) and not KEY_one keeps
+    its KEY. Where the example's probabilities are the classic 0.2, 0.6, 0.2, the sentences on
+    our example end with ``classic_probabilities``."""
+    from derive.concrete import classic
+
+    own = own or {}
+    example = getattr(d.concrete, "example", None)
+    if d.concrete is not None and d.concrete.classes == 1:
+        section = section | {
+            key[: -len("_one")]: text for key, text in section.items() if key.endswith("_one") and (key in own or key[: -len("_one")] not in own)
+        }
+    elif example is not None and classic(example.probabilities) and "classic_probabilities" in section:
+        section = section | {key: _before_colon(section[key], section["classic_probabilities"]) for key in ("example_ours", "jacobian_example_ours", "layer_example_ours") if key in section}
     given = d.concrete.example.given if d.concrete is not None else ()
     if isinstance(getattr(d.concrete, "example", None), LayerExample) and given:
         names = ("x", "W", "b", "target")
         return section | {"layer_example_given": " ".join(section[f"layer_{name}_{'given' if name in given else 'ours'}"] for name in names)}
     own = f"example_given_{'_'.join(given)}"
     return section | {"example_given": section[own]} if given and own in section else section
+
+
+def _before_colon(text: str, sentence: str) -> str:
+    """``text`` with ``sentence`` added at its end, or before its last sentence when that one ends
+    in a colon and introduces what follows (The Jacobian at these logits:)."""
+    head, dot, last = text.rstrip().rpartition(". ")
+    if text.rstrip().endswith(":") and dot:
+        return f"{head}. {sentence} {last}"
+    return f"{text} {sentence}"
 
 
 _STEP_CHECK = re.compile(r"^(?:(?P<part>[\w-]+): )?step (?P<number>\d+) \((?P<rule>\w+)\)(?P<rest>.*)$")
@@ -903,7 +933,10 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
     n = c.classes
     from derive.concrete import normalised
 
-    factors = [a for a in c.loss.args if not isinstance(a, sp.Add)] if isinstance(c.loss, sp.Mul) else []
+    # A factor in front of the written-out sum (the minus of -(y_1 ln o_1 + ...)); one class has
+    # no sum, and its single term is the whole loss.
+    summed = isinstance(c.loss, sp.Mul) and any(isinstance(a, sp.Add) for a in c.loss.args)
+    factors = [a for a in c.loss.args if not isinstance(a, sp.Add)] if summed else []
     inner = next((a for a in c.loss.args if isinstance(a, sp.Add)), c.loss) if factors else c.loss
     terms = elide([latex(t) for t in inner.args] if isinstance(inner, sp.Add) else [latex(inner)], r"\cdots")
     front = "-" if factors == [sp.Integer(-1)] else latex(sp.Mul(*factors)) + " " if factors else ""
@@ -929,7 +962,7 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
         # The note on an unnormalised target concerns derivations whose result assumes one.
         "normalised": d.general is None or normalised(ex.target),
         "target_sum": number(sum(ex.target)),
-        "gradient_sum": number(_total(ex.gradient)),
+        "gradient_sum": number(ex.gradient_sum if ex.gradient_sum is not None else _total(ex.gradient)),
         "json": {
             "logits": [float(v) for v in ex.logits],
             "probabilities": [float(v) for v in ex.probabilities],
