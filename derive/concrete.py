@@ -166,7 +166,7 @@ def example(classes: int, logits: Sequence | None = None, target: Sequence | Non
         loss=numbers_["loss"],
         gradient=tuple(numbers_["gradient"]),
         gradient_sum=numbers_["gradient_sum"],
-        given=True,
+        given=tuple(name for name, v in (("logits", logits), ("target", target)) if v is not None),
     )
 
 
@@ -292,7 +292,7 @@ def jacobian_example(name: str, classes: int, logits: Sequence | None = None) ->
     numbers_ = settled(compute, DIGITS + 20)
     p, flat = numbers_["p"], numbers_["entries"]
     entries = [flat[r * classes:(r + 1) * classes] for r in range(classes)]
-    return JacobianExample(z_, tuple(p), tuple(map(tuple, entries)), given=True)
+    return JacobianExample(z_, tuple(p), tuple(map(tuple, entries)), given=("logits",))
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -544,9 +544,9 @@ def layer_example_check(ex: LayerExample, of: str | None = None):
     method = "logits W x + b, outputs and loss recomputed; every entry of the gradient with respect to the weights and the biases against central finite differences of the loss (mpmath, 60 digits)"
     tolerance = mpmath.mpf(10) ** -20
     with mpmath.workdps(60):
-        xs = [_entry(v) for v in ex.inputs]
+        xs = [_entry(v) for v in ex.x]
         tm = [_entry(v) for v in ex.target]
-        zm = [mpmath.fsum(_entry(w) * v for w, v in zip(row, xs)) + _entry(b) for row, b in zip(ex.weights, ex.bias)]
+        zm = [mpmath.fsum(_entry(w) * v for w, v in zip(row, xs)) + _entry(b) for row, b in zip(ex.W, ex.b)]
         for r, z_ in enumerate(zm):
             if abs(z_ - _entry(ex.logits[r])) > tolerance * max(1, abs(z_)):
                 return Check(what, method, False, f"logit {r + 1} is not (W x + b)_{r + 1}")
@@ -567,8 +567,8 @@ def layer_example_check(ex: LayerExample, of: str | None = None):
             # Moving z_r by dz multiplies its weight e^{z_r - top} by e^{dz}: each side costs O(1).
             return mass * (top + mpmath.log(total + weights[r] * mpmath.expm1(dz))) - base - tm[r] * dz
 
-        entries = [((r, col), xs[col], ex.gradient_weights[r][col]) for r in range(len(zm)) for col in range(len(xs))]
-        entries += [((r,), mpmath.mpf(1), ex.gradient_bias[r]) for r in range(len(zm))]
+        entries = [((r, col), xs[col], ex.gradient_W[r][col]) for r in range(len(zm)) for col in range(len(xs))]
+        entries += [((r,), mpmath.mpf(1), ex.gradient_b[r]) for r in range(len(zm))]
         for where, slope, claimed in entries:
             # A weight W_rd moves z_r by h x_d, the bias b_r by h.
             numeric = (moved(where[0], h * slope) - moved(where[0], -h * slope)) / (2 * h)

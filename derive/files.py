@@ -8,7 +8,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from derive.errors import DeriveError
+from derive.errors import DeriveError, UsageError
 
 
 def templates_dir() -> Path:
@@ -16,6 +16,28 @@ def templates_dir() -> Path:
     here = Path(__file__).resolve().parent
     packaged = here / "templates"
     return packaged if packaged.is_dir() else here.parent / "templates"
+
+
+def write_templates(directory: Path | str, force: bool = False) -> list[Path]:
+    """Write the packaged templates and wording into ``directory`` (created when missing), as
+    a course's starting point for ``--templates``; return the files written.
+
+    Raises:
+        UsageError: ``directory`` holds files already and ``force`` is not set.
+        DeriveError: ``directory`` is a file, or a file cannot be written.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DeriveError(f"cannot write templates into {directory}: it is not a directory")
+    if not force and directory.is_dir() and any(directory.iterdir()):
+        raise UsageError(f"{directory} is not empty: choose a new directory, or add --force to replace the files of the same name in it")
+    source = templates_dir()
+    written = []
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and not any(part.startswith((".", "__")) for part in path.relative_to(source).parts):
+            write_atomic(directory / path.relative_to(source), path.read_bytes())
+            written.append(directory / path.relative_to(source))
+    return written
 
 
 def write_atomic(path: Path | str, data: str | bytes) -> None:

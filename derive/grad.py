@@ -17,7 +17,7 @@ def build(spec: specs.Spec) -> Derivation:
     subject = sp.Derivative(problem.quantity, problem.wrt)
     last = planned.steps[-1].rhs
     general = None
-    if problem.assumptions and planned.general != last:
+    if any(s.assumptions for s in planned.steps) and planned.general != last:
         general = sp.Eq(subject, planned.general, evaluate=False)
     worked = None
     if spec.classes is not None:

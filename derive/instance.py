@@ -44,7 +44,8 @@ class Inputs:
     classes: int
     logits: tuple[sp.Expr, ...]
     target: tuple[sp.Expr, ...]
-    given: bool
+    given: tuple[str, ...]
+    """The numbers the user supplied, by name ("logits", "target")."""
 
 
 def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> Inputs | None:
@@ -55,7 +56,7 @@ def inputs(classes: object, logits: Sequence | None, target: Sequence | None) ->
         return None
     n = classes_of(classes)
     z_, t_ = example_numbers(n, logits, target)
-    return Inputs(n, tuple(z_), tuple(t_), logits is not None or target is not None)
+    return Inputs(n, tuple(z_), tuple(t_), tuple(name for name, v in (("logits", logits), ("target", target)) if v is not None))
 
 
 def loss_instance(
@@ -466,14 +467,18 @@ def gradient(field: Field, e: sp.Basic, variables: Sequence[sp.Symbol], defined:
     return {v: adjoint.get(v, 0) for v in variables}, value
 
 
-def layer_instance(given: Inputs, inputs: int, weights: Derivation, bias: Derivation, x: sp.IndexedBase) -> Concrete:
+def layer_instance(
+    given: Inputs, inputs: int, weights: Derivation, bias: Derivation, x: sp.IndexedBase, values: Mapping[str, tuple] | None = None
+) -> Concrete:
     """The appendix of a dense layer z = W x + b before a loss, for ``given.classes`` classes and
     ``inputs`` inputs: the gradient with respect to every weight and bias (the derived results,
     their general forms when the target does not sum to one) and a worked example.
 
-    The example's numbers are ours: inputs x_d = d, every weight 1, so that each logit gets the same
-    sum of the inputs, and the bias of the softmax-ce example (ln 3 for class 2, 0 elsewhere). Its
-    logits, outputs and loss are the definitions evaluated with mpmath; its gradient is the derived
+    The example's numbers are the user's ``values`` ("x", "W", "b", checked by the derivation)
+    where given, else ours: inputs x_d = d; weights W_kd = 2 (d - k) + 1, odd and so never 0,
+    no two rows alike, so that a row mixed up changes the logits; biases that make each logit
+    that of the softmax-ce example (ln 3 for class 2, 0 elsewhere), b = z - W x. Its logits,
+    outputs and loss are the definitions evaluated with mpmath; its gradient is the derived
     result at those numbers.
     """
     from derive.verify import symbolize
@@ -496,11 +501,12 @@ def layer_instance(given: Inputs, inputs: int, weights: Derivation, bias: Deriva
         by.append(b[r])
         gradient_.append(formulas[1].xreplace({bias.setting.index: sp.Integer(r), s.classes: sp.Integer(n)}))
 
-    xs = tuple(sp.Integer(col) for col in range(1, inputs + 1))
-    ws = tuple(tuple(sp.Integer(1) for _ in xs) for _ in range(n))
-    bs = _default_logits(n)
-    total = sum(xs, sp.Integer(0))
-    logits = tuple(sp.Add(total, bs[r], evaluate=False) if bs[r] != 0 else total for r in range(n))
+    values = dict(values or {})
+    xs = values.get("x") or tuple(sp.Integer(col) for col in range(1, inputs + 1))
+    ws = values.get("W") or tuple(tuple(sp.Integer(2 * (col - r) + 1) for col in range(1, inputs + 1)) for r in range(1, n + 1))
+    products = [sum((w * v for w, v in zip(row, xs)), sp.Integer(0)) for row in ws]
+    bs = values.get("b") or tuple(z - p for z, p in zip(_default_logits(n), products))
+    logits = tuple(p + b_ for p, b_ in zip(products, bs))
     loss, defined = written_loss(s, weights.subject.expr, sizes)
     with mpmath.workdps(WORKING):
         point = {symbolize(y[r + 1]): _entry(given.target[r]) for r in range(n)}
@@ -517,16 +523,16 @@ def layer_instance(given: Inputs, inputs: int, weights: Derivation, bias: Deriva
         numbers_ = [evaluate_shared(expand_sums(g) if g.has(sp.Sum) else g, at, {}) for g in gradient_]
     f = lambda v: sp.Float(v, DIGITS)
     example = LayerExample(
-        inputs=xs,
-        weights=ws,
-        bias=bs,
+        x=xs,
+        W=ws,
+        b=bs,
         logits=logits,
         probabilities=tuple(map(f, outputs)),
         target=given.target,
         loss=f(value),
-        gradient_weights=tuple(tuple(f(v) for v in numbers_[r * inputs:(r + 1) * inputs]) for r in range(n)),
-        gradient_bias=tuple(f(v) for v in numbers_[n * inputs:]),
-        given=given.given,
+        gradient_W=tuple(tuple(f(v) for v in numbers_[r * inputs:(r + 1) * inputs]) for r in range(n)),
+        gradient_b=tuple(f(v) for v in numbers_[n * inputs:]),
+        given=tuple(name for name in ("x", "W", "b") if name in values) + given.given,
     )
     return Concrete(
         classes=n, loss=None, jacobian=None, gradient=tuple(gradient_), example=example, of=None,

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Mapping
 
 import sympy as sp
 
+from derive import functions as fn
 from derive.model import Path
 from derive.symbols import ExcludedSum
 
@@ -228,10 +229,16 @@ class _Printer:
             return rf"{self.n.log} {arg}"
         return rf"{self.n.log}\left({arg}\right)"
 
+    def function(self, e: sp.Function, path: Path) -> str:
+        """sigma(u), tanh(u), softplus(u): the name, then the argument in brackets."""
+        name = _FUNCTION_NAMES[type(e).__name__]
+        return rf"{name}\left({self.child(e, path, 0)}\right)"
+
     def sum_(self, e: sp.Sum, path: Path) -> str:
-        (idx, lo, hi) = e.limits[0]
         body = self.print(e.function, path + (0,), parens=isinstance(e.function, sp.Add) or _signed(e.function))
-        return rf"\sum_{{{self.print(idx, ())}={self.print(lo, ())}}}^{{{self.print(hi, ())}}} {body}"
+        # SymPy merges nested sums into one with several limits, the first the innermost.
+        signs = "".join(rf"\sum_{{{self.print(idx, ())}={self.print(lo, ())}}}^{{{self.print(hi, ())}}} " for idx, lo, hi in reversed(e.limits))
+        return signs + body
 
     def excluded_sum(self, e: ExcludedSum, path: Path) -> str:
         f, idx, lo, hi, skip = e.args
@@ -277,12 +284,19 @@ _DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
     sp.exp: _Printer.exp,
     sp.log: _Printer.log,
     sp.Sum: _Printer.sum_,
+    fn.sigmoid: _Printer.function,
+    fn.tanh: _Printer.function,
+    fn.softplus: _Printer.function,
     ExcludedSum: _Printer.excluded_sum,
     sp.Derivative: _Printer.derivative,
     sp.Eq: _Printer.relation,
     sp.Ne: _Printer.relation,
     sp.MatrixBase: _Printer.matrix,
 }
+
+
+_FUNCTION_NAMES = {"sigmoid": r"\sigma", "tanh": r"\tanh", "softplus": r"\mathrm{softplus}"}
+"""The functions of :mod:`derive.functions` as the documents write them."""
 
 
 def _simple(e: sp.Basic) -> bool:
@@ -321,7 +335,7 @@ def _factor_rank(e: sp.Basic) -> int:
     if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)):
         return 1
     if isinstance(e, sp.Pow) and _atomic(e.base):
-        return 1 if e.exp > 0 else 2
+        return 2 if e.exp.is_Number and e.exp < 0 else 1
     if isinstance(e, sp.Add):
         # A bracket of parameters alone, (1 - epsilon), is a coefficient and goes first.
         return 3 if e.atoms(sp.Indexed, sp.Sum, sp.Function) else 0

@@ -339,28 +339,39 @@ def _fresh(base: sp.Symbol, taken: set) -> sp.Symbol:
             return s
 
 
-def _rename_bound(value: sp.Expr, avoid: set) -> sp.Expr:
+def _rename_bound(value: sp.Expr, avoid: set, ranges: Mapping[sp.Symbol, sp.Expr] | None = None) -> sp.Expr:
     """Rename each summation index of ``value`` that is also in ``avoid`` (a free index of the
-    context), so a bound d never captures the d of the variable W_kd."""
+    context), so a bound d never captures the d of the variable W_kd: to another letter of the
+    same range where ``ranges`` offers one (k -> j), else with a prime (d -> d')."""
     clash = _bound(value) & avoid
     if not clash:
         return value
     taken = set(avoid) | _bound(value) | {s for s in value.free_symbols}
     mapping = {}
     for s in sorted(clash, key=str):
-        mapping[s] = _fresh(s, taken)
+        limit = (ranges or {}).get(s)
+        same = [t for t in (ranges or {}) if limit is not None and ranges[t] == limit and t not in taken]
+        mapping[s] = same[0] if same else _fresh(s, taken)
         taken.add(mapping[s])
     return _rename_sums(value, mapping)
 
 
+def hygienic(definitions: tuple[Definition, ...], free: set, ranges: Mapping[sp.Symbol, sp.Expr]) -> tuple[Definition, ...]:
+    """The definitions with every summation index that is also a free index of the derivation
+    (the k and d of --wrt W_kd) renamed, so no letter means two things in one formula."""
+    return tuple(Definition(d.key, d.symbol, _rename_bound(d.value, set(free) | set(d.symbol.free_symbols), ranges)) for d in definitions)
+
+
 def _rename_sums(e: sp.Basic, mapping: dict) -> sp.Basic:
     if isinstance(e, sp.Sum):
-        idx, lo, hi = e.limits[0]
-        new = mapping.get(idx, idx)
         body = _rename_sums(e.function, mapping)
-        if new != idx:
-            body = substitute(body, {idx: new})
-        return sp.Sum(body, (new, lo, hi))
+        limits = []
+        for idx, lo, hi in e.limits:
+            new = mapping.get(idx, idx)
+            if new != idx:
+                body = substitute(body, {idx: new})
+            limits.append((new, lo, hi))
+        return sp.Sum(body, *limits)
     if not e.args or isinstance(e, (sp.Indexed, sp.Tuple)):
         return e
     args = [_rename_sums(a, mapping) for a in e.args]
@@ -451,7 +462,7 @@ def sum_rule(p: Planner, node: sp.Basic) -> Built | None:
         return inner and Built(mul(f.args[0], inner.new), notes=inner.notes)
     if isinstance(f, sp.Sum):
         body = f.function
-        if f.limits[0][0] in x.free_symbols:
+        if any(lim[0] in x.free_symbols for lim in f.limits):
             return None  # a bound index equal to the variable's: renamed when defined, never here
         inner = add(*(_deriv(t, x) for t in body.args)) if isinstance(body, sp.Add) else _deriv(body, x)
         return Built(sp.Sum(inner, *f.limits), notes=(("term", f), ("variable", x)))
@@ -749,9 +760,12 @@ def _canonical(e: sp.Basic) -> sp.Basic:
 
     def walk(n: sp.Basic) -> sp.Basic:
         if isinstance(n, sp.Sum):
-            idx, lo, hi = n.limits[0]
-            new = sp.Symbol(f"_s{next(counter)}", integer=True, positive=True)
-            return sp.Sum(walk(n.function.xreplace({idx: new})), (new, lo, hi))
+            body, limits = n.function, []
+            for idx, lo, hi in n.limits:
+                new = sp.Symbol(f"_s{next(counter)}", integer=True, positive=True)
+                body = body.xreplace({idx: new})
+                limits.append((new, lo, hi))
+            return sp.Sum(walk(body), *limits)
         if not n.args or isinstance(n, (sp.Indexed, sp.Tuple)):
             return n
         return n.func(*[walk(a) for a in n.args])
@@ -778,7 +792,7 @@ def _size(e: sp.Basic) -> int:
 def split_sum(p: Planner, node: sp.Basic) -> Built | None:
     """sum_i f_i J_ik -> sum_{i != k} f_i J_ik|_{i != k} + f_k J_kk: the term i = k taken out of the
     sum, each case of the Jacobian put where it applies (when that leaves simple terms)."""
-    if not isinstance(node, sp.Sum):
+    if not isinstance(node, sp.Sum) or len(node.limits) != 1:
         return None
     i = node.limits[0][0]
     for step in reversed(p.steps):
@@ -817,12 +831,12 @@ def distribute(p: Planner, node: sp.Basic) -> Built | None:
     Kronecker delta of the summation index is multiplied out, one sum per term."""
     if not isinstance(node, sp.Sum):
         return None
-    i = node.limits[0][0]
+    bound = {lim[0] for lim in node.limits}
     fs = _factors(node.function)
-    if any(isinstance(f, sp.KroneckerDelta) and i in f.args for f in fs):
+    if any(isinstance(f, sp.KroneckerDelta) and bound & set(f.args) for f in fs):
         return None  # the delta is a factor already: sifting takes the sum as it is
     for n, f in enumerate(fs):
-        if isinstance(f, sp.Add) and any(isinstance(d, sp.KroneckerDelta) and i in d.args for t in f.args for d in _factors(t)):
+        if isinstance(f, sp.Add) and any(isinstance(d, sp.KroneckerDelta) and bound & set(d.args) for t in f.args for d in _factors(t)):
             return _split_over(node, fs, n)
     return None
 
@@ -842,7 +856,7 @@ def _split_over(node: sp.Sum, fs: list, n: int) -> Built:
 def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
     """sum_i y_i (a_i - c) -> sum_i y_i a_i - sum_i y_i c: a bracket with a term free of i is
     multiplied out, so that an assumption about sum_i y_i can be used."""
-    if not isinstance(node, sp.Sum):
+    if not isinstance(node, sp.Sum) or len(node.limits) != 1:
         return None
     i = node.limits[0][0]
     fs = _factors(node.function)
@@ -882,18 +896,24 @@ def sifting(p: Planner, node: sp.Basic) -> Built | None:
     """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k."""
     if not isinstance(node, sp.Sum):
         return None
-    j, lo, hi = node.limits[0]
     fs = _factors(node.function)
-    for d in fs:
-        if isinstance(d, sp.KroneckerDelta) and j in d.args:
+    bound = {lim[0] for lim in node.limits}
+    for n, (j, lo, hi) in enumerate(node.limits):
+        for d in fs:
+            if not (isinstance(d, sp.KroneckerDelta) and j in d.args):
+                continue
             other = d.args[1] if d.args[0] == j else d.args[0]
-            if other == j:
+            if other in bound:
                 continue
             rest = list(fs)
             rest.remove(d)
             value = substitute(_product(rest), {j: other})
+            others = node.limits[:n] + node.limits[n + 1 :]
+            if others:
+                value = sp.Sum(value, *others)
             f = sp.IndexedBase("f")
-            return Built(value, identity=sp.Eq(sp.Sum(mul(sp.KroneckerDelta(j, other), f[j]), (j, lo, hi)), f[other], evaluate=False), notes=(("index", j), ("at", other)))
+            identity = sp.Eq(sp.Sum(mul(sp.KroneckerDelta(j, other), f[j]), (j, lo, hi)), f[other], evaluate=False)
+            return Built(value, identity=identity, notes=(("index", j), ("at", other)))
     return None
 
 
@@ -901,10 +921,11 @@ def factor_out(p: Planner, node: sp.Basic) -> Built | None:
     """sum_i c f_i -> c sum_i f_i when c does not depend on the summation index i."""
     if not isinstance(node, (sp.Sum, ExcludedSum)) or not isinstance(node.function, sp.Mul):
         return None
-    idx = node.index if isinstance(node, ExcludedSum) else node.limits[0][0]
+    bound = {node.index} if isinstance(node, ExcludedSum) else {lim[0] for lim in node.limits}
+    idx = min(bound, key=str)
     fs = _factors(node.function)
-    const = [f for f in fs if not f.has(idx)]
-    rest = [f for f in fs if f.has(idx)]
+    const = [f for f in fs if not f.has(*bound)]
+    rest = [f for f in fs if f.has(*bound)]
     if not const or not rest:
         return None
     inner = node.func(_product(rest), *node.args[1:])
@@ -917,7 +938,7 @@ def factor_out(p: Planner, node: sp.Basic) -> Built | None:
 
 def constant_sum(p: Planner, node: sp.Basic) -> Built | None:
     """sum_{i=1}^{n} c -> n c when c does not depend on i."""
-    if not isinstance(node, sp.Sum) or node.function.has(node.limits[0][0]):
+    if not isinstance(node, sp.Sum) or len(node.limits) != 1 or node.function.has(node.limits[0][0]):
         return None
     _, lo, hi = node.limits[0]
     count = hi - lo + 1

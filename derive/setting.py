@@ -73,10 +73,13 @@ def expand_sums(expr: sp.Basic) -> sp.Basic:
             e = e.full()
             return explicit(e.args[0]) + explicit(e.args[1]) if isinstance(e, sp.Add) else explicit(e)
         if isinstance(e, sp.Sum):
-            idx, lo, hi = e.limits[0]
-            if not (lo.is_Integer and hi.is_Integer):
-                raise ValueError(f"cannot write out a sum with symbolic limits: {e}")
-            return sp.Add(*[e.function.xreplace({idx: sp.Integer(v)}) for v in range(int(lo), int(hi) + 1)])
+            # SymPy merges nested sums into one with several limits, the first the innermost.
+            terms = [e.function]
+            for idx, lo, hi in e.limits:
+                if not (lo.is_Integer and hi.is_Integer):
+                    raise ValueError(f"cannot write out a sum with symbolic limits: {e}")
+                terms = [t.xreplace({idx: sp.Integer(v)}) for t in terms for v in range(int(lo), int(hi) + 1)]
+            return sp.Add(*terms)
         return e
 
     return expr.replace(is_sum, explicit)

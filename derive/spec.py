@@ -239,7 +239,10 @@ def problem(spec: Spec) -> "Problem":
         lhs, rhs = parse_equation(text, overrides)
         key = spec.assume_keys[n - 1] if n <= len(spec.assume_keys) else ("normalised" if _is_normalisation(lhs, rhs) else f"assumption{n}")
         assumptions.append(Assumption(key, sp.Eq(lhs, rhs, evaluate=False)))
-    return Problem(tuple(definitions), wrt, tuple(assumptions), ranges)
+    from derive.planner import hygienic
+
+    free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
+    return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges)
 
 
 def _key(lhs, rhs) -> str:
@@ -315,6 +318,8 @@ def setting(p: "Problem"):
         for s in d.value.atoms(sp.Sum):
             used |= {lim[0] for lim in s.limits}
     constraints = {a.key: constraint(a.statement) for a in p.assumptions}
+    for c in constraints.values():
+        c.bind.update({r: p.ranges[r] for r in c.rows})
     return Setting(
         wrt=p.wrt,
         definitions=p.definitions,
@@ -322,22 +327,38 @@ def setting(p: "Problem"):
         constraints=constraints,
         classes=H,
         index=p.wrt.indices[-1],
-        outer=tuple(p.wrt.indices[:-1]),
+        outer=tuple(getattr(p.quantity, "indices", ())) + tuple(p.wrt.indices[:-1]),
         ranges={ix: hi for ix, hi in p.ranges.items() if ix in used},
     )
 
 
 def constraint(statement):
     """An assumption as verification imposes it: sum_i y_i = c fixes the last entry,
-    y_n = c - (y_1 + ... + y_{n-1})."""
+    y_n = c - (y_1 + ... + y_{n-1}); sum_i y_ni = c does so in every row n (up to the size of
+    its range, which verification passes as ``sizes``)."""
     import sympy as sp
 
     lhs, rhs = statement.args
-    if not (isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) and len(lhs.function.indices) == 1 and lhs.function.indices[0] == lhs.limits[0][0]):
-        raise UsageError(f"cannot use the assumption {sp.sstr(statement)}: an assumption is a sum of one indexed leaf equal to a constant, like sum_i y_i = 1")
-    base = lhs.function.base
+    ok = isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) and lhs.function.indices[-1] == lhs.limits[0][0]
+    ok = ok and all(isinstance(i, sp.Symbol) for i in lhs.function.indices[:-1]) and not rhs.free_symbols & set(lhs.function.indices)
+    if not ok:
+        raise UsageError(f"cannot use the assumption {sp.sstr(statement)}: an assumption is a sum of one indexed leaf over its last index equal to a constant, like sum_i y_i = 1")
+    base, rows = lhs.function.base, lhs.function.indices[:-1]
 
-    def fix(n: int) -> dict:
-        return {base[n]: rhs - sp.Add(*(base[m] for m in range(1, n)))}
+    def fix(n: int, sizes: dict | None = None) -> dict:
+        import itertools
 
+        extents = [range(1, int((sizes or {}).get(_limit(r), 1)) + 1) for r in rows]
+        out = {}
+        for at in itertools.product(*extents):
+            out[base[(*at, n)]] = rhs - sp.Add(*(base[(*at, m)] for m in range(1, n)))
+        return out
+
+    ranges = {}
+
+    def _limit(r):
+        return ranges.get(r)
+
+    fix.rows = rows  # type: ignore[attr-defined]
+    fix.bind = ranges  # type: ignore[attr-defined]
     return fix

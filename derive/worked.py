@@ -270,7 +270,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
             raise UsageError(f"--size {name} must be at least 1, not {value}")
     table = shapes(problem.definitions, problem.wrt, problem.ranges)
     limits = {s for shape in table.values() for s in shape if isinstance(s, sp.Symbol)}
-    limits |= {s for d in problem.definitions for x in d.value.atoms(sp.Sum) for s in x.limits[0][2].free_symbols}
+    limits |= {s for d in problem.definitions for x in d.value.atoms(sp.Sum) for lim in x.limits for s in lim[2].free_symbols}
     for s in sorted(limits, key=str):
         if s != H:
             sizes[s] = named.pop(str(s), DEFAULT_SIZE)

@@ -60,7 +60,7 @@ def test_catalog_and_rule_sequences(symbolic):
 
     assert NAME in derive.catalog()
     assert CATALOG[NAME].description == "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k"
-    assert CATALOG[NAME].options == ("inputs",)
+    assert CATALOG[NAME].options == ("inputs", "let")
     bias, training = symbolic.parts
     assert [s.rule for s in symbolic.steps] == CHAIN and [s.rule for s in bias.steps] == CHAIN
     assert [s.rule for s in training.steps] == TRAINING
@@ -197,10 +197,12 @@ def test_rules_refuse_what_they_do_not_fit(symbolic):
 def test_our_example_for_three_classes():
     d3 = derive.derivation(NAME, classes=3)
     ex = d3.concrete.example
-    assert ex.inputs == (1, 2) and ex.weights == ((1, 1),) * 3 and ex.bias == (0, sp.log(3), 0)
+    # Weights that differ in every row and are never 0; biases that give the classic logits.
+    assert ex.x == (1, 2) and ex.W == ((1, 3), (-1, 1), (-3, -1)) and ex.b == (-7, sp.log(3) - 1, 5)
+    assert ex.logits == (0, sp.log(3), 0) and ex.given == ()
     assert [float(p) for p in ex.probabilities] == pytest.approx([0.2, 0.6, 0.2], abs=1e-25)
-    assert [float(v) for row in ex.gradient_weights for v in row] == pytest.approx([-0.8, -1.6, 0.6, 1.2, 0.2, 0.4], abs=1e-25)
-    assert [float(v) for v in ex.gradient_bias] == pytest.approx([-0.8, 0.6, 0.2], abs=1e-25)
+    assert [float(v) for row in ex.gradient_W for v in row] == pytest.approx([-0.8, -1.6, 0.6, 1.2, 0.2, 0.4], abs=1e-25)
+    assert [float(v) for v in ex.gradient_b] == pytest.approx([-0.8, 0.6, 0.2], abs=1e-25)
     assert float(ex.loss) == pytest.approx(float(sp.log(5)), abs=1e-25)
     assert d3.concrete.parameters == ((dense.D, 2),) and d3.concrete.assumptions == ("normalised",)
     assert len(d3.concrete.by) == len(d3.concrete.gradient) == 3 * 2 + 3
@@ -229,8 +231,8 @@ def test_examples_agree_with_finite_differences(classes, inputs, target):
     ex = dd.concrete.example
     with mpmath.workdps(60):
         num = lambda v: mpmath.mpf(str(sp.N(v, 60)))
-        ws = [[num(v) for v in row] for row in ex.weights]
-        xs, bs, ts = [num(v) for v in ex.inputs], [num(v) for v in ex.bias], [num(v) for v in ex.target]
+        ws = [[num(v) for v in row] for row in ex.W]
+        xs, bs, ts = [num(v) for v in ex.x], [num(v) for v in ex.b], [num(v) for v in ex.target]
         assert abs(_loss(ws, xs, bs, ts) - num(ex.loss)) < 1e-20
         h = mpmath.mpf("1e-20")
         for r in range(classes):
@@ -239,19 +241,19 @@ def test_examples_agree_with_finite_differences(classes, inputs, target):
                 up[r][c] += h
                 down[r][c] -= h
                 numeric = (_loss(up, xs, bs, ts) - _loss(down, xs, bs, ts)) / (2 * h)
-                assert abs(numeric - num(ex.gradient_weights[r][c])) < 1e-9, (r, c)
+                assert abs(numeric - num(ex.gradient_W[r][c])) < 1e-9, (r, c)
             up, down = list(bs), list(bs)
             up[r] += h
             down[r] -= h
             numeric = (_loss(ws, xs, up, ts) - _loss(ws, xs, down, ts)) / (2 * h)
-            assert abs(numeric - num(ex.gradient_bias[r])) < 1e-9, r
+            assert abs(numeric - num(ex.gradient_b[r])) < 1e-9, r
     dd.check()
 
 
 def test_a_target_that_does_not_sum_to_one_gets_the_general_forms():
     dd = derive.derivation(NAME, classes=3, target=["1", "1", "0"])
     assert dd.concrete.assumptions == ()
-    assert [float(v) for v in dd.concrete.example.gradient_bias] == pytest.approx([-0.6, 0.2, 0.4], abs=1e-25)
+    assert [float(v) for v in dd.concrete.example.gradient_b] == pytest.approx([-0.6, 0.2, 0.4], abs=1e-25)
     dd.check()
     assert "does not sum to one, so the gradients are the general forms" in derive.render(dd, "md")
 
@@ -274,12 +276,16 @@ def test_planted_concrete_errors_are_caught():
 @pytest.mark.parametrize(
     "plant, message",
     [
-        (lambda ex: replace(ex, gradient_weights=ex.gradient_weights[:1] + ((ex.gradient_weights[1][0] + sp.Float("1e-15"),) + ex.gradient_weights[1][1:],) + ex.gradient_weights[2:]), "dE/dW_2,1"),
-        (lambda ex: replace(ex, gradient_bias=ex.gradient_bias[:2] + (-ex.gradient_bias[2],) + ex.gradient_bias[3:]), "dE/db_3"),
+        (lambda ex: replace(ex, gradient_W=ex.gradient_W[:1] + ((ex.gradient_W[1][0] + sp.Float("1e-15"),) + ex.gradient_W[1][1:],) + ex.gradient_W[2:]), "dE/dW_2,1"),
+        (lambda ex: replace(ex, gradient_b=ex.gradient_b[:2] + (-ex.gradient_b[2],) + ex.gradient_b[3:]), "dE/db_3"),
         (lambda ex: replace(ex, loss=ex.loss * (1 + sp.Float("1e-12"))), "loss"),
         (lambda ex: replace(ex, logits=(ex.logits[0] + 1,) + ex.logits[1:]), "logit 1"),
         (lambda ex: replace(ex, probabilities=ex.probabilities[::-1]), "output 2"),
-        (lambda ex: replace(ex, inputs=ex.inputs[::-1]), "dE/dW_1,1"),  # the same logits: every weight is 1
+        # With weights that differ from row to row, inputs in the wrong order or two rows of W
+        # mixed up change the logits (with every weight 1, as the example once was, they did not).
+        (lambda ex: replace(ex, x=ex.x[::-1]), "logit 1"),
+        (lambda ex: replace(ex, W=(ex.W[1], ex.W[0]) + ex.W[2:]), "logit 1"),
+        (lambda ex: replace(ex, W=tuple(row[::-1] for row in ex.W)), "logit 1"),
     ],
 )
 def test_wrong_example_numbers_are_caught(plant, message):
@@ -316,8 +322,21 @@ def test_large_layers_stay_quick_and_bounded():
     [
         ({"classes": 3, "logits": ["1", "2", "3"]}, "takes no --logits: the logits are z = W x \\+ b"),
         ({"logits": ["1", "2"]}, "takes no --logits"),
-        ({"inputs": "3"}, "need --classes"),
-        ({"target": ["1", "0", "0"]}, "need --classes"),
+        ({"inputs": "3"}, "^--inputs needs --classes"),  # not a word of --target, which was not given
+        ({"target": ["1", "0", "0"]}, "^--target needs --classes"),
+        ({"target": ["1", "0", "0"], "inputs": "3"}, "^--target and --inputs need --classes"),
+        ({"let": ["x=1,2"]}, "^--let needs --classes"),
+        ({"classes": 3, "let": ["y=1,0,0"]}, "takes --let for x, W and b \\(the target is --target\\)"),
+        ({"classes": 3, "let": ["x=1,2", "x=3,4"]}, "--let x is given twice"),
+        ({"classes": 3, "let": ["W=1,2;3,4"]}, "--let W needs 3 rows, one per class"),
+        ({"classes": 3, "let": ["W=1,2;3;5,6"]}, "every row needs the same number of entries"),
+        ({"classes": 3, "let": ["x=1,2,3", "W=1,2;3,4;5,6"]}, "--let W has 2 columns, but --let x makes 3 inputs"),
+        ({"classes": 3, "inputs": "3", "let": ["x=1,2"]}, "--let x has 2 numbers, but --inputs makes 3 inputs"),
+        ({"classes": 3, "let": ["b=1,2"]}, "--let b needs 3 numbers, one per class"),
+        ({"classes": 3, "let": ["x=1;2"]}, "only W has rows"),
+        ({"classes": 3, "let": ["x"]}, "--let must look like NAME=VALUES"),
+        ({"classes": 3, "let": ["x=1,nan"]}, "not a finite number"),
+        ({"classes": 3, "let": ["W=1;2;x"]}, "--let W row 3: 'x' is not a number"),
         ({"classes": 3, "inputs": "abc"}, "--inputs must be a whole number"),
         ({"classes": 3, "inputs": "2.5"}, "--inputs must be a whole number"),
         ({"classes": 3, "inputs": "0"}, "between 1 and 64"),
@@ -334,7 +353,7 @@ def test_bad_input_raises_usage_errors(kwargs, message):
         derive.derivation(NAME, **kwargs)
 
 
-@pytest.mark.parametrize("args", [["--classes", "3", "--logits", "1,2,3"], ["--classes", "3", "--inputs", "x"], ["--inputs", "2"]])
+@pytest.mark.parametrize("args", [["--classes", "3", "--logits", "1,2,3"], ["--classes", "3", "--inputs", "x"], ["--inputs", "2"], ["--classes", "3", "--let", "W=1"]])
 def test_command_line_bad_input_is_one_line_exit_2(args, tmp_path):
     out = tmp_path / "out.md"
     result = CliRunner().invoke(app, [NAME, *args, "-o", str(out)])
@@ -356,7 +375,7 @@ def test_command_line_renders_every_text_format(tmp_path):
     assert r"\boxed{\frac{\partial E}{\partial W_{kd}} = \sum_{n=1}^{N} x_{nd} \left(o_{nk} - y_{nk}\right)}" in md
     assert r"\frac{\partial z_i}{\partial W_{kd}} = \delta_{ik} x_d = \begin{cases} x_d & \text{if } i = k \\ 0 & \text{if } i \neq k \end{cases}" in md
     assert r"Using $`\frac{\partial E}{\partial z_k} = o_k \sum_{i=1}^{H} y_i - y_k`$." in md
-    assert "| 1 | $`3`$ | $`0.2`$ | $`1`$ | $`-0.8`$ |" in md
+    assert "| 1 | $`0`$ | $`0.2`$ | $`1`$ | $`-0.8`$ |" in md
     assert r"\begin{pmatrix} -0.8 & -1.6 \\ 0.6 & 1.2 \\ 0.2 & 0.4 \end{pmatrix}" in md
     tex = (tmp_path / "out.tex").read_text()
     assert r"\section*{The bias}" in tex and r"\section*{Over a training set}" in tex
@@ -371,7 +390,7 @@ def test_json_example_keys_and_parts():
     assert doc["name"] == NAME and doc["classes"] == 3 and doc["options"] == {"inputs": 3.0}
     ex = doc["example"]
     assert {"x", "W", "b", "target", "loss", "gradient_W", "gradient_b"} <= set(ex) <= {"x", "W", "b", "target", "loss", "gradient_W", "gradient_b", "logits", "probabilities"}
-    assert ex["x"] == [1, 2, 3] and ex["W"] == [[1, 1, 1]] * 3 and ex["target"] == [1, 0, 0]
+    assert ex["x"] == [1, 2, 3] and ex["W"] == [[1, 3, 5], [-1, 1, 3], [-3, -1, 1]] and ex["target"] == [1, 0, 0]
     assert [v for row in ex["gradient_W"] for v in row] == pytest.approx([-0.8, -1.6, -2.4, 0.6, 1.2, 1.8, 0.2, 0.4, 0.6])
     assert ex["gradient_b"] == pytest.approx([-0.8, 0.6, 0.2]) and ex["loss"] == pytest.approx(1.6094379124341003)
     assert [p["name"] for p in doc["parts"]] == ["bias", "training-set"]
@@ -399,3 +418,50 @@ def test_every_markdown_formula_parses(classes, inputs):
 def test_pdf_builds(pdflatex):
     pdf = derive.render(derive.derivation(NAME, classes=3), "pdf")
     assert pdf.startswith(b"%PDF")
+
+
+# --- the example's numbers: --let ---------------------------------------------------------------
+@pytest.mark.parametrize("classes, inputs", [(1, 1), (2, 2), (3, 2), (3, 3), (7, 4), (12, 2)])
+def test_our_weights_make_a_good_test(classes, inputs):
+    """No weight is 0, no two rows and no two columns are alike, a square W is not symmetric, and
+    the biases give the logits of the softmax-ce example."""
+    ex = derive.derivation(NAME, classes=classes, inputs=str(inputs)).concrete.example
+    assert all(w != 0 for row in ex.W for w in row)
+    assert len(set(ex.W)) == classes and len(set(zip(*ex.W))) == inputs
+    if classes == inputs > 1:
+        assert ex.W != tuple(zip(*ex.W))
+    assert ex.logits == tuple(sp.log(3) if r == 2 else 0 for r in range(1, classes + 1))
+
+
+def test_let_gives_the_example_its_numbers():
+    dd = derive.derivation(NAME, classes=3, let=["x=0.5,-1", "W=1,2;3,4;5,6", "b=0,0.5,-1"], target=["0", "1", "0"])
+    ex = dd.concrete.example
+    assert ex.x == (sp.Rational(1, 2), -1) and ex.W == ((1, 2), (3, 4), (5, 6)) and ex.b == (0, sp.Rational(1, 2), -1)
+    assert ex.logits == (sp.Rational(-3, 2), -2, sp.Rational(-9, 2))  # W x + b
+    assert ex.given == ("x", "W", "b", "target")
+    # The same numbers as a mapping, nested for W; what is not given is ours.
+    same = derive.derivation(NAME, classes=3, let={"x": [0.5, -1], "W": [[1, 2], [3, 4], [5, 6]], "b": ["0", "0.5", "-1"]}, target=["0", "1", "0"])
+    assert same.concrete.example == ex
+    partial = derive.derivation(NAME, classes=3, let=["W=1,2;3,4;5,6"]).concrete.example
+    assert partial.x == (1, 2) and partial.logits == (0, sp.log(3), 0) and partial.given == ("W",)
+    # D follows x when --inputs is not given.
+    wide = derive.derivation(NAME, classes=2, let=["x=1,2,3,4"])
+    assert wide.concrete.parameters == ((dense.D, 4),) and len(wide.concrete.example.W[0]) == 4
+    dd.check()
+    wide.check()
+
+
+def test_let_on_the_command_line_and_the_same_names_in_json_and_python(tmp_path):
+    out = tmp_path / "doc.json"
+    result = CliRunner().invoke(app, [NAME, "--classes", "3", "--let", "x=1,2", "--let", "W=1,2;3,4;5,6", "--let", "b=0,0,0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    example = json.loads(out.read_text())["example"]
+    ex = derive.derivation(NAME, classes=3, let=["x=1,2", "W=1,2;3,4;5,6", "b=0,0,0"]).concrete.example
+    flat = lambda v: [float(e) for row in v for e in (row if isinstance(row, (list, tuple)) else [row])] if isinstance(v, (list, tuple)) else [float(v)]
+    for name in ("x", "W", "b", "gradient_W", "gradient_b", "logits", "probabilities", "target", "loss"):
+        assert flat(example[name]) == pytest.approx(flat(getattr(ex, name)), abs=1e-15), name
+    assert example["W"] == [[1, 2], [3, 4], [5, 6]] and example["logits"] == [5, 11, 17]
+    md = derive.render(derive.derivation(NAME, classes=3, let=["W=1,2;3,4;5,6"]), "md")
+    assert "The inputs are ours, $`x_d = d`$. The weights $`W`$ are as given. The biases are ours" in md
+    assert "The target is class 1." in md
+    assert "--let" in CliRunner().invoke(app, [NAME, "--help"]).output

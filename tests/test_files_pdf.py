@@ -504,7 +504,7 @@ def test_overview_command_finishes_an_early_build(
     monkeypatch.chdir(tmp_path)
     used: list[bool] = []
 
-    def render(format: str, templates: Any = None, notation: Any = None) -> bytes:
+    def render(format: str, templates: Any = None, notation: Any = None, markdown: Any = None) -> bytes:
         used.append(pdf._ACTIVE.get() is not None and running_processes_in(private_tmp) != [])
         return build_pdf(document)  # what overview.render("pdf") does, without the checks of every derivation
 
@@ -512,6 +512,7 @@ def test_overview_command_finishes_an_early_build(
         raise AssertionError("built from scratch")
 
     monkeypatch.setattr(overview, "render", render)
+    monkeypatch.setattr(overview, "linked", lambda *args, **kwargs: iter(()))  # the documents it links to: built from scratch
     monkeypatch.setattr(pdf, "_build_from_scratch", from_scratch)
     result = CliRunner().invoke(app, ["overview", "-o", "overview.pdf"])
     assert result.exit_code == 0, result.output

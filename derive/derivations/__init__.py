@@ -27,7 +27,7 @@ class Entry:
     module: str
     options: tuple[str, ...] = ()
     """Options beyond STANDARD, as keyword names of the module's ``build`` (``label_smoothing``
-    is ``--label-smoothing`` on the command line)."""
+    is ``--label-smoothing`` on the command line). Those in UNNAMED do not go into file names."""
 
 
 CATALOG: dict[str, Entry] = {
@@ -47,9 +47,14 @@ CATALOG: dict[str, Entry] = {
     "dense-softmax-ce": Entry(
         "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
         "derive.derivations.dense_softmax_ce",
-        ("inputs",),
+        ("inputs", "let"),
     ),
 }
+
+
+UNNAMED = frozenset({"let"})
+"""Options that are a worked example's numbers, like --logits and --target: the default file
+name does not change with them."""
 
 
 def option_name(keyword: str) -> str:
@@ -89,7 +94,7 @@ def file_stem(name: str, classes: int | None = None, options: dict[str, Any] | N
     """A document's file name without its extension: NAME, NAME-N for N classes, then each option
     given as -OPTIONVALUE in the catalog's order (softmax-ce-3-temperature2-label-smoothing0.1)."""
     stem = name if classes is None else f"{name}-{classes}"
-    given = {key: value for key, value in (options or {}).items() if value is not None}
+    given = {key: value for key, value in (options or {}).items() if value is not None and key not in UNNAMED}
     order = CATALOG[name].options if name in CATALOG else tuple(given)
     for key in sorted(given, key=lambda key: order.index(key) if key in order else len(order)):
         stem += f"-{key.replace('_', '-')}{option_text(given[key]).replace('/', '_')}"

@@ -11,13 +11,14 @@ sums over the examples, a third.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import sympy as sp
 
 from derive import instance, rules
 from derive.derivations import softmax_ce
 from derive.derivations.softmax_ce import LOSS, NORMALISED, SOFTMAX
+from derive.concrete import numbers
 from derive.errors import UsageError
 from derive.model import Assumption, Definition, Derivation, Step
 from derive.setting import Setting
@@ -114,14 +115,79 @@ def inputs_of(inputs: object) -> int:
     return count
 
 
-def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None, inputs: object = None) -> Derivation:
+LETS = ("x", "W", "b")
+"""What --let gives the worked example: the inputs, the weights (rows by ';'), the biases."""
+
+
+def lets(let: Sequence[str] | Mapping[str, object], classes: int, inputs: int | None) -> tuple[dict[str, tuple], int]:
+    """Parse and check --let NAME=VALUES: ``x=1,2``, ``W=1,2;3,4;5,6`` (one row of D numbers per
+    class, rows by ';'), ``b=0,1,0`` (one per class); in Python also a mapping of a name to
+    numbers (nested for W). Return the values by name and the number of inputs D: --inputs, else
+    the length of x, else the columns of W, else DEFAULT_INPUTS."""
+    items = list(let.items()) if isinstance(let, Mapping) else [_assignment(text) for text in let or ()]
+    values: dict[str, list] = {}
+    for name, value in items:
+        if name not in LETS:
+            hint = " (the target is --target)" if name in ("y", "t", "target") else ""
+            raise UsageError(f"--let {name}: dense-softmax-ce takes --let for x, W and b{hint}")
+        if name in values:
+            raise UsageError(f"--let {name} is given twice")
+        if isinstance(value, str):
+            rows = [row.split(",") for row in value.split(";")]
+        else:
+            rows = [list(row) for row in value] if name == "W" else [list(value)]
+        if name != "W" and len(rows) > 1:
+            raise UsageError(f"--let {name} is one row of numbers separated by commas; only W has rows (by ';')")
+        values[name] = rows if name == "W" else rows[0]
+    widths = {"x": len(values["x"])} if "x" in values else {}
+    if "W" in values:
+        if len({len(row) for row in values["W"]}) > 1:
+            raise UsageError(f"--let W: every row needs the same number of entries, one per input, not {', '.join(str(len(r)) for r in values['W'])}")
+        widths["W"] = len(values["W"][0])
+    count = inputs if inputs is not None else next(iter(widths.values()), DEFAULT_INPUTS)
+    if not 1 <= count <= MAX_INPUTS:
+        raise UsageError(f"--let: at most {MAX_INPUTS} inputs, not {count}")
+    for name, width in widths.items():
+        if width != count:
+            source = "--inputs" if inputs is not None else "--let x"
+            raise UsageError(f"--let {name} has {width} {'numbers' if name == 'x' else 'columns'}, but {source} makes {count} inputs")
+    if "W" in values and len(values["W"]) != classes:
+        raise UsageError(f"--let W needs {classes} rows, one per class (rows by ';'), but got {len(values['W'])}")
+    parsed: dict[str, tuple] = {}
+    for name, numbers_ in values.items():
+        if name == "W":
+            parsed[name] = tuple(numbers(row, f"--let W row {r}", count) for r, row in enumerate(numbers_, 1))
+        else:
+            size = count if name == "x" else classes
+            if len(numbers_) != size:
+                per = "one per input" if name == "x" else "one per class"
+                raise UsageError(f"--let {name} needs {size} numbers, {per}, but got {len(numbers_)}")
+            parsed[name] = numbers(numbers_, f"--let {name}", size)
+    return parsed, count
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = str(text).partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UsageError(f"--let must look like NAME=VALUES, e.g. x=1,2 or W=1,2;3,4;5,6, not {text!r}")
+    return name.strip(), value.strip()
+
+
+def build(
+    classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None, inputs: object = None, let: object = None
+) -> Derivation:
     if logits is not None:
         raise UsageError("dense-softmax-ce takes no --logits: the logits are z = W x + b, computed from the example's inputs and parameters")
-    if classes is None and (target is not None or inputs is not None):
-        raise UsageError("--target and --inputs need --classes: the worked example is for a concrete number of classes")
+    given_options = [name for name, value in (("--target", target), ("--inputs", inputs), ("--let", let)) if value]
+    if classes is None and given_options:
+        needs = "needs" if len(given_options) == 1 else "need"
+        raise UsageError(f"{' and '.join(given_options)} {needs} --classes: the worked example is for a concrete number of classes")
     # Bad input fails before any symbolic work.
     given = instance.inputs(classes, None, target) if classes is not None else None
     count = inputs_of(inputs) if inputs is not None else DEFAULT_INPUTS
+    values: dict[str, tuple] = {}
+    if given is not None and let:
+        values, count = lets(let, given.classes, count if inputs is not None else None)
     if given is not None and given.classes * count > MAX_WEIGHTS:
         raise UsageError(f"at most {MAX_WEIGHTS} weights: {given.classes} classes and {count} inputs make {given.classes * count} (every entry is checked)")
     general = logit_gradient()
@@ -142,7 +208,7 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
     if given is None:
         return d_
     options = (("inputs", sp.Integer(count)),) if inputs is not None else ()
-    return replace(d_, concrete=instance.layer_instance(given, count, d_, bias, x), options=options)
+    return replace(d_, concrete=instance.layer_instance(given, count, d_, bias, x, values), options=options)
 
 
 def _before_last(steps: tuple[Step, ...]) -> sp.Eq:

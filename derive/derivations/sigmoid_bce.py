@@ -79,7 +79,7 @@ def inputs(classes: object, logits: Sequence | None, target: Sequence | None) ->
     t_ = numbers(target, "--target", given.classes)
     if any(t < 0 or t > 1 for t in t_):
         raise UsageError("--target entries must lie between 0 and 1: each is the probability of its own label")
-    return replace(given, target=t_, given=True)
+    return replace(given, target=t_, given=given.given + ("target",))
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:

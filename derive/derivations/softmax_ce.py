@@ -116,33 +116,33 @@ def _at_k(d: Definition) -> Definition:
 
 
 def pitfall() -> Pitfall:
-    """Why dividing by do_j/dz_j fails: every o_i depends on z_j, so the chain rule sums over i.
+    """Why dividing by do_k/dz_k fails: every o_i depends on z_k, so the chain rule sums over i.
 
     The counterexample uses the seed's numbers, O = (0.2, 0.6, 0.2) and y = (1, 0, 0).
     """
-    at_j = replace(SETTING, wrt=z[j], index=j)
-    dE_do = sp.Derivative(E, o[j])
-    do_dz = sp.Derivative(o[j], z[j])
-    full = sp.Sum(sp.Derivative(E, o[i]) * sp.Derivative(o[i], z[j]), (i, 1, H))
+    at_k = replace(SETTING, wrt=z[k], index=k)
+    dE_do = sp.Derivative(E, o[k])
+    do_dz = sp.Derivative(o[k], z[k])
+    full = sp.Sum(sp.Derivative(E, o[i]) * sp.Derivative(o[i], z[k]), (i, 1, H))
     # Linear outputs with half the sum of squares: the seed comment's regression case.
     linear = Setting(
-        wrt=z[j],
-        index=j,
+        wrt=z[k],
+        index=k,
         definitions=(
             Definition("squared_error", E, sp.Rational(1, 2) * sp.Sum((o[i] - y[i]) ** 2, (i, 1, H))),
             Definition("linear", o[i], z[i]),
         ),
     )
     claims = (
-        Claim("output_gradient", sp.Eq(dE_do, -y[j] / o[j], evaluate=False), True, at_j),
-        Claim("softmax_diagonal", sp.Eq(do_dz, o[j] * (1 - o[j]), evaluate=False), True, at_j),
-        Claim("shortcut", sp.Eq(sp.Derivative(E, z[j]), rules.mul(dE_do, do_dz), evaluate=False), False, at_j, ("normalised",)),
-        Claim("shortcut_value", sp.Eq(rules.mul(dE_do, do_dz), rules.mul(-y[j] / o[j], o[j] * (1 - o[j])), evaluate=False), True, at_j),
-        Claim("shortcut_result", sp.Eq(rules.mul(-y[j] / o[j], o[j] * (1 - o[j])), y[j] * (o[j] - 1), evaluate=False), True, at_j),
-        Claim("full_chain", sp.Eq(sp.Derivative(E, z[j]), full, evaluate=False), True, at_j),
-        Claim("full_value", sp.Eq(full, o[j] - y[j], evaluate=False), True, at_j, ("normalised",)),
-        Claim("regression", sp.Eq(sp.Derivative(E, z[j]), rules.mul(dE_do, do_dz), evaluate=False), True, linear),
-        Claim("regression_value", sp.Eq(rules.mul(dE_do, do_dz), o[j] - y[j], evaluate=False), True, linear),
+        Claim("output_gradient", sp.Eq(dE_do, -y[k] / o[k], evaluate=False), True, at_k),
+        Claim("softmax_diagonal", sp.Eq(do_dz, o[k] * (1 - o[k]), evaluate=False), True, at_k),
+        Claim("shortcut", sp.Eq(sp.Derivative(E, z[k]), rules.mul(dE_do, do_dz), evaluate=False), False, at_k, ("normalised",)),
+        Claim("shortcut_value", sp.Eq(rules.mul(dE_do, do_dz), rules.mul(-y[k] / o[k], o[k] * (1 - o[k])), evaluate=False), True, at_k),
+        Claim("shortcut_result", sp.Eq(rules.mul(-y[k] / o[k], o[k] * (1 - o[k])), y[k] * (o[k] - 1), evaluate=False), True, at_k),
+        Claim("full_chain", sp.Eq(sp.Derivative(E, z[k]), full, evaluate=False), True, at_k),
+        Claim("full_value", sp.Eq(full, o[k] - y[k], evaluate=False), True, at_k, ("normalised",)),
+        Claim("regression", sp.Eq(sp.Derivative(E, z[k]), rules.mul(dE_do, do_dz), evaluate=False), True, linear),
+        Claim("regression_value", sp.Eq(rules.mul(dE_do, do_dz), o[k] - y[k], evaluate=False), True, linear),
     )
     ex = concrete.example(3)
     return Pitfall(

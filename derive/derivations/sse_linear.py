@@ -51,7 +51,7 @@ def inputs(classes: object, logits: Sequence | None, target: Sequence | None) ->
     if classes is None or target is None:
         return instance.inputs(classes, logits, target)
     given = instance.inputs(classes, logits, None)
-    return replace(given, target=numbers(target, "--target", given.classes), given=True)
+    return replace(given, target=numbers(target, "--target", given.classes), given=given.given + ("target",))
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
