@@ -240,6 +240,8 @@ def at_random(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int],
         fixed = constraint(int(sizes[setting.classes]), sizes) if getattr(constraint, "rows", None) else constraint(int(sizes[setting.classes]))
         evaluator = Evaluator((), sizes, values)
         for entry, value in fixed.items():
-            values[entry.base][tuple(int(i) for i in entry.indices)] = evaluator.value(value)
+            at = tuple(int(i) for i in entry.indices)
+            if at in values[entry.base]:  # a constraint may name rows beyond these sizes
+                values[entry.base][at] = evaluator.value(value)
     evaluator = Evaluator(setting.definitions, sizes, values)
     return [evaluator.value(e, index) for e in exprs]
