@@ -91,6 +91,7 @@ def test_one_class_writes_the_loss_as_one_term_not_a_product(name):
         ("mse-softmax",),
         ("softmax-ce", "--target", "1"),
         ("sigmoid-bce", "--target", "1"),
+        ("dense-softmax-ce",),
     ],
 )
 def test_one_class_does_not_speak_of_class_2(args):
