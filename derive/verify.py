@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Mapping
 import mpmath
 import sympy as sp
 
-from derive import progress
+from derive import modular, progress
 from derive.errors import VerificationError
 from derive.functions import ELEMENTARY
 from derive.numeric import at_random
@@ -634,6 +634,12 @@ def is_zero(expr: sp.Expr, setting: Setting) -> bool:
     e = _exponentials(e)
     if any(not p.exp.is_Number for p in e.atoms(sp.Pow)):
         e = _symbolic_powers(e)
+    # What remains is a rational function of independent symbols (logs of the a_m are symbols
+    # too): evaluated modulo a prime at random points, not multiplied out (derive.modular).
+    e = e.xreplace({x: sp.Symbol(f"log_{n}_", real=True) for n, x in enumerate(sorted(e.atoms(sp.log), key=sp.default_sort_key))})
+    zero = modular.vanishes(e, sp.srepr(sorted(e.free_symbols, key=sp.default_sort_key)))
+    if zero is not None:
+        return zero
     e = sp.together(e)
     # A numerator that multiplies out to 0 proves it; otherwise cancel decides.
     return sp.expand(e.as_numer_denom()[0]) == 0 or sp.cancel(e) == 0
