@@ -202,7 +202,7 @@ def _chain(d: Derivation) -> Check:
 
 def _exact(cases: "Instances", step: Step, n: int) -> Check:
     what = f"step {n} ({step.rule})"
-    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}{_beside(cases.setting)}, every {_names(cases.setting)}"
+    method = f"exact modulo a 61-bit prime at random points, H = {SIZES[0]}..{SIZES[-1]}{_beside(cases.setting)}, every {_names(cases.setting)}"
     undefined: list[int] = []
     for size in SIZES:
         for index in assignments(cases.setting, size):
@@ -231,7 +231,7 @@ def _cases(setting: Setting, step: Step, n: int) -> Check:
     free = sorted({s for s in lhs.free_symbols | rhs.free_symbols if isinstance(s, sp.Symbol) and s.is_integer} - limits - {setting.index}, key=str)
     split = replace(setting, outer=tuple(free))
     cases = Instances(split)
-    method = f"exact, H = {SIZES[0]}..{SIZES[-1]}{_beside(split)}, every {_names(split)}: each case where its condition holds, every choice covered"
+    method = f"exact modulo a 61-bit prime at random points, H = {SIZES[0]}..{SIZES[-1]}{_beside(split)}, every {_names(split)}: each case where its condition holds, every choice covered"
     for size in SIZES:
         for index in assignments(split, size):
             fix = dict(zip(split.indices, map(sp.Integer, index)))
@@ -361,8 +361,8 @@ def _claim(claim: Claim, cases: "Instances", section: str = "pitfall") -> Check:
     failures = list(itertools.islice(failures, 1))
     if claim.holds:
         detail = f"fails at H = {failures[0][0]}, {_where(claim.setting, failures[0][1])}" if failures else ""
-        return Check(f"{section}: {claim.key} holds", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", not failures, detail)
-    return Check(f"{section}: {claim.key} is wrong", f"exact, H = {SIZES[0]}..{SIZES[-1]}, every index", bool(failures), "" if failures else "it holds everywhere")
+        return Check(f"{section}: {claim.key} holds", f"exact modulo a 61-bit prime at random points, H = {SIZES[0]}..{SIZES[-1]}, every index", not failures, detail)
+    return Check(f"{section}: {claim.key} is wrong", f"exact modulo a 61-bit prime at random points, H = {SIZES[0]}..{SIZES[-1]}, every index", bool(failures), "" if failures else "it holds everywhere")
 
 
 def _comparison(d: Derivation, comparison: Comparison) -> Check:

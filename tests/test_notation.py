@@ -371,7 +371,7 @@ def test_output_p_in_md_tex_and_json(three):
     assert not re.search(r"(?<![\\A-Za-z])H(?![A-Za-z])", tex.split(r"\begin{document}")[1])
     # the tables: appendix and pitfall headers, the checks
     assert "probability $`p_i`$ | target $`t_i`$" in md and "| $`k`$ | $`p_k`$ | $`t_k`$ |" in md
-    assert r"\(p_k\) & \(t_k\)" in tex and "exact, C = 1..6" in tex and "the gradient for C = 3" in md
+    assert r"\(p_k\) & \(t_k\)" in tex and "exact modulo a 61-bit prime at random points, C = 1..6" in tex and "the gradient for C = 3" in md
     assert md.startswith("# The gradient of the cross-entropy error through a softmax layer, for C = 3\n")
     # JSON: every formula, the notation, and the example's keys as they were
     latex_strings = [data["subject"], data["general"], data["result"]]
