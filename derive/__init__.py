@@ -91,7 +91,7 @@ def grad(
         DeriveError: no rule applies to some sub-expression (the message names it).
     """
     from derive import spec as specs
-    from derive.grad import build
+    from derive.assemble import build
 
     if len(definitions) == 1 and isinstance(definitions[0], specs.Spec):
         return build(definitions[0])

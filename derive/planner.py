@@ -197,9 +197,7 @@ class Planner:
         for name, rule in DERIVATIVE_RULES:
             if rule(self, node) is not None:
                 return name, rule
-        from derive.latex import plain
-
-        raise PlanError(f"no rule applies to {plain(node)} (of {plain(node.expr)} by {plain(node.variables[0])})")
+        raise PlanError(f"no rule applies to the derivative of {text(node.expr)} by {text(node.variables[0])}: the planner knows sums, products, quotients, powers with a constant exponent, exp, ln, sqrt, sigmoid, tanh, softplus and softmax")
 
     def _apply(self, e: sp.Expr, name: str, match: Callable, build: Callable) -> sp.Expr:
         made: dict[sp.Basic, Built] = {}
@@ -306,6 +304,14 @@ def _rebuilt(e: sp.Expr, paths: list, made: dict) -> sp.Expr:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+def text(e: sp.Basic) -> str:
+    """An expression as the language writes it in plain text: z_i^z_i, W_kd."""
+    import re
+
+    out = sp.sstr(e, order="none").replace("**", "^")
+    return re.sub(r"(\w+)\[([^\]]+)\]", lambda m: m.group(1) + "_" + m.group(2).replace(", ", ""), out)
+
+
 def _head(e: sp.Basic) -> sp.Basic:
     return e.base if isinstance(e, sp.Indexed) else e
 

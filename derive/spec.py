@@ -227,7 +227,7 @@ def problem(spec: Spec) -> "Problem":
     _check_cycles(definitions)
     used = _leaves_under(definitions)
     if whead not in used:
-        names = ", ".join(sorted(str(h) for h in used)) or "nothing"
+        names = ", ".join(sorted({str(h) for h in used if h not in seen})) or "nothing"
         raise UsageError(f"--wrt {spec.wrt}: {definitions[0].symbol} does not depend on {whead} (its leaves: {names})")
     ranges = {}
     for letter, size in RANGES.items():
@@ -263,7 +263,8 @@ def _heads(e) -> set:
     import sympy as sp
 
     out = {x.base for x in e.atoms(sp.Indexed)}
-    return out | {s for s in e.free_symbols if isinstance(s, sp.Symbol) and not s.is_integer}
+    labels = {b.label for b in out}
+    return out | {s for s in e.free_symbols if isinstance(s, sp.Symbol) and not s.is_integer and s not in labels}
 
 
 def _check_cycles(definitions) -> None:

@@ -1,0 +1,348 @@
+"""Your own derivation: definitions in index notation, planned into named steps, verified.
+
+The examples are those of the README's "Your own derivation"; each expected result is written in
+the same language and compared with the planned result at random points (H = 5, M = 3, D = 2),
+and every plan is verified as the catalog's derivations are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+
+import mpmath
+import pytest
+import sympy as sp
+
+import derive
+from derive import planner
+from derive.errors import UsageError, VerificationError
+from derive.lang import parse_expression, size_symbol
+from derive.numeric import at_random
+
+SOFTMAX = "o_i = exp(z_i)/sum_j exp(z_j)"
+NORMALISED = "sum_i y_i = 1"
+CE = "E = -sum_i y_i*ln(o_i)"
+HIDDEN = (CE, SOFTMAX, "z_i = sum_m W_im*h_m + b_i", "h_m = sigmoid(sum_d V_md*x_d)")
+
+# name: (definitions, wrt, assumptions, expected result in the language)
+EXAMPLES = {
+    "softmax-ce": ((CE, SOFTMAX), "z_k", (NORMALISED,), "o_k - y_k"),
+    "softmax-ce-latex": (
+        (r"E = -\sum_{i=1}^{H} y_i \ln o_i", r"o_i = \frac{e^{z_i}}{\sum_{j=1}^{H} e^{z_j}}"),
+        "z_k",
+        (r"\sum_{i=1}^{H} y_i = 1",),
+        "o_k - y_k",
+    ),
+    "focal": (
+        ("E = -sum_i y_i*(1 - o_i)^gamma*ln(o_i)", SOFTMAX),
+        "z_k",
+        (NORMALISED,),
+        "o_k*sum_i y_i*o_i*((1 - o_i)^gamma/o_i - gamma*(1 - o_i)^(gamma - 1)*ln(o_i))"
+        " - o_k*y_k*((1 - o_k)^gamma/o_k - gamma*(1 - o_k)^(gamma - 1)*ln(o_k))",
+    ),
+    "kl": (("E = sum_i y_i*ln(y_i/o_i)", SOFTMAX), "z_k", (NORMALISED,), "o_k - y_k"),
+    "tanh-sse": (("E = 1/2*sum_i (o_i - y_i)^2", "o_i = tanh(z_i)"), "z_k", (), "(o_k - y_k)*(1 - o_k^2)"),
+    "log-sum-exp": (("E = ln(sum_j exp(z_j))",), "z_k", (), "exp(z_k)/sum_j exp(z_j)"),
+    "log-softmax": (("l_i = z_i - ln(sum_j exp(z_j))",), "z_k", (), "delta(i, k) - exp(z_k)/sum_j exp(z_j)"),
+    "bce": (("E = -sum_i (y_i*ln(o_i) + (1 - y_i)*ln(1 - o_i))", "o_i = sigmoid(z_i)"), "z_k", (), "o_k - y_k"),
+    "temperature": ((CE, "o_i = exp(z_i/T)/sum_j exp(z_j/T)"), "z_k", (NORMALISED,), "(o_k - y_k)/T"),
+    "batch-mean": (
+        ("E = -1/N*sum_n sum_i y_ni*ln(o_ni)", "o_ni = exp(z_ni)/sum_j exp(z_nj)"),
+        "z_nk",
+        ("sum_i y_ni = 1",),
+        "(o_nk - y_nk)/N",
+    ),
+    "hidden-V": (HIDDEN, "V_md", (NORMALISED,), "h_m*(1 - h_m)*x_d*sum_i (o_i - y_i)*W_im"),
+    "hidden-W": (HIDDEN, "W_km", (NORMALISED,), "(o_k - y_k)*h_m"),
+    "weight-decay": (
+        ("E = -sum_i y_i*ln(o_i) + lambda/2*sum_k sum_d W_kd^2", SOFTMAX, "z_i = sum_d W_id*x_d + b_i"),
+        "W_kd",
+        (NORMALISED,),
+        "x_d*(o_k - y_k) + lambda*W_kd",
+    ),
+}
+"""The log-softmax expectation uses delta(i, k), which the language does not have: it is built
+by hand below."""
+
+SIZES = {size_symbol("H"): 5, size_symbol("M"): 3, size_symbol("D"): 2, size_symbol("N"): 3}
+
+
+def expected(text: str) -> sp.Expr:
+    if "delta(i, k)" in text:
+        i, k = (sp.Symbol(n, integer=True, positive=True) for n in "ik")
+        return sp.KroneckerDelta(i, k) + parse_expression(text.replace("delta(i, k)", "0"))
+    return parse_expression(text)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, derive.Derivation]:
+    return {name: derive.grad(*defs, wrt=wrt, assume=list(assume)) for name, (defs, wrt, assume, _) in EXAMPLES.items()}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_each_example_is_planned_verified_and_reaches_its_result(built, name):
+    d = built[name]
+    report = d.check()
+    assert report.passed and len(report.checks) > len(d.steps)
+    want = expected(EXAMPLES[name][3])
+    rng = random.Random(name)
+    with mpmath.workdps(40):
+        for _ in range(3):
+            index = {s: rng.randint(1, 2) for s in d.setting.indices}
+            got, wanted = at_random(d.setting, [d.result.rhs, want], SIZES, index, [a.key for a in d.assumptions], rng)
+            assert abs(got - wanted) < mpmath.mpf(10) ** -25 * max(1, abs(wanted)), (name, got, wanted)
+
+
+def test_softmax_ce_by_hand_takes_the_seeds_steps(built):
+    """Typed by hand, in either spelling, softmax-CE gets the catalog's steps in the seed's order:
+    sum rule, constant factor, chain rule, log, the Jacobian with its cases, split sum, ... ."""
+    catalog = derive.derivation("softmax-ce")
+    for name in ("softmax-ce", "softmax-ce-latex"):
+        d = built[name]
+        assert [s.rule for s in d.steps] == [s.rule for s in catalog.steps]
+        assert [s.rhs for s in d.steps] == [s.rhs for s in catalog.steps]
+        assert [s.labels for s in d.steps] == [s.labels for s in catalog.steps]
+        assert d.general.rhs == catalog.general.rhs
+
+
+def test_the_chain_rule_sums_over_every_intermediate(built):
+    """The lesson of the seed question: through a hidden layer, d o_i / d V_md is a sum over
+    every logit z_j, never the diagonal term alone."""
+    rules = [s.rule for s in built["hidden-V"].steps]
+    assert rules.count("chain_rule_sum") == 2
+    step = next(s for s in built["hidden-V"].steps if s.rule == "chain_rule_sum")
+    assert step.rhs.atoms(sp.Sum) - step.lhs.atoms(sp.Sum)
+
+
+def test_assumptions_come_last_after_the_general_form(built):
+    for name in ("softmax-ce", "kl", "temperature", "batch-mean", "hidden-V", "weight-decay"):
+        d = built[name]
+        used = [n for n, s in enumerate(d.steps) if s.assumptions]
+        assert used, name
+        assert all(not s.rhs.has(sp.Derivative) for s in d.steps[used[0] :]), name
+        assert d.general is not None and d.general.rhs != d.result.rhs
+
+
+def test_a_clashing_summation_index_is_renamed():
+    d = derive.grad("E = -sum_i y_i*ln(o_i) + lambda/2*sum_k sum_d W_kd^2", SOFTMAX, "z_i = sum_d W_id*x_d + b_i", wrt="W_kd", assume=[NORMALISED])
+    first = d.definitions[0].value
+    bound = {lim[0].name for s in first.atoms(sp.Sum) for lim in s.limits}
+    assert bound.isdisjoint({"k", "d"}) and "d'" in bound
+
+
+# --- every format, and the worked example ------------------------------------------------------
+@pytest.fixture(scope="module")
+def concrete() -> derive.Derivation:
+    return derive.grad(*HIDDEN, wrt="V_md", assume=[NORMALISED], classes=3)
+
+
+def test_the_worked_example_has_every_value_and_a_gradient_shaped_like_the_variable(concrete):
+    data = json.loads(derive.render(concrete, "json"))
+    example = data["example"]
+    assert set(example["values"]) == {"x", "y", "z"} - {"z"} | {"V", "W", "b"} | {"x", "y"}
+    assert example["sizes"] == {"H": 3, "M": 2, "D": 2}
+    assert len(example["gradient"]) == 2 and all(len(row) == 2 for row in example["gradient"])
+    assert example["values"]["y"] == [1.0, 0.0, 0.0]
+    flat = [v for row in example["values"]["V"] for v in row]
+    assert len(set(flat)) == len(flat), "default weights are distinct"
+    assert concrete.check().checks[-1].what == "the worked example"
+
+
+def test_let_gives_a_leaf_its_numbers_and_a_wrong_count_is_refused():
+    d = derive.grad(CE, SOFTMAX, wrt="z_k", assume=[NORMALISED], classes=3, let={"z": [2, 1, 0.1], "y": [0, 1, 0]})
+    data = json.loads(derive.render(d, "json"))["example"]
+    assert data["values"]["z"] == [2.0, 1.0, 0.1]
+    o = data["defined"]["o"]
+    assert data["gradient"] == pytest.approx([o[0], o[1] - 1, o[2]], abs=1e-12)
+    with pytest.raises(UsageError, match="needs 3 numbers"):
+        derive.grad(CE, SOFTMAX, wrt="z_k", classes=3, let={"z": [1, 2]})
+    with pytest.raises(UsageError, match="no such given quantity"):
+        derive.grad(CE, SOFTMAX, wrt="z_k", classes=3, let={"q": [1, 2, 3]})
+
+
+def test_a_target_that_does_not_sum_to_one_gets_the_general_form():
+    d = derive.grad(CE, SOFTMAX, wrt="z_k", assume=[NORMALISED], classes=3, let={"y": [0.5, 0.25, 0.5]})
+    assert d.worked.general and d.worked.failed == ("normalised",)
+    d.check()
+
+
+@pytest.mark.parametrize("fmt", ["md", "tex", "json", "html"])
+def test_every_format(concrete, fmt):
+    text = derive.render(concrete, fmt)
+    assert "V_{md}" in text or "V_md" in text or "V" in text
+    assert "worked example" in text.lower() or fmt == "json"
+
+
+def test_pdf(concrete, pdflatex):
+    pdf = derive.render(concrete, "pdf")
+    assert pdf.startswith(b"%PDF")
+
+
+def test_justifications_speak_of_their_own_terms(built):
+    md = derive.render(built["focal"], "md")
+    assert "The target" not in md.split("## The derivation")[1].split("## Result")[0]
+    assert r"\gamma" in md
+    d = built["hidden-V"]
+    text = derive.render(d, "md")
+    assert "through every entry" in text and r"$`h_{m'}`$" in text or "h_{m'}" in text
+
+
+# --- a wrong rule is caught ---------------------------------------------------------------------
+def _with_rule(monkeypatch, name: str, rule) -> None:
+    table = tuple((n, rule if n == name else r) for n, r in planner.DERIVATIVE_RULES)
+    monkeypatch.setattr(planner, "DERIVATIVE_RULES", table)
+
+
+def _wrong_log(p, node):
+    built = planner.log_derivative(p, node)
+    return built and replace(built, new=built.new * 2)
+
+
+def _wrong_jacobian(p, node):
+    built = planner.softmax_jacobian(p, node)
+    return built and replace(built, new=built.new.xreplace({sp.Integer(-1): sp.Integer(1)}))
+
+
+def _diagonal_only(p, node):
+    """The seed question's mistake: the chain rule through the diagonal term alone."""
+    built = planner.chain_rule_sum(p, node)
+    if built is None:
+        return None
+    s = built.new
+    idx = s.limits[0][0]
+    f = node.expr
+    return replace(built, new=s.function.xreplace({idx: f.indices[0]}))
+
+
+def _dropped_factor(p, node):
+    built = planner.constant_factor(p, node)
+    return built and replace(built, new=built.new.args[-1])
+
+
+def _wrong_sigmoid(p, node):
+    built = planner.sigmoid_derivative(p, node)
+    return built and replace(built, new=built.new.xreplace({sp.Integer(-1): sp.Integer(1)}))
+
+
+def _wrong_power(p, node):
+    built = planner.power_rule(p, node)
+    return built and replace(built, new=built.new * node.expr.exp)
+
+
+@pytest.mark.parametrize(
+    "rule, wrong, example",
+    [
+        ("log_derivative", _wrong_log, "softmax-ce"),
+        ("softmax_jacobian", _wrong_jacobian, "softmax-ce"),
+        ("chain_rule_sum", _diagonal_only, "hidden-W"),
+        ("constant_factor", _dropped_factor, "bce"),
+        ("sigmoid_derivative", _wrong_sigmoid, "bce"),
+        ("power_rule", _wrong_power, "tanh-sse"),
+    ],
+)
+def test_a_planted_wrong_rule_is_caught(monkeypatch, rule, wrong, example):
+    defs, wrt, assume, _ = EXAMPLES[example]
+    _with_rule(monkeypatch, rule, wrong)
+    d = derive.grad(*defs, wrt=wrt, assume=list(assume))
+    assert rule in {s.rule for s in d.steps}
+    with pytest.raises(VerificationError):
+        d.check()
+
+
+def test_a_wrong_sifting_is_caught(monkeypatch):
+    def wrong(p, node):
+        built = planner.sifting(p, node)
+        if built is None:
+            return None
+        return replace(built, new=built.new + sp.Integer(1))
+
+    table = tuple((n, wrong if n == "sifting" else r) for n, r in planner.ALGEBRA_RULES)
+    monkeypatch.setattr(planner, "ALGEBRA_RULES", table)
+    defs, wrt, assume, _ = EXAMPLES["tanh-sse"]
+    d = derive.grad(*defs, wrt=wrt, assume=list(assume))
+    with pytest.raises(VerificationError):
+        d.check()
+
+
+def test_no_rule_names_the_sub_expression():
+    with pytest.raises(derive.DeriveError, match=r"no rule applies to the derivative of z_i\^z_i by z_k") as error:
+        derive.grad("E = sum_i z_i^z_i", wrt="z_k")
+    assert error.value.exit_code == 1
+
+
+# --- the command line ------------------------------------------------------------------------------
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "derive", "grad", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_the_command_writes_a_verified_document(tmp_path):
+    out = tmp_path / "ce.md"
+    done = run(CE, SOFTMAX, "--wrt", "z_k", "--assume", NORMALISED, "--classes", "3", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert r"\boxed{\frac{\partial E}{\partial z_k} = o_k - y_k}" in text
+    again = tmp_path / "again.md"
+    run(CE, SOFTMAX, "--wrt", "z_k", "--assume", NORMALISED, "--classes", "3", "-o", str(again))
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_a_spec_file(tmp_path):
+    spec = tmp_path / "focal.toml"
+    spec.write_text(
+        'name = "my-focal"\n'
+        'definitions = ["E = -sum_i y_i*(1 - o_i)^gamma*ln(o_i)", "o_i = softmax(z)_i"]\n'
+        'wrt = "z_k"\nassume = ["sum_i y_i = 1"]\n[let]\ngamma = 0\n'
+    )
+    done = run("--spec", str(spec), "--classes", "3", "-f", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "output" / "my-focal-3.json").read_text())
+    o, y = data["example"]["defined"]["o"], data["example"]["values"]["y"]
+    # gamma = 0 is cross-entropy: the gradient is o - y.
+    assert data["example"]["gradient"] == pytest.approx([a - b for a, b in zip(o, y)], abs=1e-12)
+    spec.write_text('definitions = ["E = z_k"]\nwrt = "z_k"\ncolour = "red"\n')
+    bad = run("--spec", str(spec), cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown key 'colour'" in bad.stderr
+
+
+BAD = {
+    "syntax error": ([CE[:-1], SOFTMAX, "--wrt", "z_k"], "column"),
+    "unknown function": (["E = foo(z_k)", "--wrt", "z_k"], "unknown function 'foo'"),
+    "index with no range": (["E = sum_q x_q", "--wrt", "x_k"], "has no range"),
+    "wrt names nothing": ([CE, SOFTMAX, "--wrt", "q_k"], "does not depend on q"),
+    "cycle": (["E = sum_i o_i", "o_i = E*z_i", "--wrt", "z_k"], "cycle"),
+    "defined twice": ([CE, CE, "--wrt", "z_k"], "defined twice"),
+    "empty definition": (["", "--wrt", "z_k"], "empty"),
+    "nesting": (["E = " + "(" * 4990 + "z_k" + ")" * 4990, "--wrt", "z_k"], "deep"),
+    "exponent tower": (["E = 2^2^2^2^2^2^2*z_k", "--wrt", "z_k"], "exponent"),
+    "huge number": (["E = " + "9" * 100_000 + "*z_k", "--wrt", "z_k"], "characters"),
+    "100 kB of text": (["E = " + "z_k + " * 17_000 + "z_k", "--wrt", "z_k"], "characters"),
+    "code": (["E = __import__('os').system('touch pwned')", "--wrt", "z_k"], "syntax error"),
+    "let count": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--let", "z=1,2"], "needs 3 numbers"),
+    "size below 1": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--size", "N=0"], "at least 1"),
+    "classes below 1": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "0"], "at least 1"),
+    "assumption": ([CE, SOFTMAX, "--wrt", "z_k", "--assume", "sum_i y_i ="], "sum_i y_i ="),
+    "no wrt": ([CE], "--wrt"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, name):
+    args, message = BAD[name]
+    out = tmp_path / "doc.md"
+    done = run(*args, "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_megabyte_spec_file_is_refused(tmp_path):
+    spec = tmp_path / "big.toml"
+    spec.write_text('definitions = ["E = ' + "z_k + " * 200_000 + 'z_k"]\nwrt = "z_k"\n')
+    done = run("--spec", str(spec), cwd=tmp_path)
+    assert done.returncode == 2 and "limit" in done.stderr
