@@ -365,7 +365,12 @@ def _rename_bound(value: sp.Expr, avoid: set, ranges: Mapping[sp.Symbol, sp.Expr
 def hygienic(definitions: tuple[Definition, ...], free: set, ranges: Mapping[sp.Symbol, sp.Expr]) -> tuple[Definition, ...]:
     """The definitions with every summation index that is also a free index of the derivation
     (the k and d of --wrt W_kd) renamed, so no letter means two things in one formula."""
-    return tuple(Definition(d.key, d.symbol, _rename_bound(d.value, set(free) | set(d.symbol.free_symbols), ranges)) for d in definitions)
+    # Verification writes a scalar definition (E) into claims whose free indices are fixed by
+    # substitution; an indexed one is written out entry by entry, so it keeps its letters.
+    return tuple(
+        Definition(d.key, d.symbol, _rename_bound(d.value, set(free) | set(d.symbol.free_symbols), ranges)) if not isinstance(d.symbol, sp.Indexed) else d
+        for d in definitions
+    )
 
 
 def _rename_sums(e: sp.Basic, mapping: dict) -> sp.Basic:
@@ -964,8 +969,8 @@ ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
     ("algebra", simplify_terms),
-    ("factor_out", factor_out),
     ("sifting", sifting),
+    ("factor_out", factor_out),
     ("distribute", distribute),
     ("constant_sum", constant_sum),
     ("complement_sum", complement_sum),
