@@ -37,4 +37,5 @@ def build(spec: specs.Spec) -> Derivation:
         setting=specs.setting(problem),
         general=general,
         worked=worked,
+        words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in spec.describe),
     )

@@ -245,6 +245,8 @@ class Derivation:
     values, and their names select the wording of this variant (see ``rendering.own_wording``)."""
     counterexample: Counterexample | None = None
     """A tempting formula that the result is not, shown wrong by claims and numbers."""
+    words: tuple[tuple[str, str], ...] = ()
+    """A spec's own wording: ("title", ...) and ("describe NAME", ...) for a name's role."""
     worked: "Worked | None" = None
     """The worked example of a planned derivation for a concrete size (see :mod:`derive.worked`)."""
     parts: tuple["Derivation", ...] = ()

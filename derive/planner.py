@@ -186,7 +186,10 @@ class Planner:
     def _collect(self, e: sp.Expr) -> sp.Expr:
         """A factor every term shares comes out in front: -y_k / N + o_k / N -> (o_k - y_k) / N."""
         signed = lambda x: rewrite(x, lambda n: isinstance(n, sp.Mul) and n.args[0] == -1, _sign_inside)[0]
-        new = min((signed(e), signed(sp.factor_terms(e))), key=_awkward)
+        factored = sp.factor_terms(e)
+        # factor_terms also splits sums; it is taken only where it finds a factor every term shares.
+        candidates = [signed(e)] + ([signed(factored)] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
+        new = min(candidates, key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
             return new
@@ -259,12 +262,12 @@ def _sign_inside(e: sp.Expr) -> sp.Expr:
             inner = _factors(f.function)
             for m, g in enumerate(inner):
                 if isinstance(g, sp.Add):
-                    inner[m] = sp.expand(-g)
+                    inner[m] = sp.Add(*[-t for t in g.args])
                     rest[n] = sp.Sum(sp.Mul(*inner), *f.limits)
                     return sp.Mul(*rest)
     for n, f in enumerate(rest):
         if isinstance(f, sp.Add):
-            rest[n] = sp.expand(-f)
+            rest[n] = sp.Add(*[-t for t in f.args])
             return sp.Mul(*rest)
     return e
 
@@ -880,27 +883,35 @@ def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
 
 
 def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
-    """sum_j f_j - sum_i g_i -> sum_i (f_i - g_i): sums over the same range become one."""
+    """c sum_j f_j - c sum_i g_i -> c sum_i (f_i - g_i): sums over the same range, with the same
+    factor in front, become one."""
     if not isinstance(node, sp.Add):
         return None
-    sums = []
+    groups: dict[tuple, list] = {}
     for t in node.args:
-        c, rest = t.as_coeff_Mul() if isinstance(t, sp.Mul) else (sp.Integer(1), t)
-        if isinstance(rest, sp.Sum) and len(rest.limits) == 1:
-            sums.append((t, c, rest))
-    if len(sums) < 2:
-        return None
-    limits = {s.limits[0][1:] for _, _, s in sums}
-    if len(limits) != 1:
-        return None
-    i = min((x.limits[0][0] for _, _, x in sums), key=str)
-    body = []
-    for _, c, s in sums:
-        f = substitute(s.function, {s.limits[0][0]: i}) if s.limits[0][0] != i else s.function
-        body.append(f if c == 1 else neg(f) if c == -1 else mul(c, f))
-    combined = sp.Sum(sp.Add(*body), (i, *sums[0][2].limits[0][1:]))
-    others = [t for t in node.args if t not in {x for x, _, _ in sums}]
-    return Built(add(*others, combined) if others else combined, notes=(("index", i),))
+        fs = _factors(t)
+        sums = [f for f in fs if isinstance(f, sp.Sum) and len(f.limits) == 1]
+        if len(sums) != 1:
+            continue
+        rest = list(fs)
+        rest.remove(sums[0])
+        number = sp.Mul(*[f for f in rest if f.is_Number])
+        front = sp.Mul(*[f for f in rest if not f.is_Number])
+        groups.setdefault((front, sums[0].limits[0][1:]), []).append((t, number, sums[0]))
+    for (front, (lo, hi)), members in groups.items():
+        if len(members) < 2:
+            continue
+        i = min((x.limits[0][0] for _, _, x in members), key=str)
+        body = []
+        for _, c, s in members:
+            f = substitute(s.function, {s.limits[0][0]: i}) if s.limits[0][0] != i else s.function
+            body.append(f if c == 1 else neg(f) if c == -1 else mul(c, f))
+        combined = sp.Sum(sp.factor_terms(sp.Add(*body)), (i, lo, hi))
+        combined = combined if front == 1 else mul(front, combined)
+        used = {t for t, _, _ in members}
+        others = [t for t in node.args if t not in used]
+        return Built(add(*others, combined) if others else combined, notes=(("index", i),))
+    return None
 
 
 def sifting(p: Planner, node: sp.Basic) -> Built | None:

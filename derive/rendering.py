@@ -566,7 +566,8 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
     summary = user["summary"] % values + (user["summary_general"] % values if d.general is not None else "")
     roles = user["role"]
     defined = {x.symbol.base if isinstance(x.symbol, sp.Indexed) else x.symbol: x.symbol for x in d.definitions}
-    described = dict(getattr(d, "described", ()) or ())
+    own = dict(d.words)
+    described = {key.split(" ", 1)[1]: text for key, text in own.items() if key.startswith("describe ")}
     lines = []
     names: dict[Any, sp.Basic] = {}
     labels = {b.label for x in d.definitions for b in (e.base for e in x.value.atoms(sp.Indexed))} | {wrt.base.label}
@@ -592,7 +593,7 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
     if any(s.rhs.has(sp.KroneckerDelta) or any(c for c in s.cases) for s in d.steps):
         lines.append(roles["delta"])
     section = {"general": user["general"] % values} if d.general is not None else {}
-    return {"title": user["title"] % values, "summary": summary, "setting": user["setting"] % values, "notation": lines, "section": section}
+    return {"title": own.get("title") or user["title"] % values, "summary": summary, "setting": user["setting"] % values, "notation": lines, "section": section}
 
 
 def _role(roles: dict[str, str], key: str, e: sp.Basic, name: str, described: dict[str, str], values: dict[str, str]) -> str:
