@@ -179,3 +179,8 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def catalog_spec(name: str) -> Path:
+    """The spec file of a catalog entry (derive/catalog/NAME.toml), shipped inside the package."""
+    return Path(__file__).resolve().parent / "catalog" / f"{name}.toml"

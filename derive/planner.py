@@ -680,7 +680,7 @@ def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identi
         if not isinstance(f, kind):
             return None
         u = f.args[0]
-        s = sp.Symbol("u")
+        s = sp.Symbol("u", positive=True)
         return Built(
             _times_inner(outer(f, u), u, x),
             identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),

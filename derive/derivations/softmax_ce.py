@@ -69,7 +69,10 @@ def setting(temperature: bool = False, smoothing: bool = False) -> Setting:
 
 
 def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result; the options add steps."""
+    """The steps: planned from the catalog's spec file (derive/catalog/softmax-ce.toml) without
+    options; with them, the rules composed by hand, each applied to the previous step's result."""
+    if not (temperature or smoothing):
+        return planned()
     then = rules.Chain()
     at = setting(temperature, smoothing)
 
@@ -107,6 +110,20 @@ def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...
         e = then(rules.definition(e, _at_k(SMOOTHED)))
         e = then(rules.distribute_sign(e))
     return tuple(then.steps)
+
+
+def planned() -> tuple[Step, ...]:
+    """softmax-ce's steps as the planner derives them from the catalog's spec file."""
+    from derive import spec as specs
+    from derive.files import catalog_spec
+    from derive.planner import plan
+
+    # The language's E has no assumptions; the catalog's is real: one symbol throughout.
+    same = {sp.Symbol("E"): E}
+    return tuple(
+        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        for s in plan(specs.problem(specs.read(catalog_spec("softmax-ce")))).steps
+    )
 
 
 def _at_k(d: Definition) -> Definition:
