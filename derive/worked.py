@@ -308,7 +308,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
             for b in soft:
                 values[b] = default_numbers(str(b), concrete[b], True, soft=True)
             numbers = Numbers(problem.definitions, sizes, values)
-        failed = tuple(a.key for a in problem.assumptions if abs(numbers.at(a.statement.args[0]) - numbers.at(a.statement.args[1])) > mpmath.mpf(10) ** -(WORKING - 10))
+        failed = tuple(a.key for a in problem.assumptions if not _holds(numbers, a.statement, problem.ranges, sizes))
         formula = general if failed and general is not None else result
         q_values = _values(numbers, quantity, q_shape)
         w_shape = concrete[problem.wrt.base]
@@ -335,6 +335,16 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
         general=bool(failed and general is not None),
         failed=failed,
     )
+
+
+def _holds(numbers: Numbers, statement: sp.Eq, ranges: Mapping, sizes: Mapping) -> bool:
+    """Whether an assumption holds at the example, for every value of its free indices
+    (sum_i y_ni = 1 in every row n)."""
+    lhs, rhs = statement.args
+    free = sorted((s for s in lhs.free_symbols | rhs.free_symbols if isinstance(s, sp.Symbol) and s.is_integer and s not in sizes), key=str)
+    shape = tuple(int(sp.sympify(ranges[s]).xreplace(sizes)) for s in free)
+    tolerance = mpmath.mpf(10) ** -(WORKING - 10)
+    return all(abs(numbers.at(lhs, dict(zip(free, at))) - numbers.at(rhs, dict(zip(free, at)))) <= tolerance for at in entries(shape))
 
 
 def _values(numbers: Numbers, quantity: sp.Basic, shape: tuple[int, ...]) -> list:

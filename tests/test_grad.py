@@ -346,3 +346,14 @@ def test_a_megabyte_spec_file_is_refused(tmp_path):
     spec.write_text('definitions = ["E = ' + "z_k + " * 200_000 + 'z_k"]\nwrt = "z_k"\n')
     done = run("--spec", str(spec), cwd=tmp_path)
     assert done.returncode == 2 and "limit" in done.stderr
+
+
+def test_a_batch_example_checks_its_assumption_row_by_row():
+    defs, wrt, assume, _ = EXAMPLES["batch-mean"]
+    d = derive.grad(*defs, wrt=wrt, assume=list(assume), classes=3, size={"N": 2})
+    assert not d.worked.general
+    d.check()
+    data = json.loads(derive.render(d, "json"))["example"]
+    assert len(data["gradient"]) == 2 and len(data["gradient"][0]) == 3
+    skewed = derive.grad(*defs, wrt=wrt, assume=list(assume), classes=3, size={"N": 2}, let={"y": [[1, 0, 0], [0.5, 0, 0]]})
+    assert skewed.worked.general and skewed.worked.failed == ("assumption1",) or skewed.worked.failed
