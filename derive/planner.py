@@ -232,7 +232,7 @@ class Planner:
                 e = self._apply(e, "distribute", lambda n: expose(self, n, leaf) is not None, lambda n: expose(self, n, leaf))
                 e = self._tidy(e)
             if find(e, lambda n: _same_sum(n, lhs)):
-                new, _ = rewrite(e, lambda n: _same_sum(n, lhs), lambda n: rhs)
+                new, _ = rewrite(e, lambda n: _same_sum(n, lhs), lambda n: substitute(rhs, _instance(n, lhs)))
                 new = evaluated(new)
                 used.add(a.key)
                 self.steps.append(Step(rule="normalisation" if a.key == "normalised" else "assumption", lhs=e, rhs=new, assumptions=(a.key,), identity=a.statement, notes=(("statement", a.statement),)))
@@ -395,12 +395,27 @@ def _rename_sums(e: sp.Basic, mapping: dict) -> sp.Basic:
 
 
 def _same_sum(n: sp.Basic, lhs: sp.Basic) -> bool:
-    """``n`` is ``lhs`` up to the name of its summation index."""
+    """``n`` is ``lhs`` up to the name of its summation index and the values of its free
+    indices (an assumption sum_i y_ni = 1 holds in every row n, so also in row m)."""
+    return _instance(n, lhs) is not None
+
+
+def _instance(n: sp.Basic, lhs: sp.Basic) -> dict | None:
+    """The values of ``lhs``'s free indices that make it ``n`` (summation index renamed), if any."""
     if n == lhs:
-        return True
-    if isinstance(n, sp.Sum) and isinstance(lhs, sp.Sum) and n.limits[0][1:] == lhs.limits[0][1:]:
-        return substitute(n.function, {n.limits[0][0]: lhs.limits[0][0]}) == lhs.function
-    return False
+        return {}
+    if not (isinstance(n, sp.Sum) and isinstance(lhs, sp.Sum) and len(n.limits) == len(lhs.limits) == 1 and n.limits[0][1:] == lhs.limits[0][1:]):
+        return None
+    f = substitute(n.function, {n.limits[0][0]: lhs.limits[0][0]})
+    free = sorted((s for s in lhs.function.free_symbols if isinstance(s, sp.Symbol) and s.is_integer and s != lhs.limits[0][0]), key=str)
+    candidates = sorted((s for s in f.free_symbols if isinstance(s, sp.Symbol) and s.is_integer), key=str)
+    import itertools
+
+    for choice in itertools.product(candidates, repeat=len(free)):
+        m = dict(zip(free, choice))
+        if substitute(lhs.function, m) == f:
+            return m
+    return None
 
 
 def _factors(e: sp.Basic) -> list[sp.Basic]:

@@ -357,3 +357,13 @@ def test_a_batch_example_checks_its_assumption_row_by_row():
     assert len(data["gradient"]) == 2 and len(data["gradient"][0]) == 3
     skewed = derive.grad(*defs, wrt=wrt, assume=list(assume), classes=3, size={"N": 2}, let={"y": [[1, 0, 0], [0.5, 0, 0]]})
     assert skewed.worked.general and skewed.worked.failed == ("assumption1",) or skewed.worked.failed
+
+
+def test_a_range_overrides_the_convention_and_an_assumption_holds_in_every_row():
+    d = derive.grad(
+        "E = -sum_n sum_i y_ni*ln(o_ni)/B", "o_ni = exp(z_ni)/sum_j exp(z_nj)",
+        wrt="z_mk", assume=["sum_i y_ni = 1"], range={"n": "1..B", "m": "1..B"},
+    )
+    d.check()
+    B = size_symbol("B")
+    assert d.result.rhs == parse_expression("(o_mk - y_mk)/B", {"n": (1, B), "m": (1, B)})
