@@ -50,6 +50,7 @@ GREEK = {name: "\\" + name for name in "alpha beta gamma delta zeta eta theta ka
 """A symbol named after a Greek letter is that letter (epsilon in the textbooks' form)."""
 
 _NOTATION: ContextVar[Notation] = ContextVar("notation", default=DEFAULT)
+_RECORD: ContextVar[list | None] = ContextVar("record", default=None)
 
 
 def latex(
@@ -61,7 +62,24 @@ def latex(
 
     Without ``notation``, the one :func:`printing` set is used (outside it, the seed notation).
     """
-    return _Printer(notation or _NOTATION.get(), dict(labels or {})).print(expr, ())
+    n = notation or _NOTATION.get()
+    text = _Printer(n, dict(labels or {})).print(expr, ())
+    record = _RECORD.get()
+    if record is not None:
+        record.append((text, expr, labels, n))
+    return text
+
+
+@contextmanager
+def recording() -> Iterator[list]:
+    """Every :func:`latex` call in the block is noted as (text, expression, labels, notation), so
+    that what a document shows can be read back and compared (see :mod:`derive.proofread`)."""
+    record: list = []
+    token = _RECORD.set(record)
+    try:
+        yield record
+    finally:
+        _RECORD.reset(token)
 
 
 @contextmanager
@@ -167,7 +185,8 @@ class _Printer:
                 continue
             if f == -1 and not num and not sign:
                 sign = "-"
-            elif isinstance(f, sp.Pow) and f.exp.is_Number and f.exp < 0:
+            elif isinstance(f, sp.Pow) and f.exp.is_Number and f.exp < 0 and path + (n,) not in self.labels:
+                # A labelled 1/T keeps its own fraction, so that its underbrace has something to stand under.
                 den.append((n, f))
             else:
                 num.append((n, f))

@@ -8,13 +8,16 @@ differentiates or simplifies: everything it shows was computed by the engine.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import json
 import re
 import traceback
 import unicodedata
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jinja2
 import mpmath
@@ -376,8 +379,30 @@ FILTERS: dict[str, Callable[..., Any]] = {"tex_escape": tex_escape, "md_escape":
 
 
 # --- numbers -------------------------------------------------------------------------------------
+_NUMBERS: "ContextVar[list | None]" = ContextVar("numbers", default=None)
+
+
+@contextmanager
+def _numbers() -> Iterator[list]:
+    """Every :func:`number` written in the block, as (text, value), for proofreading."""
+    noted: list = []
+    token = _NUMBERS.set(noted)
+    try:
+        yield noted
+    finally:
+        _NUMBERS.reset(token)
+
+
 def number(x: sp.Expr, digits: int = 4) -> str:
     """A decimal for a reader: 0.2, -0.8, 1.6094, 5.076 \\times 10^{-435} (LaTeX)."""
+    text = _number(x, digits)
+    noted = _NUMBERS.get()
+    if noted is not None:
+        noted.append((text, x))
+    return text
+
+
+def _number(x: sp.Expr, digits: int) -> str:
     with mpmath.workdps(40):
         v = mpmath.mpf(sp.N(x, 40)) if not isinstance(x, mpmath.mpf) else x
         if v == 0:
@@ -419,21 +444,25 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str, not
     """Everything a template needs, as strings and numbers, with the symbols in ``notation``:
     every formula printed, the wording's math, the checks' names; ``names`` (role -> LaTeX, and
     ``log``) and ``names_text`` (role -> plain text) for the templates' own math and words."""
+    from derive import proofread
+    from derive.latex import recording
+
     if notation != DEFAULT:
         words = naming.wording(words, notation)
-    with printing(notation):
+    with printing(notation), recording() as printed, _numbers() as numbers:
         doc = _document(d, report, words, fmt)
+        claims = {}
+        for section, x in (("pitfall", d.pitfall), ("counterexample", d.counterexample)):
+            for c in x.claims if x is not None else ():
+                # Where a claim holds in a setting of its own: [pitfall] KEY_setting (regression_setting).
+                claims[f"{section}: {c.key}"] = (latex(c.equation), words.get(section, {}).get(f"{c.key.split('_')[0]}_setting", ""))
     if notation != DEFAULT:
         for c in doc["checks"]:
             c["what"], c["method"] = naming.words(c["what"], notation), naming.words(c["method"], notation)
         for row in doc["check_rows"]:
             row["what"], row["methods"] = naming.words(row["what"], notation), [naming.words(m, notation) for m in row["methods"]]
-    claims = {}
-    with printing(notation):
-        for section, x in (("pitfall", d.pitfall), ("counterexample", d.counterexample)):
-            for c in x.claims if x is not None else ():
-                # Where a claim holds in a setting of its own: [pitfall] KEY_setting (regression_setting).
-                claims[f"{section}: {c.key}"] = (latex(c.equation), words.get(section, {}).get(f"{c.key.split('_')[0]}_setting", ""))
+    # Every formula and number the data holds is read back before a template sees it.
+    proofread.rendered([(t, e, labels) for t, e, labels, n in printed if n == notation], numbers, notation)
     titles = {("", s["number"]): s["title"] for s in doc["steps"]} | {(p["name"], s["number"]): s["title"] for p in doc["parts"] for s in p["steps"]}
     for row in doc["check_rows"]:
         row["claim"] = _claim(row["what"], titles, claims, fmt)
@@ -461,7 +490,9 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         "assumptions": [
             {"key": a.key, "latex": latex(a.statement), "text": prose(words["assumption"].get(a.key, words["assumption"]["given"]), fmt)} for a in d.assumptions
         ],
-        "steps": [_step(n, s, subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule)) for n, s in enumerate(d.steps, 1)],
+        # A catalog entry words its steps in its own file; a planned derivation of the user's
+        # gets sentences filled with each step's terms (Step.notes).
+        "steps": [_step(n, s if d.name not in words["derivation"] else replace(s, notes=()), subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule)) for n, s in enumerate(d.steps, 1)],
         "general": latex(d.general.rhs) if d.general is not None else None,
         "result": f"{subject} = {latex(d.result.rhs)}",
         "result_rhs": latex(d.result.rhs),

@@ -28,11 +28,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import sympy as sp
 
+    from derive.lang.document import Formula
+    from derive.latex import Notation
+
 __all__ = [
     "RANGES",
     "Ranges",
     "index_symbol",
     "parse_definition",
+    "parse_document",
     "parse_equation",
     "parse_expression",
     "parse_variable",
@@ -96,6 +100,28 @@ def parse_variable(text: str, ranges: Ranges | None = None) -> "sp.Symbol | sp.I
     from derive.lang.parse import parse_variable as parse
 
     return parse(text, ranges)
+
+
+def parse_document(text: str, notation: "Notation | None" = None) -> "Formula":
+    """Read a formula of a document back: the LaTeX the printer and the templates write, with
+    derivatives, Kronecker deltas, sums that skip an index, underbraces, case splits, matrices,
+    elisions and relations (see :mod:`derive.lang.document`). Not a way to write definitions.
+
+    Args:
+        text: one formula, as a document shows it (without the dollars or fences around it).
+        notation: the notation the document was written in; its names are read back as the
+            internal ones (``\\hat{y}_k`` as ``o_k``).
+
+    Returns:
+        The formula's statements (sides joined by relations) and its underbraces' sub-terms with
+        their labels as written.
+
+    Raises:
+        UsageError: the text is not a formula of a document; the message names the problem.
+    """
+    from derive.lang.document import parse_document as parse
+
+    return parse(text, notation)
 
 
 def index_symbol(name: str) -> "sp.Symbol":
