@@ -214,11 +214,19 @@ class Planner:
         if not paths or new == e:
             raise PlanError(f"internal: rule {name} changed nothing in {sp.sstr(e)}")
         first = made[at(e, paths[0])]
-        labels = tuple(Label(p, first.label) for p in paths) if first.label else ()
-        labels += tuple(Label(p + q, key) for p in paths for q, key in made[at(e, p)].inner)
         if name in FLATTEN:
             new = flatten_products(_drop_zeros(new))
-        self.steps.append(Step(rule=name, lhs=e, rhs=new, identity=first.identity, cases=first.cases, notes=first.notes, labels=labels if new == _rebuilt(e, paths, made) else ()))
+        # The rewritten sub-terms are found again in the new tree: a sum SymPy keeps in its own
+        # order may have moved them, so the paths of the old tree are not theirs.
+        built = {b.new: b for b in made.values()}
+        where = find(new, lambda x: x in built)
+        # A label marks what replaced a derivative at the same place; where SymPy's order moved
+        # it, the underbrace is left out rather than put under something else.
+        where = [q for q in where if q in paths]
+        labels = tuple(Label(q, first.label) for q in where) if first.label else ()
+        labels += tuple(Label(q + r, key) for q in where for r, key in built[at(new, q)].inner)
+        labels = tuple(l for l in labels if _reaches_path(new, l.path))
+        self.steps.append(Step(rule=name, lhs=e, rhs=new, identity=first.identity, cases=first.cases, notes=first.notes, labels=labels))
         return new
 
     def _assumptions(self, e: sp.Expr, used: set) -> sp.Expr | None:
@@ -298,6 +306,14 @@ def _drop_zeros(e: sp.Expr) -> sp.Expr:
     while find(e, zero_in):
         e, _ = rewrite(e, zero_in, build)
     return e
+
+
+def _reaches_path(e: sp.Basic, path: tuple) -> bool:
+    for n in path:
+        if n >= len(e.args):
+            return False
+        e = e.args[n]
+    return True
 
 
 def _rebuilt(e: sp.Expr, paths: list, made: dict) -> sp.Expr:
