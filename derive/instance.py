@@ -21,10 +21,10 @@ from typing import Callable, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive.concrete import DIGITS, MOST_DIGITS, PRIME, Dual, _default_logits, _entry, _inverse, classes_of, exact_value, example_numbers, magnitude, normalised, settled
-from derive import progress
+from derive.concrete import DIGITS, MOST_DIGITS, PRIME, STEPS, Dual, _default_logits, _entry, _inverse, classes_of, exact_value, example_numbers, magnitude, normalised, settled
+from derive import directions, progress
 from derive.errors import UsageError
-from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix
+from derive.model import Concrete, Definition, Derivation, Example, LayerExample, RuleMatrix, RuleVector, WrittenOut
 from derive.setting import Setting, expand_sums
 from derive.verify import evaluate_shared
 from derive.symbols import ExcludedSum, k, y
@@ -84,13 +84,18 @@ def loss_instance(
         formula, assumptions = general, ()
     else:
         formula = result
-    fixed_h = {setting.classes: sp.Integer(n), **fixed}
-    gradient = tuple(_at(formula, m, fixed_h) for m in range(1, n + 1))
+    gradient = gradient_vector(formula, n, {setting.classes: sp.Integer(n), **fixed})
     written = _written_out(loss.value, setting.classes, n, fixed)
     # The example's numbers come from the form that holds for any target: a target whose entries
     # sum to one only within concrete.NORMALISED_WITHIN still gets the gradient of its own loss.
     example = _example(given, setting, loss, general if general is not None else formula, fixed, extra)
     return Concrete(classes=n, loss=written, jacobian=jacobian, gradient=gradient, example=example, of=None, parameters=tuple(fixed.items()), assumptions=assumptions)
+
+
+def gradient_vector(formula: sp.Expr, n: int, fixed: dict) -> RuleVector:
+    """The result for every class, each entry written when asked for (see :func:`_at`)."""
+    sums = {s: s.xreplace(fixed) for s in formula.atoms(sp.Sum)}
+    return RuleVector(n, k, formula.xreplace(sums).xreplace(fixed), lambda m: _at(formula, m, fixed))
 
 
 def _at(e: sp.Expr, m: int, fixed: dict) -> sp.Expr:
@@ -104,21 +109,23 @@ def _at(e: sp.Expr, m: int, fixed: dict) -> sp.Expr:
     return e
 
 
-def _written_out(value: sp.Expr, classes: sp.Symbol, n: int, fixed: dict) -> sp.Expr:
-    """The loss with its sum written out term by term, unevaluated (a factor in front stays)."""
+def _written_out(value: sp.Expr, classes: sp.Symbol, n: int, fixed: dict) -> WrittenOut:
+    """The loss with its sum written out term by term, unevaluated (a factor in front stays);
+    each term is built when asked for."""
     value = value.xreplace({classes: sp.Integer(n), **fixed})
 
     from derive.rules import substitute  # keeps each term in the definition's order
 
-    def terms(s: sp.Sum) -> sp.Expr:
+    def terms(s: sp.Sum) -> RuleVector:
         idx, lo, hi = s.limits[0]
-        return sp.Add(*[substitute(s.function, {idx: sp.Integer(v)}) for v in range(int(lo), int(hi) + 1)], evaluate=False)
+        return RuleVector(int(hi) - int(lo) + 1, idx, s.function, lambda m: substitute(s.function, {idx: sp.Integer(int(lo) + m - 1)}))
 
     if isinstance(value, sp.Sum):
-        return terms(value)
-    if isinstance(value, sp.Mul) and any(isinstance(a, sp.Sum) for a in value.args):
-        return sp.Mul(*[terms(a) if isinstance(a, sp.Sum) else a for a in value.args], evaluate=False)
-    return expand_sums(value)
+        return WrittenOut(None, terms(value))
+    if isinstance(value, sp.Mul) and sum(isinstance(a, sp.Sum) for a in value.args) == 1:
+        (inner,) = [a for a in value.args if isinstance(a, sp.Sum)]
+        return WrittenOut(sp.Mul(*[a for a in value.args if a is not inner]), terms(inner))
+    return WrittenOut(None, (expand_sums(value),))
 
 
 # --- the worked example ----------------------------------------------------------------------------
@@ -134,7 +141,11 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
     n = given.classes
     intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(setting, n).items()}
     loss_written = _written(setting, loss.symbol, n, 1, fixed, intermediates)
-    written = expand_sums(formula.xreplace({setting.classes: sp.Integer(n), **fixed}))
+    # A sum in the result that does not depend on k (sum_i o_i (o_i - y_i)) is evaluated once,
+    # standing in each entry as a placeholder: writing it into every entry would cost H^2.
+    at_n = formula.xreplace({setting.classes: sp.Integer(n), **fixed})
+    whole = {x: sp.Dummy() for x in at_n.atoms(sp.Sum, ExcludedSum) if k not in x.free_symbols}
+    written = expand_sums(at_n.xreplace(whole))
     entries = [written.xreplace({k: sp.Integer(m)}) for m in range(1, n + 1)]
 
     def compute() -> dict:
@@ -147,6 +158,7 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
         known = point | {x: point[symbolize(x)] for x in map(setting.wrt.base.__getitem__, range(1, n + 1))}
         known |= {y[m]: point[symbolize(y[m])] for m in range(1, n + 1)}
         known |= {setting.intermediates[0][m]: outputs[m - 1] for m in range(1, n + 1)}
+        known |= {dummy: evaluate_shared(expand_sums(x), known, memo) for x, dummy in whole.items()}
         gradient = [evaluate_shared(e, known, memo) for e in entries]
         numbers_ = {"outputs": outputs, "loss": value, "gradient": gradient, "point": point, "memo": memo, "intermediates": intermediates}
         more = extra(numbers_) if extra else ()
@@ -216,6 +228,7 @@ class Field:
         self.exps: dict[sp.Basic, int] = {}
         self.rng = rng
         self.by: sp.Symbol | None = None
+        self.along: Mapping[sp.Symbol, int] | None = None
         self.memo: dict[sp.Basic, Dual] = {}
         self.symbols: dict[sp.Basic, set] = {}
 
@@ -224,14 +237,22 @@ class Field:
         an elementwise loss that contain the variable are evaluated again."""
         for e in self.memo.keys() - self.symbols.keys():
             self.symbols[e] = e.free_symbols
-        self.by = variable
+        self.by, self.along = variable, None
         self.memo = {e: Dual(x.v, 0) for e, x in self.memo.items() if variable not in self.symbols[e]}
+
+    def differentiate_along(self, tangents: Mapping[sp.Symbol, int]) -> None:
+        """Forward mode along a direction: each variable in ``tangents`` is seeded with its
+        entry, so a derivative is the Jacobian-vector product (see :mod:`derive.directions`)."""
+        for e in self.memo.keys() - self.symbols.keys():
+            self.symbols[e] = e.free_symbols
+        self.by, self.along = None, tangents
+        self.memo = {e: Dual(x.v, 0) for e, x in self.memo.items() if not self.symbols[e] & tangents.keys()}
 
     def __call__(self, e: sp.Basic) -> Dual:
         if e in self.memo:
             return self.memo[e]
         if e in self.values:
-            out = Dual(self.values[e], 1 if e == self.by else 0)
+            out = Dual(self.values[e], self.along.get(e, 0) if self.along is not None else 1 if e == self.by else 0)
         elif e.is_Rational:
             out = Dual(int(e.p) * _inverse(int(e.q)) % PRIME, 0)
         elif isinstance(e, sp.Add):
@@ -262,7 +283,8 @@ class Field:
 
 
 def checks(d: Derivation) -> list:
-    """Every gradient entry and Jacobian entry exactly, then the worked example."""
+    """Every gradient entry and Jacobian entry exactly, along random directions (see
+    :mod:`derive.directions`), then the worked example."""
     from derive.verify import Check, intermediate_values, symbolize
 
     c = d.concrete
@@ -276,26 +298,35 @@ def checks(d: Derivation) -> list:
     targets = [symbolize(y[m]) for m in range(1, n + 1)]
     outputs = [intermediates[symbolize(setting.intermediates[0][m])] for m in range(1, n + 1)]
     rng = random.Random(f"derive:{d.name}:{n}")
-    sums: dict = {}
-    how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, against forward-mode derivatives of the {{}}"
+    how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, {directions.DIRECTIONS} random directions each, against forward-mode derivatives of the {{}}"
     bad_gradient = bad_jacobian = None
-    for _ in range(POINTS):
+    fix = lambda e: e.xreplace(fixed)
+    for at in range(POINTS):
+        progress.update(f"checking every entry for H = {n}", at + 1, POINTS)
         field = Field(rng, logits + targets, {})
         for key in assumptions:
             for variable, value in setting.constraints[key](n).items():
                 field.values[symbolize(variable)] = field(symbolize(value)).v
         field.memo = {}
-        o_values = {("o", m + 1): field(outputs[m]).v for m in range(n)}
-        values = o_values | {("y", m + 1): field.values[targets[m]] for m in range(n)}
-        for col in range(n):
-            progress.update(f"checking every entry for H = {n}", col + 1, n)
-            field.differentiate_by(logits[col])
-            if bad_gradient is None and _exact(c.gradient[col], values, sums) != field(loss).d:
-                bad_gradient = col + 1
-            for r in range(n):
-                entry = exact_value(c.jacobian.rule(r, col), values, {c.jacobian.row: r + 1, c.jacobian.col: col + 1})
-                if bad_jacobian is None and entry != field(outputs[r]).d:
-                    bad_jacobian = (r + 1, col + 1)
+        leaves = {setting.intermediates[0]: [field(x).v for x in outputs], y: [field.values[t] for t in targets]}
+        gradient = directions.entries(c.gradient, leaves, n, fix)
+
+        def along(u: list[int]) -> tuple[int, list[int]]:
+            """The derivatives of the loss and of every output along u."""
+            field.differentiate_along(dict(zip(logits, u)))
+            return field(loss).d, [field(x).d for x in outputs]
+
+        for _ in range(directions.DIRECTIONS):
+            v = directions.direction(rng, n)
+            loss_d, outputs_d = along(v)
+            if bad_gradient is None and directions.dot(gradient, v) != loss_d:
+                bad_gradient = directions.locate(lambda u: directions.dot(gradient, u) != along(u)[0], v) + 1
+            if bad_jacobian is None:
+                claimed = directions.product(c.jacobian, v, leaves, fix)
+                row = next((r for r in range(n) if claimed[r] != outputs_d[r]), None)
+                if row is not None:
+                    column = directions.locate(lambda u: directions.product(c.jacobian, u, leaves, fix)[row] != along(u)[1][row], v)
+                    bad_jacobian = (row + 1, column + 1)
     return [
         Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""),
         Check(f"the Jacobian for H = {n}", f"each of the {n * n} entries, " + how.format("outputs"), bad_jacobian is None, f"entry {bad_jacobian} differs" if bad_jacobian else ""),
@@ -358,6 +389,23 @@ def example_check(d: Derivation):
                     return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(_entry(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
         # Taken after the example's own numbers, whose evaluation adds sub-terms (one class's
         # smoothed target adds its epsilon / 1).
+        if n > EVERY_ENTRY:
+            # Each entry moves the loss on its own; along a random direction they move it
+            # together, and a wrong entry moves the product (no entry of the direction is 0).
+            method = method.replace("gradient against", f"gradient along {directions.DIRECTIONS} random directions against")
+            rng = random.Random(f"derive:example:{n}")
+            claimed = [_entry(g) for g in ex.gradient]
+            for _ in range(directions.DIRECTIONS):
+                v = [rng.choice(STEPS) for _ in range(n)]
+                up, down = dict(point), dict(point)
+                for variable, u in zip(variables, v):
+                    up[variable] += h * u
+                    down[variable] -= h * u
+                numeric = (evaluate_shared(loss, up, {}) - evaluate_shared(loss, down, {})) / (2 * h)
+                expected = mpmath.fsum(g * u for g, u in zip(claimed, v))
+                if abs(numeric - expected) > mpmath.mpf(10) ** -20 * max(1, abs(expected)):
+                    return Check(what, method, False, f"along a random direction: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(expected, 15)}")
+            return Check(what, method, True)
         symbols = {e: e.free_symbols for e in base}
         for m, variable in enumerate(variables):
             up, down = dict(point), dict(point)
@@ -370,6 +418,11 @@ def example_check(d: Derivation):
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20 * max(1, abs(claimed)):
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
     return Check(what, method, True)
+
+
+EVERY_ENTRY = 64
+"""Up to this many classes the example's gradient is checked entry by entry (each costs a pass
+over the loss); beyond, along random directions (see ``concrete.STEPS``)."""
 
 
 # --- a dense layer before the loss: the gradient with respect to its parameters ---------------------

@@ -8,7 +8,7 @@ the derivation differentiates (its ``subject``), under the assumptions the step 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import sympy as sp
 
@@ -150,6 +150,8 @@ class JacobianExample:
     logits: tuple[sp.Expr, ...]
     probabilities: tuple[sp.Expr, ...]
     jacobian: tuple[tuple[sp.Expr, ...], ...]
+    """Every entry for a small H; beyond ``derive.concrete.MATRIX_MOST`` classes, rows whose
+    entries are computed from the probabilities when asked for (a document shows a few)."""
     given: tuple[str, ...] = ()
     """The numbers the user supplied, by name ("logits", "target"); empty when all are ours."""
 
@@ -176,9 +178,56 @@ class LayerExample:
 
 
 @dataclass(frozen=True)
+class RuleVector:
+    """A vector of ``size`` entries given by its rule: ``formula`` in ``index`` (1-based in the
+    formula, 0-based in ``v[m]`` like a tuple). Entries are built when asked for, so a vector of
+    100,000 classes costs nothing until a document shows a few of them; the checks evaluate the
+    formula for every entry at once (see :mod:`derive.directions`). ``write`` builds entry m
+    (1-based) when the plain substitution would not keep its shape."""
+
+    size: int
+    index: sp.Symbol
+    formula: sp.Expr
+    write: Callable[[int], sp.Expr] | None = field(default=None, compare=False, repr=False)
+
+    def entry(self, m: int) -> sp.Expr:
+        return self.write(m) if self.write is not None else self.formula.xreplace({self.index: sp.Integer(m)})
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, at: "int | slice") -> "sp.Expr | tuple[sp.Expr, ...]":
+        if isinstance(at, slice):
+            return tuple(self.entry(m + 1) for m in range(*at.indices(self.size)))
+        m = at + self.size if at < 0 else at
+        if not 0 <= m < self.size:
+            raise IndexError(at)
+        return self.entry(m + 1)
+
+    def __iter__(self) -> Iterator[sp.Expr]:
+        return (self.entry(m) for m in range(1, self.size + 1))
+
+
+@dataclass(frozen=True)
+class WrittenOut:
+    """A quantity written out term by term for a concrete H: ``front`` times the sum of
+    ``terms`` (``front`` is None where nothing stands in front). The terms are built when asked
+    for; ``expr`` is the whole expression, unevaluated, for a size small enough to build it."""
+
+    front: sp.Expr | None
+    terms: "RuleVector | tuple[sp.Expr, ...]"
+
+    @property
+    def expr(self) -> sp.Expr:
+        inner = sp.Add(*self.terms, evaluate=False) if len(self.terms) > 1 else self.terms[0]
+        return inner if self.front is None else sp.Mul(self.front, inner, evaluate=False)
+
+
+@dataclass(frozen=True)
 class RuleMatrix:
     """An H x H matrix given by its rule: ``diagonal`` where the row index ``row`` equals the
-    column index ``col``, ``off`` elsewhere. Entries are built when asked for (1-based indices in
+    column index ``col``, ``off`` elsewhere, except the entries listed in ``exceptions``
+    (0-based (r, c) and their formula). Entries are built when asked for (1-based indices in
     the formulas, 0-based in ``m[r, c]`` like a SymPy matrix), so a large H costs nothing twice."""
 
     size: int
@@ -186,6 +235,7 @@ class RuleMatrix:
     col: sp.Symbol
     diagonal: sp.Expr
     off: sp.Expr
+    exceptions: tuple[tuple[tuple[int, int], sp.Expr], ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -193,6 +243,9 @@ class RuleMatrix:
 
     def rule(self, r: int, c: int) -> sp.Expr:
         """The formula of entry (r, c), still in terms of the index symbols."""
+        for at, formula in self.exceptions:
+            if at == (r, c):
+                return formula
         return self.diagonal if r == c else self.off
 
     def __getitem__(self, rc: tuple[int, int]) -> sp.Expr:
@@ -208,11 +261,11 @@ class Concrete:
     """The derivation instantiated for a concrete number of classes."""
 
     classes: int
-    loss: sp.Expr | None
+    loss: WrittenOut | None
     """E written out term by term (None for a Jacobian derivation, which has no loss)."""
     jacobian: RuleMatrix
     """Row i is output i, column k is logit z_k, in terms of the outputs o_1..o_H."""
-    gradient: tuple[sp.Expr, ...] | None
+    gradient: RuleVector | tuple[sp.Expr, ...] | None
     example: Example | JacobianExample | LayerExample
     of: str | None = "softmax"
     """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``, whose

@@ -285,7 +285,7 @@ def test_large_h_is_elided():
         ({"logits": ["1", "2"]}, "needs --classes"),
         ({"classes": 0}, "at least 1"),
         ({"classes": "abc"}, "whole number"),
-        ({"classes": 10**6}, "at most"),
+        ({"classes": 10**7}, "at most"),
         ({"classes": 3, "logits": ["1", "2"]}, "needs 3 numbers"),
         ({"classes": 3, "logits": ["1", "x", "2"]}, "not a number"),
         ({"classes": 3, "logits": ["1", "inf", "2"]}, "finite"),

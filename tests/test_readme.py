@@ -70,8 +70,12 @@ def test_the_readme_names_what_the_test_command_installs() -> None:
 
 
 def test_the_readme_states_the_limits_the_code_enforces() -> None:
-    from derive.concrete import MAX_CLASSES
+    from derive.concrete import EVERY_ENTRY, MATRIX_MOST, MAX_CLASSES
     from derive.derivations.dense_softmax_ce import MAX_INPUTS, MAX_WEIGHTS
+    from derive.instance import EVERY_ENTRY as EVERY_GENERIC
 
-    assert f"`--classes N` takes 1 to {MAX_CLASSES} classes" in README
-    assert f"up to {MAX_INPUTS} inputs\n  and {MAX_WEIGHTS} weights" in README
+    text = " ".join(README.split())
+    assert f"`--classes N` takes 1 to {MAX_CLASSES} classes" in text
+    assert f"holds its $`N \\times N`$ matrix in the JSON up to {MATRIX_MOST} classes" in text
+    assert f"entry by entry up to {EVERY_ENTRY} classes ({EVERY_GENERIC} for the derivations checked from their definitions alone)" in text
+    assert f"up to {MAX_INPUTS} inputs and {MAX_WEIGHTS} weights" in text
