@@ -129,18 +129,45 @@ def _written_out(value: sp.Expr, classes: sp.Symbol, n: int, fixed: dict) -> Wri
 
 
 # --- the worked example ----------------------------------------------------------------------------
-def _written(setting: Setting, e: sp.Expr, n: int, index: int, fixed: dict, intermediates: dict) -> sp.Expr:
+def _written(setting: Setting, e: sp.Expr, n: int, index: int, fixed: dict) -> sp.Expr:
+    """``e`` written out for n classes in the entries of the intermediates (o_1..o_H stay
+    symbols, their values come from :func:`_with_defined`): substituted into a sigmoid's
+    ln(1 - o_m), SymPy would spend seconds on assumptions at a thousand classes."""
     from derive.verify import instantiate
 
-    return instantiate(setting, e.xreplace(fixed), n, (index,) * len(setting.indices), (), intermediates).xreplace(fixed)
+    key = (id(setting), e, n, index, tuple(fixed.items()))
+    if key not in _WRITTEN or _WRITTEN[key][0] is not setting:
+        # The example, the entries' checks and the example's check write out the same loss;
+        # the setting is kept beside it, so its id cannot stand for another while cached.
+        _WRITTEN[key] = (setting, instantiate(setting, e.xreplace(fixed), n, (index,) * len(setting.indices), (), {}).xreplace(fixed))
+    return _WRITTEN[key][1]
+
+
+_WRITTEN: dict[tuple, tuple[Setting, object]] = {}
+
+
+def _intermediates(setting: Setting, n: int) -> dict[sp.Symbol, sp.Expr]:
+    """Every intermediate entry written out in the variables (see ``verify.intermediate_values``),
+    once per setting and size, kept as :func:`_written` keeps the loss."""
+    from derive.verify import intermediate_values
+
+    key = (id(setting), n)
+    if key not in _WRITTEN or _WRITTEN[key][0] is not setting:
+        _WRITTEN[key] = (setting, intermediate_values(setting, n))
+    return _WRITTEN[key][1]
+
+
+def _with_defined(point: dict, intermediates: Mapping[sp.Symbol, sp.Expr], memo: dict) -> dict:
+    """The point and every intermediate entry (o_m, a smoothed target y'_m) evaluated there."""
+    return point | {s: evaluate_shared(v, point, memo) for s, v in intermediates.items()}
 
 
 def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr, fixed: dict, extra) -> Example:
     from derive.verify import intermediate_values, symbolize
 
     n = given.classes
-    intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(setting, n).items()}
-    loss_written = _written(setting, loss.symbol, n, 1, fixed, intermediates)
+    intermediates = {s: v.xreplace(fixed) for s, v in _intermediates(setting, n).items()}
+    loss_written = _written(setting, loss.symbol, n, 1, fixed)
     # A sum in the result that does not depend on k (sum_i o_i (o_i - y_i)) is evaluated once,
     # standing in each entry as a placeholder: writing it into every entry would cost H^2.
     at_n = formula.xreplace({setting.classes: sp.Integer(n), **fixed})
@@ -152,7 +179,7 @@ def _example(given: Inputs, setting: Setting, loss: Definition, formula: sp.Expr
         point = _point(setting, given)
         memo: dict = {}
         outputs = [evaluate_shared(intermediates[symbolize(setting.intermediates[0][m])], point, memo) for m in range(1, n + 1)]
-        value = evaluate_shared(loss_written, point, memo)
+        value = evaluate_shared(loss_written, _with_defined(point, intermediates, memo), memo)
         # The result is in terms of the outputs: evaluated at their values. Its sums are written
         # out once for every entry (k stays free), so a sum over the outputs is evaluated once.
         known = point | {x: point[symbolize(x)] for x in map(setting.wrt.base.__getitem__, range(1, n + 1))}
@@ -229,6 +256,8 @@ class Field:
         self.rng = rng
         self.by: sp.Symbol | None = None
         self.along: Mapping[sp.Symbol, int] | None = None
+        self.defined: Mapping[sp.Symbol, sp.Expr] = {}
+        """Symbols that stand for an expression in the variables (o_m for its softmax of z)."""
         self.memo: dict[sp.Basic, Dual] = {}
         self.symbols: dict[sp.Basic, set] = {}
 
@@ -236,22 +265,31 @@ class Field:
         """A sub-term without the variable keeps its value and has derivative 0: only the terms of
         an elementwise loss that contain the variable are evaluated again."""
         for e in self.memo.keys() - self.symbols.keys():
-            self.symbols[e] = e.free_symbols
+            self.symbols[e] = self._variables(e)
         self.by, self.along = variable, None
         self.memo = {e: Dual(x.v, 0) for e, x in self.memo.items() if variable not in self.symbols[e]}
 
     def differentiate_along(self, tangents: Mapping[sp.Symbol, int]) -> None:
         """Forward mode along a direction: each variable in ``tangents`` is seeded with its
         entry, so a derivative is the Jacobian-vector product (see :mod:`derive.directions`)."""
-        for e in self.memo.keys() - self.symbols.keys():
-            self.symbols[e] = e.free_symbols
+        # Along a direction nearly every sub-term moves: evaluating afresh costs no more than
+        # finding the few that do not.
         self.by, self.along = None, tangents
-        self.memo = {e: Dual(x.v, 0) for e, x in self.memo.items() if not self.symbols[e] & tangents.keys()}
+        self.memo = {}
+
+    def _variables(self, e: sp.Basic) -> set:
+        """The variables ``e`` depends on, through the defined symbols too."""
+        out = set(e.free_symbols)
+        for s in out & self.defined.keys():
+            out |= self.defined[s].free_symbols
+        return out
 
     def __call__(self, e: sp.Basic) -> Dual:
         if e in self.memo:
             return self.memo[e]
-        if e in self.values:
+        if e in self.defined:
+            out = self(self.defined[e])
+        elif e in self.values:
             out = Dual(self.values[e], self.along.get(e, 0) if self.along is not None else 1 if e == self.by else 0)
         elif e.is_Rational:
             out = Dual(int(e.p) * _inverse(int(e.q)) % PRIME, 0)
@@ -292,8 +330,8 @@ def checks(d: Derivation) -> list:
     setting = d.setting
     fixed = dict(c.parameters)
     assumptions = c.assumptions
-    intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(setting, n).items()}
-    loss = _written(setting, d.subject.expr, n, 1, fixed, intermediates)
+    intermediates = {s: v.xreplace(fixed) for s, v in _intermediates(setting, n).items()}
+    loss = _written(setting, d.subject.expr, n, 1, fixed)
     logits = [symbolize(setting.wrt.base[m]) for m in range(1, n + 1)]
     targets = [symbolize(y[m]) for m in range(1, n + 1)]
     outputs = [intermediates[symbolize(setting.intermediates[0][m])] for m in range(1, n + 1)]
@@ -308,6 +346,7 @@ def checks(d: Derivation) -> list:
             for variable, value in setting.constraints[key](n).items():
                 field.values[symbolize(variable)] = field(symbolize(value)).v
         field.memo = {}
+        field.defined = intermediates
         leaves = {setting.intermediates[0]: [field(x).v for x in outputs], y: [field.values[t] for t in targets]}
         gradient = directions.entries(c.gradient, leaves, n, fix)
 
@@ -360,8 +399,8 @@ def example_check(d: Derivation):
     n = c.classes
     fixed = dict(c.parameters)
     what = "the worked example"
-    intermediates = {s: v.xreplace(fixed) for s, v in intermediate_values(d.setting, n).items()}
-    loss = _written(d.setting, d.subject.expr, n, 1, fixed, intermediates)
+    intermediates = {s: v.xreplace(fixed) for s, v in _intermediates(d.setting, n).items()}
+    loss = _written(d.setting, d.subject.expr, n, 1, fixed)
     given = Inputs(n, ex.logits, ex.target, ex.given)
     # The step is a small part of the smallest scale of the inputs: a temperature of 1e-20 makes
     # the loss vary over logits 1e-20 apart. The precision covers the outputs (see
@@ -375,7 +414,7 @@ def example_check(d: Derivation):
         variables = [v for v in point if str(v).startswith(str(d.setting.wrt.base))][:n]
         h = mpmath.mpf(10) ** -25 * scale
         base: dict = {}
-        value = evaluate_shared(loss, point, base)
+        value = evaluate_shared(loss, _with_defined(point, intermediates, base), base)
         if abs(value - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
             return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
         # The example's own numbers named after a definition (the smoothed target) are its values.
@@ -401,19 +440,16 @@ def example_check(d: Derivation):
                 for variable, u in zip(variables, v):
                     up[variable] += h * u
                     down[variable] -= h * u
-                numeric = (evaluate_shared(loss, up, {}) - evaluate_shared(loss, down, {})) / (2 * h)
+                numeric = (evaluate_shared(loss, _with_defined(up, intermediates, {}), {}) - evaluate_shared(loss, _with_defined(down, intermediates, {}), {})) / (2 * h)
                 expected = mpmath.fsum(g * u for g, u in zip(claimed, v))
                 if abs(numeric - expected) > mpmath.mpf(10) ** -20 * max(1, abs(expected)):
                     return Check(what, method, False, f"along a random direction: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(expected, 15)}")
             return Check(what, method, True)
-        symbols = {e: e.free_symbols for e in base}
         for m, variable in enumerate(variables):
             up, down = dict(point), dict(point)
             up[variable] += h
             down[variable] -= h
-            # Sub-terms without the moved variable keep their values.
-            kept = {e: v for e, v in base.items() if variable not in symbols[e]}
-            numeric = (evaluate_shared(loss, up, dict(kept)) - evaluate_shared(loss, down, kept)) / (2 * h)
+            numeric = (evaluate_shared(loss, _with_defined(up, intermediates, {}), {}) - evaluate_shared(loss, _with_defined(down, intermediates, {}), {})) / (2 * h)
             claimed = _entry(ex.gradient[m])
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20 * max(1, abs(claimed)):
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
