@@ -19,18 +19,26 @@ from derive.model import Definition
 from derive.symbols import ExcludedSum
 
 
-@dataclass(frozen=True)
 class Dual:
-    """A value and its derivative along one direction (forward mode)."""
+    """A value and its derivative along one direction (forward mode). A plain class with slots,
+    not a frozen dataclass, and no arithmetic on a derivative that is 0 on both sides: the
+    checks at H = 40 build hundreds of thousands of these."""
 
-    v: mpmath.mpf
-    d: mpmath.mpf
+    __slots__ = ("v", "d")
+
+    def __init__(self, v: mpmath.mpf, d: mpmath.mpf):
+        self.v, self.d = v, d
 
     def __add__(self, o: "Dual") -> "Dual":
-        return Dual(self.v + o.v, self.d + o.d)
+        return Dual(self.v + o.v, self.d + o.d if self.d or o.d else ZERO)
 
     def __mul__(self, o: "Dual") -> "Dual":
+        if not self.d and not o.d:
+            return Dual(self.v * o.v, ZERO)
         return Dual(self.v * o.v, self.d * o.v + self.v * o.d)
+
+    def __repr__(self) -> str:
+        return f"Dual({self.v}, {self.d})"
 
 
 ZERO = mpmath.mpf(0)
