@@ -8,7 +8,6 @@ costs what the arithmetic costs. Used by the checks at large sizes, where the ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import mpmath
