@@ -105,7 +105,41 @@ def same(a: Any, b: Any) -> bool:
         with mpmath.workdps(40):
             x, y = mpmath.mpf(sp.N(ca, 40)), mpmath.mpf(sp.N(cb, 40))
             return abs(x - y) <= mpmath.mpf(10) ** -14 * max(abs(x), abs(y), 1)
-    return sp.expand(ca - cb) == 0
+    if sp.expand(ca - cb) == 0:
+        return True
+    if ca.has(sp.Sum, ExcludedSum) or cb.has(sp.Sum, ExcludedSum):
+        na, nb = _sums_apart(ca), _sums_apart(cb)
+        return na == nb or sp.expand(na - nb) == 0
+    return False
+
+
+def _sums_apart(e: sp.Basic) -> sp.Basic:
+    """Each sum over one index at a time, with the factors that do not depend on its index in
+    front of it: sum_m sum_n a_n b_m and sum_m b_m sum_n a_n are one form. A sum runs to the end
+    of its term in the text, so the printer may write either for the same sum."""
+    if not e.args or e.is_Number or isinstance(e, (sp.Symbol, sp.Indexed, sp.IndexedBase)):
+        return e
+    if isinstance(e, sp.Sum):
+        body = _sums_apart(e.function)
+        for limit in e.limits:  # the innermost first
+            index = limit[0]
+            factors = sp.Mul.make_args(body)
+            outside = [f for f in factors if not f.has(index)]
+            inside = [f for f in factors if f.has(index)]
+            body = sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), limit) if inside else sp.Mul(*outside) * (limit[2] - limit[1] + 1)
+        return body
+    if isinstance(e, ExcludedSum):
+        f, index, lower, upper, skip = e.args
+        body = _sums_apart(f)
+        factors = sp.Mul.make_args(body)
+        outside = [x for x in factors if not x.has(index)]
+        inside = [x for x in factors if x.has(index)]
+        return sp.Mul(*outside) * ExcludedSum(sp.Mul(*inside), index, lower, upper, skip)
+    if isinstance(e, sp.Derivative):
+        return sp.Derivative(_sums_apart(e.expr), *e.variable_count)
+    if isinstance(e, (sp.Eq, sp.Ne)):
+        return type(e)(*[_sums_apart(a) for a in e.args], evaluate=False)
+    return e.func(*[_sums_apart(a) for a in e.args])
 
 
 def at(e: sp.Basic, path: Sequence[int]) -> sp.Basic:
@@ -182,8 +216,22 @@ def printed_formula(text: str, expr: sp.Basic, labels: Mapping[tuple, str] | Non
     return None
 
 
+_SCIENTIFIC = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\\times\s*10\^\{(-?\d+)\}\s*$")
+
+
 def printed_number(text: str, value: Any) -> str | None:
     """Why the decimal ``text`` is not ``value`` to the digits it shows (None when it is)."""
+    from derive.lang.document import MAX_EXPONENT
+
+    huge = _SCIENTIFIC.match(text)
+    if huge and abs(int(huge.group(2))) > MAX_EXPONENT:
+        # 3.855 \times 10^{-43429448190325182766}: a power of ten no rational can hold; mpmath
+        # keeps any exponent, so the digits are compared there.
+        with mpmath.workdps(60):
+            scaled = _mp(value) * mpmath.power(10, -int(huge.group(2)))
+            places = len(huge.group(1).split(".")[1]) if "." in huge.group(1) else 0
+            ok = abs(scaled - mpmath.mpf(huge.group(1))) <= mpmath.mpf(10) ** -places / 2 * (1 + mpmath.mpf(10) ** -20)
+        return None if ok else f"it is not {_decimal(value)} to the digits shown"
     try:
         formula = read(text)
         (statement,) = formula.statements
@@ -201,7 +249,7 @@ def rounds_to(shown: sp.Rational, value: Any, text: str) -> bool:
     with mpmath.workdps(60):
         v = _mp(value)
         s = mpmath.mpf(shown.p) / shown.q
-        mantissa = text.split(r"\times")[0]
+        mantissa = text.split(r"\times")[0].strip()
         places = len(mantissa.split(".")[1]) if "." in mantissa else 0
         exponent = re.search(r"10\^\{(-?\d+)\}", text)
         unit = mpmath.mpf(10) ** (-places + (int(exponent.group(1)) if exponent else 0))
@@ -227,6 +275,18 @@ def _decimal(value: Any) -> str:
 
 
 # --- at render time ------------------------------------------------------------------------------
+def facts(checked: "WordingFacts") -> None:
+    """Check the wording's formulas (see :class:`WordingFacts`), cached like the rest."""
+    from derive import cache
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in (*_SOURCES, "numeric.py", "shown.py"):
+        h.update((here / name).read_bytes())
+    h.update(checked.key.encode())
+    cache.cached(h.hexdigest(), lambda: checked() or True, kind="proofread")
+
+
 def rendered(printed: Iterable[tuple[str, sp.Basic, Mapping | None]], numbers: Iterable[tuple[str, Any]], notation: Any = None, facts: Any = None) -> None:
     """Proofread what a document's data holds (see the module's docstring); raise DeriveError at
     the first problem. ``facts`` is a callable that checks the wording's formulas, or None."""
@@ -280,3 +340,305 @@ def _key(printed: list, numbers: list, notation: Any, facts: Any) -> str:
     if facts is not None:
         h.update(facts.key.encode())
     return h.hexdigest()
+
+
+# --- the wording's formulas ----------------------------------------------------------------------
+INLINE = re.compile(r"\\\((.+?)\\\)")
+"""Inline math in the wording, as it is written there."""
+FACT_SIZES = (2, 3, 4)
+"""The class counts at which a formula of the wording is evaluated, at random points."""
+
+
+class WordingFacts:
+    """The formulas of a document's wording that state a fact about its derivation, each checked
+    against the derivation (see :func:`fact`); called, it raises DeriveError at the first that
+    does not hold. ``unchecked`` lists those it does not read as a fact (with why), for tests."""
+
+    def __init__(self, d: Any, texts: Iterable[str], notation: Any = None):
+        from derive import cache
+
+        self.d = d
+        self.notation = notation
+        names = tuple(sorted(notation.names.items())) if notation is not None else ()
+        self.formulas = sorted({m for t in texts if isinstance(t, str) for m in INLINE.findall(t)})
+        self.unchecked: list[tuple[str, str]] = []
+        c = d.concrete
+        numbers = (c.classes, c.parameters, c.example.__dict__) if c is not None else None
+        content = (
+            self.formulas,
+            [(x.symbol, x.value) for x in d.setting.definitions],
+            [a.statement for a in d.assumptions],
+            d.subject,
+            d.result.rhs,
+            d.general.rhs if d.general is not None else None,
+            list(d.options),
+        )
+        self.key = hashlib.sha256((cache.encode(content) + repr(numbers) + repr(names)).encode()).hexdigest()
+
+    def __call__(self) -> None:
+        for tex in self.formulas:
+            problem = fact(self.d, tex, self.notation, self.unchecked)
+            if problem is not None:
+                raise DeriveError(f"the wording says {tex!r}, which {problem}")
+
+
+def fact(d: Any, tex: str, notation: Any = None, unchecked: list | None = None) -> str | None:
+    """Why the wording's formula ``tex`` is false of the derivation ``d`` (None when it holds or
+    states no fact).
+
+    Every equation of it is checked: the two sides agree at random points for several H, with
+    the derivation's definitions and, if need be, its assumptions (the summary states the result
+    under them); a size or option written with its value (H = 3, T = 2) is the document's; what
+    holds only at the worked example (o_2 = sigma(ln 3) = 0.75) is checked there, to the digits
+    shown. Not a fact, and not checked: a condition (i = k, T > 0), a letter given a meaning
+    (u = o_i - y_i), an entry given its example value (y_i = 1 for the true class), lists and
+    names alone. ``unchecked`` collects those with the reason.
+    """
+    skip = (lambda why: unchecked.append((tex, why))) if unchecked is not None else (lambda why: None)
+    try:
+        formula = read(tex, notation)
+    except UsageError as error:
+        skip(f"not read: {error}")
+        return None
+    if any(statement.sides == (_elided(),) for statement in formula.statements):
+        skip("a list")
+        return None
+    for statement in formula.statements:
+        if not statement.relations:
+            continue
+        if any(r not in ("=", "≈") for r in statement.relations):
+            skip("a condition")
+            continue
+        if not all(isinstance(s, sp.Expr) and not isinstance(s, (sp.Tuple, sp.MatrixBase)) and not s.has(_elided()) for s in statement.sides):
+            skip("a list or a matrix")
+            continue
+        from derive.lang.document import PartialOf
+
+        if any(s.atoms(PartialOf) for s in statement.sides):
+            skip("a rule in differentials")
+            continue
+        kind = _kind(d, statement.sides)
+        if kind is not None:
+            skip(kind)
+            continue
+        problem = _holds(d, statement)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _elided() -> sp.Symbol:
+    from derive.lang.document import ELIDED
+
+    return ELIDED
+
+
+def _names(e: sp.Basic) -> set:
+    """The names of an expression: indexed bases and symbols that are not indices."""
+    return {x.base for x in e.atoms(sp.Indexed)} | {x for x in e.free_symbols if isinstance(x, sp.Symbol) and not x.is_integer} - {x.label for x in e.atoms(sp.IndexedBase)}
+
+
+def _kind(d: Any, sides: Sequence[sp.Expr]) -> str | None:
+    """Why an equation of the wording is not a fact to check, or None when it is one."""
+    settings = _settings(d)
+    defined = {canonical(x.symbol.base if isinstance(x.symbol, sp.Indexed) else x.symbol) for s in settings for x in s.definitions}
+    known = defined | {canonical(x) for s in settings for x in _names(sp.Tuple(*[e for x in s.definitions for e in (x.symbol, x.value)]))}
+    known |= {canonical(x) for x in _names(d.subject)}
+    options = {canonical(x) for x in _values_of(d)}
+    names = [{canonical(x) for x in _names(s)} for s in sides]
+    bare = [isinstance(s, (sp.Symbol, sp.Indexed)) and not (isinstance(s, sp.Symbol) and s.is_integer) for s in sides]
+    if all(not n for n in names):
+        if any(isinstance(s, sp.Symbol) and s.is_integer and s.name.isupper() for s in sides):
+            return "a size"
+        return "indices and numbers: a condition" if any(s.free_symbols for s in sides) else None
+    if any("'" in str(x) and x not in known for n in names for x in n):
+        return "a name with a prime that the derivation does not define"
+    for side, n, alone in zip(sides, names, bare):
+        if alone and canonical(side) in options:
+            return None  # an option with its value: T = 2
+        if alone and not (n & known):
+            return "a letter given a meaning"
+    if not any(n & defined for n in names) and any(bare):
+        return "an entry given its example value"
+    return None
+
+
+def _settings(d: Any) -> list:
+    """Where the wording's formulas may hold: the derivation's setting, its parts', and those of
+    its claims (the pitfall's linear outputs)."""
+    out = [d.setting, *(p.setting for p in d.parts)]
+    for x in (d.pitfall, d.counterexample):
+        for c in x.claims if x is not None else ():
+            if all(c.setting is not s for s in out):
+                out.append(c.setting)
+    return out
+
+
+def _holds(d: Any, statement: Any) -> str | None:
+    """None when each relation of the statement holds for the derivation (see :func:`fact`)."""
+    sides = statement.sides
+    sizes_and_options = _values_of(d)
+    for a, relation, b in zip(sides, statement.relations, sides[1:]):
+        if relation == "≈" or (a.is_number and b.is_number):
+            if _at_document(d, a, b, sizes_and_options):
+                continue
+            return f"does not hold at this document's numbers ({plain(a)} against {plain(b)})"
+        if any(_at_random(d, setting, a, b) for setting in _settings(d)) or _at_document(d, a, b, sizes_and_options):
+            continue
+        return f"does not hold: {plain(a)} and {plain(b)} differ at random points (with or without the assumptions) and at the worked example"
+    return None
+
+
+OPTION_SYMBOLS = {"temperature": "T", "label_smoothing": "epsilon"}
+"""The symbol of each option in the formulas (T = 2, \\varepsilon = 0.1)."""
+
+
+def _values_of(d: Any) -> dict:
+    """The options a document states with their values, by the symbol the formulas write."""
+    return {sp.Symbol(OPTION_SYMBOLS.get(key, key)): value for key, value in d.options}
+
+
+def _at_random(d: Any, setting: Any, a: sp.Expr, b: sp.Expr) -> bool:
+    """Whether a = b at random points for several H, with the definitions of ``setting``, and
+    either without assumptions or with all of the setting's (those a derivation or a claim may
+    assume)."""
+    from derive.numeric import Evaluator
+    from derive.shown import limit
+    from derive.verify import extents
+
+    rename = _internal(d, (a, b))
+    a, b = a.xreplace(rename), b.xreplace(rename)
+    free = sorted({x for e in (a, b) for x in _free_indices(e)}, key=str)
+    for assumptions in ((), tuple(sorted(setting.constraints))):
+        rng = random.Random(f"derive-wording:{a}:{b}")
+        good = True
+        try:
+            for size in FACT_SIZES:
+                sizes = {s: int(v) for s, v in extents(setting, size).items()}
+                index = {x: rng.randint(1, int(sizes.get(limit(setting, x), size))) for x in free}
+                with mpmath.workdps(40):
+                    evaluator = Evaluator(setting.definitions, sizes, _random_leaves(setting, (a, b), sizes, assumptions, rng))
+                    u, v = evaluator.value(a, index), evaluator.value(b, index)
+                    if not abs(u - v) <= mpmath.mpf(10) ** -25 * max(1, abs(u)):
+                        good = False
+                        break
+        except (TypeError, KeyError, ValueError, ZeroDivisionError, IndexError):
+            good = False
+        if good:
+            return True
+    return False
+
+
+class _Random:
+    """Random values for the entries of a given quantity, drawn as they are asked for: from
+    [-3, 3], or from [1/2, 3] for one known to be positive."""
+
+    def __init__(self, rng: random.Random, positive: bool):
+        self.rng, self.positive, self.drawn = rng, positive, {}
+
+    def draw(self) -> mpmath.mpf:
+        return mpmath.mpf(self.rng.uniform(0.5, 3) if self.positive else self.rng.uniform(-3, 3))
+
+    def __getitem__(self, at: tuple) -> mpmath.mpf:
+        if at not in self.drawn:
+            self.drawn[at] = self.draw()
+        return self.drawn[at]
+
+    def __setitem__(self, at: tuple, value: mpmath.mpf) -> None:
+        self.drawn[at] = value
+
+
+def _random_leaves(setting: Any, exprs: Sequence[sp.Expr], sizes: Mapping, assumptions: Sequence[str], rng: random.Random) -> dict:
+    """A random value for every quantity the definitions do not define (every entry of an indexed
+    one, drawn when first used), then the assumptions imposed by their constraints."""
+    from derive.numeric import Evaluator
+
+    defined = {x.symbol.base if isinstance(x.symbol, sp.Indexed) else x.symbol for x in setting.definitions}
+    terms = (*exprs, *(x.value for x in setting.definitions))
+    values: dict = {}
+    for e in terms:
+        for base in e.atoms(sp.IndexedBase):
+            if base not in defined and base not in values:
+                values[base] = _Random(rng, bool(getattr(base, "is_positive", False)))
+        labels = {b.label for b in e.atoms(sp.IndexedBase)}
+        for x in e.free_symbols:
+            if isinstance(x, sp.Symbol) and not x.is_integer and x not in defined and x not in values and x not in labels:
+                values[x] = _Random(rng, bool(x.is_positive)).draw()
+    for key in assumptions:
+        constraint = setting.constraints[key]
+        n = int(sizes[setting.classes])
+        fixed = constraint(n, sizes) if getattr(constraint, "rows", None) else constraint(n)
+        evaluator = Evaluator((), sizes, values)
+        for entry, value in fixed.items():
+            table = values.setdefault(entry.base, _Random(rng, False))
+            table[tuple(int(v) for v in entry.indices)] = evaluator.value(value)
+    return values
+
+
+def _at_document(d: Any, a: sp.Expr, b: sp.Expr, values: Mapping) -> bool:
+    """Whether a = b at the document's own numbers: its sizes and options, and its worked
+    example's numbers where it has one; a decimal is its value rounded to the digits shown."""
+    from derive.shown import example_values
+
+    a, b = a.xreplace(values), b.xreplace(values)
+    rename = _internal(d, (a, b))
+    a, b = a.xreplace(rename), b.xreplace(rename)
+    try:
+        with mpmath.workdps(40):
+            if d.concrete is not None and (a.free_symbols or b.free_symbols):
+                evaluator, _ = example_values(d)
+                u, v = evaluator.value(a), evaluator.value(b)
+            elif a.free_symbols or b.free_symbols:
+                return False
+            else:
+                u, v = _mp(a), _mp(b)
+    except (TypeError, KeyError, ValueError, ZeroDivisionError, IndexError):
+        return False
+    for x, other in ((a, v), (b, u)):
+        if x.is_Rational and not x.is_Integer:
+            with mpmath.workdps(40):
+                return rounds_to(x, other, _decimal_text(x))
+    with mpmath.workdps(40):
+        return abs(u - v) <= mpmath.mpf(10) ** -25 * max(1, abs(u))
+
+
+def _decimal_text(x: sp.Rational) -> str:
+    """A decimal as the wording writes it (enough to know its last digit): 0.75."""
+    q, places = x.q, 0
+    while q % 10 != 0 and (q % 2 == 0 or q % 5 == 0) or q % 10 == 0:
+        if q == 1:
+            break
+        places += 1
+        q = (x * 10**places).q
+        if places > 30:
+            break
+    return f"{float(x):.{places}f}"
+
+
+def _internal(d: Any, exprs: Sequence[sp.Expr]) -> dict:
+    """The derivation's own symbols for the names the reader built: E with its assumptions, the
+    bases, the indices, so that the evaluators find their definitions."""
+    own: dict[str, sp.Basic] = {}
+    for x in d.setting.definitions:
+        for e in (x.symbol, x.value):
+            for s in e.atoms(sp.Symbol):
+                own.setdefault(s.name, s)
+            for b in e.atoms(sp.IndexedBase):
+                own.setdefault(str(b.label), b)
+    for s in (*d.subject.atoms(sp.Symbol), d.setting.classes, *d.setting.ranges.values()):
+        own.setdefault(s.name, s)
+    out: dict = {}
+    for e in exprs:
+        for s in e.atoms(sp.Symbol):
+            if s.name in own and own[s.name] != s and isinstance(own[s.name], sp.Symbol):
+                out[s] = own[s.name]
+        for b in e.atoms(sp.IndexedBase):
+            if str(b.label) in own and own[str(b.label)] != b:
+                out[b] = own[str(b.label)]
+    return out
+
+
+def _free_indices(e: sp.Basic) -> set:
+    """The index letters no sum binds (a size such as H is no index)."""
+    bound = {lim[0] for s in e.atoms(sp.Sum) for lim in s.limits} | {s.index for s in e.atoms(ExcludedSum)}
+    return {x for x in e.atoms(sp.Symbol) if x.is_integer and x not in bound and x.name.islower()}

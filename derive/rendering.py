@@ -80,7 +80,14 @@ def render(
 
 
 def _render_text(env: jinja2.Environment, d: Derivation, report: Report, fmt: str, notation: Notation = DEFAULT) -> str:
-    return render_template(env, TEMPLATE[fmt], document(d, report, wording(env), fmt, notation))
+    from derive import proofread
+
+    with _noting(_PROSE) as (texts,):
+        text = render_template(env, TEMPLATE[fmt], document(d, report, wording(env), fmt, notation))
+    # Every formula of the wording the document shows that states a fact is checked against the
+    # derivation before the document is returned (and so before it is written).
+    proofread.facts(proofread.WordingFacts(d, texts, notation))
+    return text
 
 
 def render_template(env: jinja2.Environment, name: str, data: dict[str, Any]) -> str:
@@ -354,6 +361,14 @@ def md_escape(text: str) -> str:
 def prose(text: str, fmt: str) -> str:
     r"""Our wording writes inline math as \( ... \); Markdown wants $`...`$ (GitHub's safe form),
     HTML inline MathML with the rest of the text escaped."""
+    noted = _PROSE.get()
+    if noted is not None:
+        noted.append(text)
+    return _inline(text, fmt)
+
+
+def _inline(text: str, fmt: str) -> str:
+    """Text with \\( ... \\) math in ``fmt``'s own inline math (see :func:`prose`)."""
     if fmt == "md":
         return _INLINE.sub(lambda m: f"$`{m.group(1)}`$", text)
     if fmt == "html":
@@ -380,17 +395,20 @@ FILTERS: dict[str, Callable[..., Any]] = {"tex_escape": tex_escape, "md_escape":
 
 # --- numbers -------------------------------------------------------------------------------------
 _NUMBERS: "ContextVar[list | None]" = ContextVar("numbers", default=None)
+_PROSE: "ContextVar[list | None]" = ContextVar("prose", default=None)
 
 
 @contextmanager
-def _numbers() -> Iterator[list]:
-    """Every :func:`number` written in the block, as (text, value), for proofreading."""
-    noted: list = []
-    token = _NUMBERS.set(noted)
+def _noting(*variables: ContextVar) -> Iterator[list]:
+    """What the block writes into ``variables`` (the numbers of :func:`number`, the wording of
+    :func:`prose`), one list each, for proofreading."""
+    noted = [[] for _ in variables]
+    tokens = [v.set(n) for v, n in zip(variables, noted)]
     try:
         yield noted
     finally:
-        _NUMBERS.reset(token)
+        for v, t in zip(variables, tokens):
+            v.reset(t)
 
 
 def number(x: sp.Expr, digits: int = 4) -> str:
@@ -431,12 +449,12 @@ def _decimal_value(decimal: str) -> sp.Rational:
     return sp.Rational(mantissa) * sp.Integer(10) ** int(exponent.rstrip("}") or 0)
 
 
-def elide(values: Sequence[Any], gap: Any, show: Callable[[Any], Any] = lambda v: v) -> list[Any]:
-    """The first HEAD and last TAIL entries with ``gap`` between, when there are more than SHOW;
-    ``show`` formats only the entries kept (a vector of 100,000 classes shows five)."""
+def elide(values: Sequence[Any], gap: Any) -> list[Any]:
+    """The first HEAD and last TAIL entries with ``gap`` between, when there are more than SHOW."""
+    values = list(values)
     if len(values) <= SHOW:
-        return [show(v) for v in values]
-    return [show(v) for v in values[:HEAD]] + [gap] + [show(v) for v in values[-TAIL:]]
+        return values
+    return values[:HEAD] + [gap] + values[-TAIL:]
 
 
 # --- the document data ---------------------------------------------------------------------------
@@ -449,7 +467,7 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str, not
 
     if notation != DEFAULT:
         words = naming.wording(words, notation)
-    with printing(notation), recording() as printed, _numbers() as numbers:
+    with printing(notation), recording() as printed, _noting(_NUMBERS) as (numbers,):
         doc = _document(d, report, words, fmt)
         claims = {}
         for section, x in (("pitfall", d.pitfall), ("counterexample", d.counterexample)):
@@ -473,6 +491,9 @@ def document(d: Derivation, report: Report, words: dict[str, Any], fmt: str, not
 def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) -> dict[str, Any]:
     subject = latex(d.subject)
     about = own_wording(d, words["derivation"][d.name]) if d.name in words["derivation"] else _user_wording(d, words["user"])
+    # A sentence that states the result takes it from the derivation: %(subject)s = %(result)s.
+    results = _Placeholders(subject=subject, result=latex(d.result.rhs), **({"general": latex(d.general.rhs)} if d.general is not None else {}))
+    about = _filled(about, results)
     return {
         "name": d.name,
         "format": fmt,
@@ -504,10 +525,26 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         "check_rows": _check_rows(report),
         "checks_passed": sum(c.passed for c in report.checks),
         # A derivation may word a section its own way (its worked example), in [derivation.NAME.section].
-        "words": _section_words(words.get("section", {}) | about.get("section", {}), d, about.get("section", {})),
+        "words": _filled(_section_words(words.get("section", {}) | about.get("section", {}), d, about.get("section", {})), results),
         "figure": _figure(d, words, fmt),
         "parts": [_part(p, words, fmt, about) for p in d.parts],
     }
+
+
+class _Placeholders(dict):
+    """Values for %(NAME)s in the wording; a name it does not have stays as it was written."""
+
+    def __missing__(self, key: str) -> str:
+        return f"%({key})s"
+
+
+def _filled(x: Any, values: dict[str, str]) -> Any:
+    """The wording ``x`` (a text, a list or a table of them) with %(NAME)s filled from ``values``."""
+    if isinstance(x, dict):
+        return {key: _filled(v, values) for key, v in x.items()}
+    if isinstance(x, list):
+        return [_filled(v, values) for v in x]
+    return x % values if isinstance(x, str) and "%(" in x else x
 
 
 def _section_words(section: dict[str, Any], d: Derivation, own: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -574,8 +611,9 @@ def _escaped(text: str, fmt: str) -> str:
 
 
 def _math(tex: str, fmt: str) -> str:
-    """Inline math in ``fmt``, as the wording's \\( ... \\) becomes (see :func:`prose`)."""
-    return prose(f"\\({tex}\\)", fmt)
+    """Inline math in ``fmt``, as the wording's \\( ... \\) becomes (see :func:`prose`): a printed
+    formula, not wording (the claims of the table say whether they hold)."""
+    return _inline(f"\\({tex}\\)", fmt)
 
 
 def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
@@ -649,7 +687,7 @@ def own_wording(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:
     if not d.options:
         return about
     names = [key.replace("_", "-") for key, _ in d.options]
-    values = {key: option_text(value) for key, value in d.options}
+    values = _Placeholders({key: option_text(value) for key, value in d.options})
     if d.general is not None:
         values["general"] = latex(d.general.rhs)
 
@@ -918,17 +956,13 @@ def _jacobian_example(d: Derivation) -> dict[str, Any]:
     ex = d.concrete.example
     return {
         "loss": None,
-        "logits_vector": _vector(elide(ex.logits, r"\vdots", exact_and_decimal)),
-        "probabilities_vector": _vector(elide(ex.probabilities, r"\vdots", number)),
+        "logits_vector": _vector([exact_and_decimal(v) for v in ex.logits]),
+        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
         "example_jacobian": _matrix(d.concrete.classes, lambda r, col: number(ex.jacobian[r][col])),
-        # Beyond concrete.MATRIX_MOST classes the JSON holds the vectors that determine the
-        # Jacobian (o_i (delta_ik - o_k), or delta_ik - o_k for log-softmax), not its H^2 entries.
         "json": {
             "logits": [float(v) for v in ex.logits],
             "jacobian": [[float(v) for v in row] for row in ex.jacobian],
-        }
-        if isinstance(ex.jacobian, tuple)
-        else {"logits": [float(v) for v in ex.logits], "probabilities": [float(v) for v in ex.probabilities]},
+        },
     }
 
 
@@ -971,34 +1005,33 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
 
     # A factor in front of the written-out sum (the minus of -(y_1 ln o_1 + ...)); one class has
     # no sum, and its single term is the whole loss.
-    summed = c.loss.front is not None and len(c.loss.terms) > 1
-    factors = list(sp.Mul.make_args(c.loss.front)) if summed else []
-    whole = c.loss.expr if not summed else None
-    terms = elide(c.loss.terms, r"\cdots", latex) if summed else elide(whole.args if isinstance(whole, sp.Add) else [whole], r"\cdots", latex)
+    summed = isinstance(c.loss, sp.Mul) and any(isinstance(a, sp.Add) for a in c.loss.args)
+    factors = [a for a in c.loss.args if not isinstance(a, sp.Add)] if summed else []
+    inner = next((a for a in c.loss.args if isinstance(a, sp.Add)), c.loss) if factors else c.loss
+    terms = elide([latex(t) for t in inner.args] if isinstance(inner, sp.Add) else [latex(inner)], r"\cdots")
     front = "-" if factors == [sp.Integer(-1)] else latex(sp.Mul(*factors)) + " " if factors else ""
     loss = next(x for x in d.definitions if x.symbol == d.subject.expr)
-    table = elide(
-        range(n),
-        None,
-        lambda m: {
+    table = [
+        {
             "index": m + 1,
             "logit": exact_and_decimal(ex.logits[m]),
             "probability": number(ex.probabilities[m]),
             "target": number(ex.target[m]),
             "extra": [number(v[m]) for _, v in ex.extra if isinstance(v, tuple)],
             "gradient": number(ex.gradient[m]),
-        },
-    )
+        }
+        for m in range(n)
+    ]
     return {
         "loss": _written_out(latex(loss.symbol), front if factors else None, terms),
         "loss_sum": latex(loss.value.xreplace({d.setting.classes: sp.Integer(n), **dict(c.parameters)})),
-        "gradient": _vector(elide(c.gradient, r"\vdots", latex)),
-        "probabilities_vector": _vector(elide(ex.probabilities, r"\vdots", number)),
-        "table": table,
+        "gradient": _vector([latex(g) for g in c.gradient]),
+        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
+        "table": elide(table, None),
         "loss_value": exact_and_decimal(ex.loss),
         # The note on an unnormalised target concerns derivations whose result assumes one.
         "normalised": d.general is None or normalised(ex.target),
-        "target_sum": number(sp.Add(*ex.target)),
+        "target_sum": number(sum(ex.target)),
         "gradient_sum": number(ex.gradient_sum if ex.gradient_sum is not None else _total(ex.gradient)),
         "json": {
             "logits": [float(v) for v in ex.logits],

@@ -90,9 +90,14 @@ class Report:
 
 def check(d: Derivation) -> Report:
     """Verify a derivation and its further parts; raise VerificationError on the first failed check."""
+    from derive.shown import checks as shown_checks
+
     checks = symbolic_checks(d)
     for part in d.parts:
         checks.extend(replace(c, what=f"{part.name}: {c.what}") for c in symbolic_checks(part))
+    # What the documents show beyond the steps: the labels, the pitfall's table; and after the
+    # checks of a concrete H, its example's outputs, the error written out, the gradient's sum.
+    checks.extend(_passed(d, shown_checks(d)))
     if d.worked is not None:
         from derive.worked import checks as worked_checks
 
@@ -101,6 +106,7 @@ def check(d: Derivation) -> Report:
         from derive.concrete import checks as concrete_checks
 
         checks.extend(_passed(d, concrete_checks(d)))
+    checks.extend(_passed(d, shown_checks(d, concrete=True)))
     return Report(d.name, tuple(checks))
 
 

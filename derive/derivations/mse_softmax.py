@@ -16,7 +16,7 @@ from typing import Sequence
 import sympy as sp
 
 from derive import concrete, instance, rules
-from derive.derivations.softmax_ce import SOFTMAX
+from derive.derivations.softmax_ce import SOFTMAX, jacobian_of
 from derive.derivations.softmax_ce import SETTING as CROSS_ENTROPY
 from derive.model import Claim, Comparison, Counterexample, Definition, Derivation, Example, Step
 from derive.setting import Setting
@@ -104,6 +104,6 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, concrete.jacobian(given.classes)) if given else None,
+        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian_of(all_steps, given.classes)) if given else None,
         counterexample=counterexample(result),
     )

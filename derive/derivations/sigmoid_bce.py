@@ -18,7 +18,8 @@ import sympy as sp
 from derive import instance, rules
 from derive.concrete import numbers
 from derive.errors import UsageError
-from derive.model import Definition, Derivation, RuleMatrix, Step
+from derive.derivations.softmax_ce import cases_matrix
+from derive.model import Definition, Derivation, Step
 from derive.setting import Setting
 from derive.symbols import E, H, i, k, o, y, z
 
@@ -57,11 +58,6 @@ def steps() -> tuple[Step, ...]:
     return tuple(then.steps)
 
 
-def jacobian(classes: int) -> RuleMatrix:
-    """Row i is d o_i, column k is d z_k: o_i (1 - o_i) on the diagonal, 0 elsewhere."""
-    return RuleMatrix(classes, i, k, o[i] * (1 - o[i]), sp.Integer(0))
-
-
 MAX_LOGIT = 1000
 """The worked example computes 1 - sigma(z) to full precision with |z| / ln 10 extra digits."""
 
@@ -93,5 +89,5 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian(given.classes)) if given else None,
+        concrete=instance.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
     )

@@ -12,7 +12,7 @@ from typing import Sequence
 import sympy as sp
 
 from derive import concrete, rules
-from derive.derivations.softmax_ce import SOFTMAX
+from derive.derivations.softmax_ce import SOFTMAX, cases_matrix
 from derive.model import Derivation, Step
 from derive.setting import Setting
 from derive.symbols import i, k, o, z
@@ -38,12 +38,13 @@ def steps() -> tuple[Step, ...]:
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
+    all_steps = steps()
     return Derivation(
         name="softmax",
         subject=SUBJECT,
         definitions=(SOFTMAX,),
         assumptions=(),
-        steps=steps(),
+        steps=all_steps,
         setting=SETTING,
-        concrete=concrete.jacobian_instance("softmax", classes, logits, target),
+        concrete=concrete.jacobian_instance("softmax", classes, logits, target, lambda n: cases_matrix(all_steps[-1], n)),
     )

@@ -27,7 +27,7 @@ import sympy as sp
 from derive import concrete, rules
 from derive.derivations import option_text
 from derive.errors import UsageError
-from derive.model import Assumption, Case, Claim, Definition, Derivation, Label, Pitfall, RuleMatrix, Step
+from derive.model import Assumption, Case, Claim, Concrete, Definition, Derivation, Example, Label, Pitfall, RuleMatrix, Step
 from derive.setting import Setting
 from derive.symbols import E, H, i, j, k, o, y, z
 
@@ -126,6 +126,40 @@ def planned() -> tuple[Step, ...]:
     )
 
 
+def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Definition) -> Concrete:
+    """The appendix for a concrete H, written from the derivation: the error from its definition
+    with the sum written out, the Jacobian from the cases the split sum put in, the gradient from
+    the result, or from the general form when the example's target does not sum to one."""
+    from derive import instance
+
+    n = len(ex.logits)
+    normal = concrete.normalised(ex.target)
+    formula = all_steps[-1].rhs if normal else general
+    fixed = {H: sp.Integer(n)}
+    return Concrete(
+        classes=n,
+        loss=instance._written_out(loss.value, H, n, {}),
+        jacobian=jacobian_of(all_steps, n),
+        gradient=tuple(instance._at(formula, m, fixed) for m in range(1, n + 1)),
+        example=ex,
+        assumptions=(NORMALISED.key,) if normal else (),
+    )
+
+
+def jacobian_of(all_steps: Sequence[Step], n: int, parameters: dict | None = None) -> RuleMatrix:
+    """The n x n Jacobian of the outputs by the logits, from the cases the split sum put in (its
+    step is checked: each case where its condition holds); ``parameters`` (a temperature) become
+    their values."""
+    return cases_matrix(next(s for s in all_steps if s.rule == "split_sum"), n, parameters)
+
+
+def cases_matrix(step: Step, n: int, parameters: dict | None = None) -> RuleMatrix:
+    """The n x n matrix of a step's two cases, i = k on the diagonal and i != k elsewhere (the
+    step's checks verify each case where its condition holds)."""
+    same, other = (c.value.xreplace(parameters).doit() if parameters else c.value for c in step.cases)
+    return RuleMatrix(n, i, k, same, other)
+
+
 def _at_k(d: Definition) -> Definition:
     """An indexed definition at the index k (y'_k := (1 - eps) y_k + eps / H)."""
     pattern = d.symbol.indices[0]
@@ -183,12 +217,13 @@ def build(
     if classes is None and (logits is not None or target is not None):
         raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
     # Bad input fails before any symbolic work.
-    instance = None
+    example = None
     if classes is not None:
         n = concrete.classes_of(classes)
-        instance = concrete.concrete(n, concrete.example(n, logits, target))
+        example = concrete.example(n, logits, target)
     all_steps = steps()
     general = next(s for s in all_steps if s.rule == "cancel")
+    instance = appendix(example, all_steps, general.rhs, LOSS) if example is not None else None
     return Derivation(
         name="softmax-ce",
         subject=sp.Derivative(E, z[k]),
@@ -259,14 +294,12 @@ def _with_options(classes, logits, target, temperature, label_smoothing) -> Deri
             """y' written out in y: the appendix's checks know the outputs and the targets only."""
             return e.xreplace({smoothed[m]: SMOOTHED.value.xreplace({i: m}) for m in (i, k)})
 
-        scale = 1 / values[T] if tempered else 1
-        softmax = concrete.jacobian(given.classes)
         concrete_ = instance.loss_instance(
             given,
             at,
             at.definitions[0],
             written(all_steps[-1].rhs),
-            RuleMatrix(softmax.size, softmax.row, softmax.col, scale * softmax.diagonal, scale * softmax.off),
+            jacobian_of(all_steps, given.classes, values),
             general=written(all_steps[general].rhs),
             assumptions=(NORMALISED.key,),
             parameters=values,

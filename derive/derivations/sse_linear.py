@@ -16,7 +16,8 @@ import sympy as sp
 
 from derive import instance, rules
 from derive.concrete import numbers
-from derive.model import Definition, Derivation, RuleMatrix, Step
+from derive.derivations.softmax_ce import cases_matrix
+from derive.model import Definition, Derivation, Step
 from derive.setting import Setting
 from derive.symbols import E, H, i, k, o, y, z
 
@@ -40,11 +41,6 @@ def steps() -> tuple[Step, ...]:
     return tuple(then.steps)
 
 
-def jacobian(classes: int) -> RuleMatrix:
-    """Row i is d o_i, column k is d z_k: the identity matrix."""
-    return RuleMatrix(classes, i, k, sp.Integer(1), sp.Integer(0))
-
-
 def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
     """The standard checks, except that a target is any real number per output (regression):
     negative, all zero, any sum."""
@@ -65,5 +61,5 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian(given.classes)) if given else None,
+        concrete=instance.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
     )

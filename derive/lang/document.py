@@ -92,7 +92,7 @@ class Approximately(sp.Expr):
         return self.args[1]
 
 
-class Differential(sp.Expr):
+class PartialOf(sp.Expr):
     """``\\partial u`` in prose: two of them divided are a derivative, ``\\partial E / \\partial z_k``."""
 
     is_commutative = True
@@ -120,7 +120,7 @@ def _parser() -> Lark:
 
 def parse_document(tex: str, notation: "Notation | None" = None) -> Formula:
     """See :func:`derive.lang.parse_document`."""
-    formula = _DocumentBuilder(tex).read("document")
+    formula = _DocumentBuilder(tex, _index_ranges(notation)).read("document")
     return _renamed(formula, notation) if notation is not None and notation.names else formula
 
 
@@ -143,11 +143,11 @@ def parse_label(tex: str, notation: "Notation | None" = None) -> Formula | None:
 class _DocumentBuilder(_Builder):
     """The definition language's builder, with the rules of document.lark."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, ranges: Mapping | None = None) -> None:
         if isinstance(text, str) and len(text) > MAX_LENGTH:
             raise UsageError(f"the formula is too long: {len(text):,} characters (at most {MAX_LENGTH:,})")
         # The language's own limit on length is for what a user types; the other limits hold.
-        super().__init__(text[:10_000] if isinstance(text, str) else text)
+        super().__init__(text[:10_000] if isinstance(text, str) else text, ranges)
         self.text = text
         self.labels: list[tuple[sp.Expr, str]] = []
 
@@ -219,13 +219,13 @@ class _DocumentBuilder(_Builder):
         return sp.Derivative(operand, variable)
 
     def differential(self, children: list) -> sp.Expr:
-        return Differential(children[1])
+        return PartialOf(children[1])
 
     def differential_power(self, children: list) -> sp.Expr:
-        return Differential(self.power(children[1:]))
+        return PartialOf(self.power(children[1:]))
 
     def differential_call(self, children: list) -> sp.Expr:
-        return Differential(self.call(children[1:]))
+        return PartialOf(self.call(children[1:]))
 
     def apply_power(self, children: list) -> sp.Expr:
         return sp.Derivative(self.power(children[1:]), children[0])
@@ -236,7 +236,7 @@ class _DocumentBuilder(_Builder):
     def fraction(self, children: list) -> sp.Expr:
         # \frac{\partial E}{\partial z_k}: a fraction of differentials is a derivative.
         _, numerator, denominator = children
-        if isinstance(numerator, Differential) and isinstance(denominator, Differential):
+        if isinstance(numerator, PartialOf) and isinstance(denominator, PartialOf):
             return sp.Derivative(numerator.expr, denominator.expr)
         return super().fraction(children)
 
@@ -261,9 +261,19 @@ class _DocumentBuilder(_Builder):
 
     def sum_excluded(self, children: list) -> tuple[tuple, Token]:
         token, _, letter, _, lower, other, _, skip, _, upper = children
-        if str(letter) != str(other) or len(letter) != 1:
+        if str(letter) != str(other) or (letter.type == "INDEX" and len(letter) != 1):
             raise UsageError(f"the sum at column {token.start_pos + 1} of {_quote(self.text)} skips a value of another index than it runs over")
-        return ("excluded", index_symbol(str(letter)), lower, upper, skip), token
+        return ("excluded", self._index(letter), lower, upper, skip), token
+
+    def sum_greek(self, children: list) -> tuple[list, Token]:
+        """A sum over an index a notation writes as a Greek letter (\\alpha for i), or one renamed
+        apart (n'): it runs over the classes unless its bounds are written."""
+        token, letter, *bounds = children
+        lower, upper = (bounds[1], bounds[3]) if bounds else (sp.Integer(1), size_symbol("H"))
+        return [(self._index(letter), lower, upper)], token
+
+    def _index(self, token: Token) -> sp.Symbol:
+        return index_symbol(_GREEK.get(_word(token), _word(token)) if token.type == "GREEK" else str(token))
 
     def summation(self, children: list) -> sp.Expr:
         (limits, token), body = children
@@ -276,26 +286,31 @@ class _DocumentBuilder(_Builder):
         # \partial E / \partial z_k: a quotient of differentials is a derivative.
         if len(children) == 3 and isinstance(children[1], Token) and children[1] == "/":
             num, den = children[0], children[2]
-            if isinstance(num, Differential) and isinstance(den, Differential):
+            if isinstance(num, PartialOf) and isinstance(den, PartialOf):
                 return sp.Derivative(num.expr, den.expr)
         return super().term(children)
 
     def subscript(self, children: list) -> list[sp.Expr]:
         out = []
         for token in children:
-            out += self._items(token)
+            out += [index_symbol(_GREEK.get(_word(token), _word(token)))] if token.type == "GREEK" else self._items(token)
         return out
 
     def _items(self, token: Token) -> list[sp.Expr]:
         text = re.sub(r"\s", "", str(token))
-        items = text.split(",") if "," in text else [text] if text.isdigit() else list(text)
+        # W_{1,2} and W_{k,1} by commas; W_{kd}, \delta_{\alpha\kappa} letter by letter; y_{12} one number.
+        items = text.split(",") if "," in text else [text] if text.isdigit() else re.findall(r"\\[A-Za-z]+|[A-Za-z]'*|\d+", text)
         out = []
         for item in items:
-            if item.isdigit():
+            if item.startswith("\\"):  # an index a notation writes as a Greek letter
+                out.append(index_symbol(_GREEK.get(item[1:], item[1:])))
+            elif item.isdigit():
                 out.append(sp.Integer(item))
             elif item in self.sizes:
                 out.append(self.sizes[item])
             elif len(item) == 1 and (item in self.ranges or item in self.bounded):
+                out.append(index_symbol(item))
+            elif item.rstrip("'") in self.ranges and item.endswith("'"):  # an index renamed apart: m'
                 out.append(index_symbol(item))
             else:
                 raise self._no_range(item, token.start_pos)
@@ -323,6 +338,14 @@ class _DocumentBuilder(_Builder):
 
 
 # --- a notation read back ------------------------------------------------------------------------
+def _index_ranges(notation: "Notation | None") -> dict:
+    """The letters a notation writes the class indices with (q for k), each over the classes."""
+    if notation is None:
+        return {}
+    letters = [w for internal, w in notation.names.items() if internal in ("i", "j", "k") and len(w) == 1 and w.isalpha()]
+    return {w: (sp.Integer(1), size_symbol("H")) for w in letters}
+
+
 def _renamed(formula: Formula, notation: "Notation") -> Formula:
     """The formula with the notation's names turned back into the internal ones."""
     table = _reverse(tuple(sorted(notation.names.items())))
