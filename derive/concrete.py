@@ -16,14 +16,18 @@ from typing import Any, Callable, Sequence
 import mpmath
 import sympy as sp
 
-from derive import progress
+from derive import directions, progress
 from derive.errors import UsageError
-from derive.model import Concrete, Derivation, Example, JacobianExample, LayerExample, RuleMatrix
-from derive.setting import expand_sums
+from derive.model import Concrete, Derivation, Example, JacobianExample, LayerExample, RuleMatrix, RuleVector, WrittenOut
 from derive.symbols import i, k, o, y
 
-MAX_CLASSES = 512
-"""The exact checks of a concrete H grow as H^2 (the Jacobian has H^2 entries)."""
+MAX_CLASSES = 1_000_000
+"""The checks of a concrete H cost O(H) per random direction (see :mod:`derive.directions`), the
+documents show a few entries of each vector; what grows is the JSON, which holds every entry."""
+MATRIX_MOST = 100
+"""A Jacobian's worked example holds every entry up to this many classes (the JSON has the
+H x H matrix); beyond, its entries are computed from the probabilities when a document shows
+them, and the JSON holds the vectors."""
 DIGITS = 30
 NORMALISED_WITHIN = 1e-9
 """A target whose entries sum to 1 within this counts as normalised."""
@@ -43,7 +47,7 @@ def classes_of(classes: object) -> int:
     if classes < 1:
         raise UsageError(f"the number of classes must be at least 1, not {classes}")
     if classes > MAX_CLASSES:
-        raise UsageError(f"at most {MAX_CLASSES} classes: the exact checks grow as H^2 (asked for {classes})")
+        raise UsageError(f"at most {MAX_CLASSES} classes (asked for {classes})")
     return classes
 
 
@@ -188,21 +192,39 @@ def normalised(target: Sequence[sp.Expr]) -> bool:
 
 def _default_logits(classes: int) -> tuple[sp.Expr, ...]:
     # Weights (1, 3, 1, 1, ...): for three classes the seed's O = (0.2, 0.6, 0.2).
-    return tuple(sp.log(3) if m == 2 else sp.Integer(0) for m in range(1, classes + 1))
+    return _spread(classes, sp.Integer(0), {2: sp.log(3)})
 
 
 def _one_hot(classes: int) -> tuple[sp.Expr, ...]:
-    return tuple(sp.Integer(1 if m == 1 else 0) for m in range(1, classes + 1))
+    return _spread(classes, sp.Integer(0), {1: sp.Integer(1)})
+
+
+def _spread(classes: int, value: sp.Expr, others: dict[int, sp.Expr]) -> tuple[sp.Expr, ...]:
+    """``value`` in every class but ``others`` (1-based): one shared object, so that a vector of
+    100,000 classes costs its references and not 100,000 SymPy numbers."""
+    out = [value] * classes
+    for m, v in others.items():
+        if m <= classes:
+            out[m - 1] = v
+    return tuple(out)
+
+
+def _default_probabilities(classes: int) -> tuple[sp.Expr, ...]:
+    """Softmax of our logits: weights e^0 = 1 and e^{ln 3} = 3 for class 2, over their total."""
+    total = classes + 2 if classes >= 2 else 1
+    return _spread(classes, sp.Rational(1, total), {2: sp.Rational(3, total)})
 
 
 def _default_example(classes: int) -> Example:
     logits, target = _default_logits(classes), _one_hot(classes)
-    weights = [sp.exp(v) for v in logits]
-    total = sum(weights)
-    probabilities = tuple(w / total for w in weights)
-    loss = -sum((t * sp.log(p) for t, p in zip(target, probabilities) if t != 0), sp.Integer(0))
-    gradient = tuple(p * sum(target) - t for p, t in zip(probabilities, target))
-    return Example(logits, target, probabilities, sp.expand_log(loss, force=True), gradient, gradient_sum=sp.nsimplify(sum(gradient)))
+    probabilities = _default_probabilities(classes)
+    loss = sp.expand_log(-sp.log(probabilities[0]), force=True)  # the one-hot target's class 1
+    shared: dict[sp.Expr, sp.Expr] = {}
+    gradient = tuple(shared.setdefault((p, t), p - t) for p, t in zip(probabilities, target))  # sum y = 1
+    counts: dict[sp.Expr, int] = {}
+    for g in gradient:
+        counts[g] = counts.get(g, 0) + 1
+    return Example(logits, target, probabilities, loss, gradient, gradient_sum=sp.nsimplify(sp.Add(*(g * n for g, n in counts.items()))))
 
 
 CLASSIC = (sp.Rational(1, 5), sp.Rational(3, 5), sp.Rational(1, 5))
@@ -239,10 +261,11 @@ def _float(v: mpmath.mpf) -> sp.Float:
 
 # --- the instantiated derivation -------------------------------------------------------------
 def concrete(classes: int, ex: Example) -> Concrete:
-    """E written out, the Jacobian in terms of o_1..o_H, the gradient vector."""
-    loss = sp.Mul(-1, sp.Add(*[sp.Mul(y[m], sp.log(o[m]), evaluate=False) for m in range(1, classes + 1)], evaluate=False), evaluate=False)
-    gradient = tuple(o[m] - y[m] for m in range(1, classes + 1))
-    return Concrete(classes=classes, loss=loss, jacobian=jacobian(classes), gradient=gradient, example=ex)
+    """E written out, the Jacobian in terms of o_1..o_H, the gradient vector (each built when
+    asked for)."""
+    term = sp.Mul(y[i], sp.log(o[i]), evaluate=False)
+    loss = WrittenOut(sp.Integer(-1), RuleVector(classes, i, term, lambda m: sp.Mul(y[m], sp.log(o[m]), evaluate=False)))
+    return Concrete(classes=classes, loss=loss, jacobian=jacobian(classes), gradient=RuleVector(classes, k, o[k] - y[k]), example=ex, assumptions=("normalised",))
 
 
 def jacobian(classes: int) -> RuleMatrix:
@@ -274,13 +297,15 @@ def jacobian_example(name: str, classes: int, logits: Sequence | None = None) ->
     function = JACOBIANS[name]
     if logits is None:
         z_ = _default_logits(classes)
-        weights = [sp.exp(v) for v in z_]
-        total = sum(weights)
-        probabilities = tuple(w / total for w in weights)
-        complements = tuple(1 - p for p in probabilities)
+        probabilities = _default_probabilities(classes)
+        shared: dict[sp.Expr, sp.Expr] = {}
+        complements = tuple(shared.setdefault(p, 1 - p) for p in probabilities)
+        if classes > MATRIX_MOST:
+            return JacobianExample(z_, probabilities, LazyJacobian(function, probabilities, complements))
         entries = [[function.entry(probabilities, complements, r, c) for c in range(classes)] for r in range(classes)]
         return JacobianExample(z_, probabilities, tuple(map(tuple, entries)))
     z_ = numbers(logits, "--logits", classes)
+    every = classes <= MATRIX_MOST
 
     def compute() -> dict[str, Any]:
         zm = [_mp(v) for v in z_]
@@ -289,12 +314,44 @@ def jacobian_example(name: str, classes: int, logits: Sequence | None = None) ->
         p = [x / total for x in w]
         # 1 - o_k from the weights of the other classes, not as 1 less a number near 1.
         q = [(rest if m == first else (1 - x) + rest) / total for m, x in enumerate(w)]
-        return {"p": p, "entries": [function.entry(p, q, r, c) for r in range(classes) for c in range(classes)]}
+        return {"p": p, "q": q, "entries": [function.entry(p, q, r, c) for r in range(classes) for c in range(classes)] if every else []}
 
     numbers_ = settled(compute, DIGITS + 20)
     p, flat = numbers_["p"], numbers_["entries"]
+    if not every:
+        return JacobianExample(z_, tuple(p), LazyJacobian(function, tuple(p), tuple(numbers_["q"])), given=("logits",))
     entries = [flat[r * classes:(r + 1) * classes] for r in range(classes)]
     return JacobianExample(z_, tuple(p), tuple(map(tuple, entries)), given=("logits",))
+
+
+class LazyJacobian:
+    """The rows of a worked example's Jacobian beyond MATRIX_MOST classes: entry (r, c) is the
+    function's entry rule at the probabilities p and their complements q = 1 - p (each true to
+    DIGITS digits), computed when asked for; a document shows a few."""
+
+    def __init__(self, function: "Jacobian", p: tuple[sp.Expr, ...], q: tuple[sp.Expr, ...]):
+        self.function, self.p, self.q = function, p, q
+
+    def __len__(self) -> int:
+        return len(self.p)
+
+    def __getitem__(self, r: int) -> "_LazyRow":
+        if not -len(self.p) <= r < len(self.p):
+            raise IndexError(r)
+        return _LazyRow(self, r % len(self.p))
+
+
+class _LazyRow:
+    def __init__(self, matrix: LazyJacobian, r: int):
+        self.matrix, self.r = matrix, r
+
+    def __len__(self) -> int:
+        return len(self.matrix.p)
+
+    def __getitem__(self, c: int) -> sp.Expr:
+        m = self.matrix
+        value = m.function.entry(m.p, m.q, self.r, c % len(m.p))
+        return value if value.is_Rational else sp.Float(value, DIGITS)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -303,7 +360,11 @@ POINTS = 2
 PRIME = 2**61 - 1
 """Exact checks run in the integers modulo this prime: a wrong entry is a non-zero rational
 function of degree at most 2H, which vanishes at a random point with probability at most
-2H / PRIME (Schwartz-Zippel), below 1e-15 per point for H <= 512."""
+2H / PRIME (Schwartz-Zippel), below 1e-12 per point for H <= 10^6; a random direction then
+misses it with probability 1 / PRIME (see :mod:`derive.directions`)."""
+EVERY_ENTRY = 4096
+"""Up to this many classes a worked example's gradient is checked entry by entry against
+central differences; beyond, along random directions, each one pass over the classes."""
 
 
 def _inverse(x: int) -> int:
@@ -355,23 +416,6 @@ def random_point(classes: int, rng: random.Random, normalised: bool = True) -> t
     return a, t + [(1 - sum(t)) % PRIME if normalised else rng.randrange(PRIME)]
 
 
-def softmax_duals(a: list[int], k: int) -> list[Dual]:
-    """o_m = A_m / S with A_m = e^{z_m}, differentiated by z_k: dA_m/dz_k = A_m if m = k."""
-    exps = [Dual(v, v if m == k else 0) for m, v in enumerate(a)]
-    total = exps[0]
-    for x in exps[1:]:
-        total = total + x
-    return [x / total for x in exps]
-
-
-def loss_derivative(a: list[int], y: list[int], k: int) -> int:
-    """dE/dz_k of E = -sum_m y_m ln o_m, by differentiating the loss itself (not from any step)."""
-    out = Dual(0, 0)
-    for y_m, o_m in zip(y, softmax_duals(a, k)):
-        out = out + Dual(-y_m % PRIME, 0) * o_m.log()
-    return out.d
-
-
 def exact_value(e: sp.Expr, values: dict[tuple[str, int], int], env: dict[sp.Symbol, int] | None = None) -> int:
     """An expression in o_m, y_m and numbers, modulo PRIME; index symbols bound by ``env``."""
     if isinstance(e, sp.Indexed):
@@ -403,8 +447,8 @@ class Jacobian:
     entry: Callable[[Sequence, Sequence, int, int], object]
     """Entry (r, c), 0-based, from the probabilities and their complements 1 - o (computed
     without a difference of nearly equal numbers): the worked example's numbers."""
-    forward: Callable[[list[Dual], int], int]
-    """Entry (r, c) from the forward-mode column of softmax by z_c, modulo PRIME."""
+    tangent: Callable[["SoftmaxPoint", list[int]], list[int]]
+    """The Jacobian-vector product along a direction, by forward mode through softmax, modulo PRIME."""
     outputs: Callable[[list, mpmath.mpf, list], list]
     """Every output of the function, for finite differences, from the weights e^{z_m - c}, their
     total and the shifted logits z_m - c (c is any constant: softmax does not see it)."""
@@ -418,21 +462,46 @@ JACOBIANS: dict[str, Jacobian] = {
     "softmax": Jacobian(
         jacobian,
         lambda p, q, r, c: p[r] * (q[c] if r == c else -p[c]),
-        lambda column, r: column[r].d,
+        lambda point, v: point.tangent(v),
         lambda weights, total, shifted: [w / total for w in weights],
     ),
     "log-softmax": Jacobian(
         log_jacobian,
         lambda p, q, r, c: q[c] if r == c else -p[c],
-        lambda column, r: column[r].d * _inverse(column[r].v) % PRIME,
+        lambda point, v: [d * w % PRIME for d, w in zip(point.tangent(v), point.inverse_o)],
         lambda weights, total, shifted: (lambda lse: [v - lse for v in shifted])(mpmath.log(total)),
     ),
 }
 
 
+class SoftmaxPoint:
+    """Softmax at a random point of the field, differentiated along directions by forward mode:
+    A_m = e^{z_m} is a random field element, o_m = A_m / S with S = sum_m A_m; a direction v
+    seeds the tangent of z_m, so that of A_m is A_m v_m and that of S their sum."""
+
+    def __init__(self, a: list[int], target: list[int]):
+        self.a, self.target = a, target
+        self.total = sum(a) % PRIME
+        self.inverse_total = _inverse(self.total)
+        self.o = [x * self.inverse_total % PRIME for x in a]
+        self.inverse_o = directions.inverses(self.o)
+
+    def tangent(self, v: list[int]) -> list[int]:
+        """The tangent of every o_m: (A'_m S - A_m S') / S^2."""
+        da = [x * w % PRIME for x, w in zip(self.a, v)]
+        ds = sum(da) % PRIME
+        square = self.inverse_total * self.inverse_total % PRIME
+        return [(x * self.total - w * ds) * square % PRIME for x, w in zip(da, self.a)]
+
+    def loss_tangent(self, v: list[int]) -> int:
+        """The derivative of E = -sum_m y_m ln o_m along v: -sum_m y_m o'_m / o_m."""
+        return -sum(t * d % PRIME * w for t, d, w in zip(self.target, self.tangent(v), self.inverse_o)) % PRIME
+
+
 def checks(d: Derivation) -> list:
     """Every gradient and Jacobian entry against derivatives of the loss and of the function
-    themselves, and the worked example against finite differences."""
+    themselves, along random directions (see :mod:`derive.directions`), and the worked example
+    against finite differences."""
     from derive.verify import Check
 
     c = d.concrete
@@ -443,26 +512,27 @@ def checks(d: Derivation) -> list:
     n = c.classes
     function = JACOBIANS[c.of]
     rng = random.Random(f"derive:{d.name}:{n}")
-    how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, against forward-mode derivatives of the {{}}"
+    how = f"exact arithmetic modulo the 61-bit Mersenne prime at {POINTS} random points, {directions.DIRECTIONS} random directions each, against forward-mode derivatives of the {{}}"
     bad_gradient = bad_jacobian = None
-    # The gradient is written from the derivation's result (its sums written out here), which
-    # assumes a normalised target only where the example's target is one.
-    gradient = [expand_sums(g) for g in c.gradient] if c.gradient is not None else None
-    for _ in range(POINTS):
+    for at in range(POINTS):
+        progress.update(f"checking every entry for H = {n}", at + 1, POINTS)
         a, t = random_point(n, rng, "normalised" in c.assumptions)
-        total = sum(a) % PRIME
-        inv = _inverse(total)
-        values = {("o", m + 1): a[m] * inv % PRIME for m in range(n)} | {("y", m + 1): t[m] for m in range(n)}
-        jac = c.jacobian
-        for col in range(n):
-            progress.update(f"checking every entry for H = {n}", col + 1, n)
-            if gradient is not None and bad_gradient is None and exact_value(gradient[col], values) != loss_derivative(a, t, col):
-                bad_gradient = col + 1
-            column = softmax_duals(a, col)
-            for r in range(n):
-                entry = exact_value(jac.rule(r, col), values, {jac.row: r + 1, jac.col: col + 1})
-                if bad_jacobian is None and entry != function.forward(column, r):
-                    bad_jacobian = (r + 1, col + 1)
+        point = SoftmaxPoint(a, t)
+        leaves = {o: point.o, y: t}
+        # The gradient is the derivation's result for each class (sums in it evaluated whole).
+        gradient = directions.entries(c.gradient, leaves, n) if c.gradient is not None else None
+        for _ in range(directions.DIRECTIONS):
+            v = directions.direction(rng, n)
+            if gradient is not None and bad_gradient is None:
+                along = lambda u: directions.dot(gradient, u) != point.loss_tangent(u)
+                if along(v):
+                    bad_gradient = directions.locate(along, v) + 1
+            if bad_jacobian is None:
+                claimed, true = directions.product(c.jacobian, v, leaves), function.tangent(point, v)
+                row = next((r for r in range(n) if claimed[r] != true[r]), None)
+                if row is not None:
+                    column = directions.locate(lambda u: directions.product(c.jacobian, u, leaves)[row] != function.tangent(point, u)[row], v)
+                    bad_jacobian = (row + 1, column + 1)
     out = []
     if c.gradient is not None:
         out.append(Check(f"the gradient for H = {n}", f"each of the {n} entries, " + how.format("loss"), bad_gradient is None, f"entry {bad_gradient} differs" if bad_gradient else ""))
@@ -478,6 +548,8 @@ def jacobian_example_check(ex: JacobianExample, of: str):
 
     function = JACOBIANS[of]
     what = "the worked example"
+    if isinstance(ex.jacobian, LazyJacobian):
+        return _shown_jacobian_check(ex, of)
     method = f"every entry against central finite differences of the {of} (mpmath)"
     with mpmath.workdps(60 + magnitude(ex.logits)):
         zm = [_mp(v) for v in ex.logits]
@@ -514,26 +586,101 @@ def _entry(v: sp.Expr) -> mpmath.mpf:
     return mpmath.mpf(sp.N(v, 60))
 
 
-def example_check(ex: Example, of: str = "softmax"):
-    """The example's loss from its probabilities, and its gradient against central differences."""
+def _shown_jacobian_check(ex: JacobianExample, of: str):
+    """Beyond MATRIX_MOST classes: the probabilities against softmax of the logits, their
+    complements against 1 - o, and the entries a document shows (the first three and last two
+    rows and columns) and a few drawn at random, each against central differences of the
+    function in its logit (moving one logit changes one weight and the total: O(1) per entry)."""
     from derive.verify import Check
 
+    function = JACOBIANS[of]
+    m = ex.jacobian
+    n = len(ex.logits)
     what = "the worked example"
-    method = "gradient against central finite differences of the loss (mpmath), loss against -sum y ln o"
+    method = f"the outputs against softmax of the logits, and the entries shown and {SAMPLED} drawn at random against central finite differences of the {of} (mpmath)"
+    tolerance = mpmath.mpf(10) ** -20
+    with mpmath.workdps(60 + magnitude(ex.logits)):
+        zm = [_mp(v) for v in ex.logits]
+        top = max(zm)
+        shifted = [v - top for v in zm]
+        weights = [mpmath.exp(v) for v in shifted]
+        total = mpmath.fsum(weights)
+        for r, (w, p, q) in enumerate(zip(weights, m.p, m.q)):
+            if abs(w / total - _entry(p)) > tolerance or abs(1 - w / total - _entry(q)) > tolerance:
+                return Check(what, method, False, f"output {r + 1} is not softmax of the logits")
+        rng = random.Random(f"derive:{of}:{n}")
+        shown = sorted({0, 1, 2, n - 2, n - 1} & set(range(n)))
+        entries = [(r, c) for r in shown for c in shown] + [(rng.randrange(n), rng.randrange(n)) for _ in range(SAMPLED)]
+        h = mpmath.mpf(10) ** -25
+        for r, col in entries:
+            sides = []
+            for dz, factor in ((h, mpmath.exp(h)), (-h, mpmath.exp(-h))):
+                moved = weights[col] * factor if r == col else weights[r]
+                sides.append(function.outputs([moved], total - weights[col] + weights[col] * factor, [shifted[r] + (dz if r == col else 0)])[0])
+            numeric = (sides[0] - sides[1]) / (2 * h)
+            claimed = _entry(m[r][col])
+            if abs(numeric - claimed) > tolerance:
+                return Check(what, method, False, f"entry ({r + 1}, {col + 1}): finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
+    return Check(what, method, True)
+
+
+SAMPLED = 8
+"""Entries of a large worked Jacobian checked at random beside those a document shows."""
+STEPS = tuple(u for u in range(-16, 17) if u)
+"""The entries of a random direction for finite differences."""
+
+
+def example_check(ex: Example, of: str = "softmax"):
+    """The example's loss from its probabilities, and its gradient against central differences:
+    entry by entry up to EVERY_ENTRY classes, beyond along random directions."""
+    from derive.verify import Check
+
+    n = len(ex.logits)
+    what = "the worked example"
+    every = n <= EVERY_ENTRY
+    method = ("gradient against central finite differences of the loss" if every else f"gradient along {directions.DIRECTIONS} random directions against central finite differences of the loss") + " (mpmath), loss against -sum y ln o"
     # The loss at z +- h differs by about 2 h dE/dz, and is known to the working precision of the
     # largest logit: 60 digits beyond its size keep the difference exact to 20 (logits of 1e20).
     with mpmath.workdps(60 + magnitude(ex.logits)):
-        zm = [_mp(v) for v in ex.logits]
-        tm = [_mp(v) for v in ex.target]
+        # A vector of many classes holds few distinct numbers (ours: two logits): each is
+        # converted, and exponentiated, once.
+        converted: dict = {}
+        zm, tm, claimed = ([converted[v] if v in converted else converted.setdefault(v, _mp(v)) for v in values] for values in (ex.logits, ex.target, ex.gradient))
+        # E = sum_i y_i (lse(z) - z_i) = mass lse(z) - base; moving the logits by dz multiplies
+        # each weight e^{z_m - top} by e^{dz_m}: lse(z + dz) = top + ln(total + sum_m w_m (e^{dz_m} - 1)).
+        top = max(zm)
+        exps: dict = {}
+        w = [exps[v] if v in exps else exps.setdefault(v, mpmath.exp(v - top)) for v in zm]
+        total = mpmath.fsum(w)
+        mass = mpmath.fsum(tm)
         h = mpmath.mpf(10) ** -25
-        for m in range(len(zm)):
-            up, down = list(zm), list(zm)
-            up[m] += h
-            down[m] -= h
-            numeric = (loss_value(up, tm) - loss_value(down, tm)) / (2 * h)
-            claimed = _mp(sp.N(ex.gradient[m], 60))
-            if abs(numeric - claimed) > mpmath.mpf(10) ** -20:
-                return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
+        if every:
+            for m in range(n):
+                sides = [mass * mpmath.log(total + w[m] * mpmath.expm1(dz)) - tm[m] * dz for dz in (h, -h)]
+                numeric = (sides[0] - sides[1]) / (2 * h)
+                if abs(numeric - claimed[m]) > mpmath.mpf(10) ** -20:
+                    return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed[m], 15)}")
+        else:
+            rng = random.Random(f"derive:example:{n}")
+            for _ in range(directions.DIRECTIONS):
+                # Each entry of the direction a whole number from -16 to 16 but 0, so that a wrong
+                # entry always moves the product; the classes are summed by their entry.
+                v = [rng.choice(STEPS) for _ in range(n)]
+                groups: dict[int, tuple[list, list, list]] = {u: ([], [], []) for u in STEPS}
+                for u, x, t, g in zip(v, w, tm, claimed):
+                    group = groups[u]
+                    group[0].append(x)
+                    group[1].append(t)
+                    group[2].append(g)
+                sums = {u: [mpmath.fsum(part) for part in group] for u, group in groups.items()}
+                # e^{h v_m} - 1 by its series: the terms beyond the third are below 10^-100.
+                powers = [mpmath.fsum(u**p * sums[u][0] for u in STEPS) for p in (1, 2, 3)]
+                moved = mpmath.fsum(u * sums[u][1] for u in STEPS)
+                sides = [mass * mpmath.log(total + s * powers[0] + s**2 * powers[1] / 2 + s**3 * powers[2] / 6) - moved * s for s in (h, -h)]
+                numeric = (sides[0] - sides[1]) / (2 * h)
+                expected = mpmath.fsum(u * sums[u][2] for u in STEPS)
+                if abs(numeric - expected) > mpmath.mpf(10) ** -20 * max(1, abs(expected)):
+                    return Check(what, method, False, f"along a random direction: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(expected, 15)}")
         direct = mpmath.fsum(-t * mpmath.log(_entry(p)) for t, p in zip(tm, ex.probabilities) if t != 0)
         if abs(direct - _entry(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
             return Check(what, method, False, f"loss {mpmath.nstr(_entry(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")

@@ -449,12 +449,12 @@ def _decimal_value(decimal: str) -> sp.Rational:
     return sp.Rational(mantissa) * sp.Integer(10) ** int(exponent.rstrip("}") or 0)
 
 
-def elide(values: Sequence[Any], gap: Any) -> list[Any]:
-    """The first HEAD and last TAIL entries with ``gap`` between, when there are more than SHOW."""
-    values = list(values)
+def elide(values: Sequence[Any], gap: Any, show: Callable[[Any], Any] = lambda v: v) -> list[Any]:
+    """The first HEAD and last TAIL entries with ``gap`` between, when there are more than SHOW;
+    ``show`` formats only the entries kept (a vector of 100,000 classes shows five)."""
     if len(values) <= SHOW:
-        return values
-    return values[:HEAD] + [gap] + values[-TAIL:]
+        return [show(v) for v in values]
+    return [show(v) for v in values[:HEAD]] + [gap] + [show(v) for v in values[-TAIL:]]
 
 
 # --- the document data ---------------------------------------------------------------------------
@@ -956,13 +956,17 @@ def _jacobian_example(d: Derivation) -> dict[str, Any]:
     ex = d.concrete.example
     return {
         "loss": None,
-        "logits_vector": _vector([exact_and_decimal(v) for v in ex.logits]),
-        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
+        "logits_vector": _vector(elide(ex.logits, r"\vdots", exact_and_decimal)),
+        "probabilities_vector": _vector(elide(ex.probabilities, r"\vdots", number)),
         "example_jacobian": _matrix(d.concrete.classes, lambda r, col: number(ex.jacobian[r][col])),
+        # Beyond concrete.MATRIX_MOST classes the JSON holds the vectors that determine the
+        # Jacobian (o_i (delta_ik - o_k), or delta_ik - o_k for log-softmax), not its H^2 entries.
         "json": {
             "logits": [float(v) for v in ex.logits],
             "jacobian": [[float(v) for v in row] for row in ex.jacobian],
-        },
+        }
+        if isinstance(ex.jacobian, tuple)
+        else {"logits": [float(v) for v in ex.logits], "probabilities": [float(v) for v in ex.probabilities]},
     }
 
 
@@ -1005,33 +1009,34 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
 
     # A factor in front of the written-out sum (the minus of -(y_1 ln o_1 + ...)); one class has
     # no sum, and its single term is the whole loss.
-    summed = isinstance(c.loss, sp.Mul) and any(isinstance(a, sp.Add) for a in c.loss.args)
-    factors = [a for a in c.loss.args if not isinstance(a, sp.Add)] if summed else []
-    inner = next((a for a in c.loss.args if isinstance(a, sp.Add)), c.loss) if factors else c.loss
-    terms = elide([latex(t) for t in inner.args] if isinstance(inner, sp.Add) else [latex(inner)], r"\cdots")
+    summed = c.loss.front is not None and len(c.loss.terms) > 1
+    factors = list(sp.Mul.make_args(c.loss.front)) if summed else []
+    whole = c.loss.expr if not summed else None
+    terms = elide(c.loss.terms, r"\cdots", latex) if summed else elide(whole.args if isinstance(whole, sp.Add) else [whole], r"\cdots", latex)
     front = "-" if factors == [sp.Integer(-1)] else latex(sp.Mul(*factors)) + " " if factors else ""
     loss = next(x for x in d.definitions if x.symbol == d.subject.expr)
-    table = [
-        {
+    table = elide(
+        range(n),
+        None,
+        lambda m: {
             "index": m + 1,
             "logit": exact_and_decimal(ex.logits[m]),
             "probability": number(ex.probabilities[m]),
             "target": number(ex.target[m]),
             "extra": [number(v[m]) for _, v in ex.extra if isinstance(v, tuple)],
             "gradient": number(ex.gradient[m]),
-        }
-        for m in range(n)
-    ]
+        },
+    )
     return {
         "loss": _written_out(latex(loss.symbol), front if factors else None, terms),
         "loss_sum": latex(loss.value.xreplace({d.setting.classes: sp.Integer(n), **dict(c.parameters)})),
-        "gradient": _vector([latex(g) for g in c.gradient]),
-        "probabilities_vector": _vector([number(p) for p in ex.probabilities]),
-        "table": elide(table, None),
+        "gradient": _vector(elide(c.gradient, r"\vdots", latex)),
+        "probabilities_vector": _vector(elide(ex.probabilities, r"\vdots", number)),
+        "table": table,
         "loss_value": exact_and_decimal(ex.loss),
         # The note on an unnormalised target concerns derivations whose result assumes one.
         "normalised": d.general is None or normalised(ex.target),
-        "target_sum": number(sum(ex.target)),
+        "target_sum": number(sp.Add(*ex.target)),
         "gradient_sum": number(ex.gradient_sum if ex.gradient_sum is not None else _total(ex.gradient)),
         "json": {
             "logits": [float(v) for v in ex.logits],

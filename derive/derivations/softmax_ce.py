@@ -140,7 +140,7 @@ def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Def
         classes=n,
         loss=instance._written_out(loss.value, H, n, {}),
         jacobian=jacobian_of(all_steps, n),
-        gradient=tuple(instance._at(formula, m, fixed) for m in range(1, n + 1)),
+        gradient=instance.gradient_vector(formula, n, fixed),
         example=ex,
         assumptions=(NORMALISED.key,) if normal else (),
     )
