@@ -70,6 +70,11 @@ def latex(
     return text
 
 
+def printing_notation() -> Notation:
+    """The notation :func:`printing` set (the seed notation outside it)."""
+    return _NOTATION.get()
+
+
 @contextmanager
 def recording() -> Iterator[list]:
     """Every :func:`latex` call in the block is noted as (text, expression, labels, notation), so

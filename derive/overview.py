@@ -48,6 +48,11 @@ def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
         if options:
             # A variant's row has its own wording: [derivation.NAME.overview.OPTION].
             row = row[" ".join(sorted(options))]
+        # The sentence on the pair states facts about this derivation: they are checked against it.
+        from derive import proofread
+        from derive.latex import printing_notation
+
+        proofread.facts(proofread.WordingFacts(d, [row.get("why", "")], printing_notation()))
         out.append(
             {
                 "name": name,
@@ -154,6 +159,17 @@ def render(format: str = "md", templates: Path | str | None = None, notation: An
 
 
 def _render(format: str, templates: Path | str | None, notation: Any) -> str | bytes:
+    """The overview, every formula the printer wrote for it read back first (derive.proofread)."""
+    from derive import proofread
+    from derive.latex import printing_notation, recording
+
+    with recording() as printed:
+        out = _written(format, templates, notation)
+    proofread.rendered([(t, e, labels) for t, e, labels, n in printed], (), printing_notation())
+    return out
+
+
+def _written(format: str, templates: Path | str | None, notation: Any) -> str | bytes:
     from derive import notation as naming
     from derive.rendering import environment, render_template, wording
 

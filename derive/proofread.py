@@ -642,3 +642,379 @@ def _free_indices(e: sp.Basic) -> set:
     """The index letters no sum binds (a size such as H is no index)."""
     bound = {lim[0] for s in e.atoms(sp.Sum) for lim in s.limits} | {s.index for s in e.atoms(ExcludedSum)}
     return {x for x in e.atoms(sp.Symbol) if x.is_integer and x not in bound and x.name.islower()}
+
+
+# --- a finished document -------------------------------------------------------------------------
+class Proofreader:
+    """Every formula of a finished document against what the derivation's checks saw.
+
+    A relation between two expressions must be one the checks saw (the two sides in one class of
+    the checked equations: the steps, each definition, assumption and identity, the claims that
+    hold and the written-out error; ``?=`` and ``\\neq`` only between the sides of a claim that
+    does not hold); an expression equal to a number, a matrix or a list of numbers must be so at
+    the worked example, to the digits shown; a symbolic matrix must be the appendix's, entry by
+    entry (elided ones left out); a case split must be the cases of the step that states them.
+    A formula of the wording (``prose``, as the document wrote it) is read as :func:`fact` reads
+    it. :meth:`formula` returns what is wrong with one formula, or None.
+    """
+
+    def __init__(self, d: Any, notation: Any = None, prose: Iterable[str] = ()):
+        self.d, self.notation = d, notation
+        self.prose = set(prose)
+        self.parent: dict = {}
+        self.wrong: list[tuple] = []
+        self.cases: list[tuple] = []
+        self.matrices: dict = {}
+        self.numbers: list = []
+        for x in (d, *d.parts):
+            previous = x.subject
+            for s in x.steps:
+                self._equal(previous, s.rhs)
+                self._equal(s.lhs, s.rhs)
+                previous = s.rhs
+                if s.identity is not None:
+                    self._equal(*s.identity.args)
+                    if s.cases:
+                        self.cases.append((s.identity.rhs, tuple((c.value, c.condition) for c in s.cases)))
+            for defn in x.setting.definitions:
+                self._definition(defn)
+            for a in x.assumptions:
+                if isinstance(a.statement, sp.Eq):
+                    self._equal(*a.statement.args)
+        for section in (d.pitfall, d.counterexample):
+            for c in section.claims if section is not None else ():
+                if c.holds:
+                    self._equal(*c.equation.args)
+                else:
+                    self.wrong.append(tuple(canonical(x) for x in c.equation.args))
+                for defn in c.setting.definitions:
+                    self._definition(defn)
+        self._concrete()
+
+    # The classes of checked equations.
+    def _root(self, e: Any) -> Any:
+        key = canonical(e)
+        while self.parent.get(key, key) != key:
+            key = self.parent[key]
+        return key
+
+    def _equal(self, a: Any, b: Any) -> None:
+        ra, rb = self._root(a), self._root(b)
+        self.parent.setdefault(ra, ra)
+        self.parent.setdefault(rb, rb)
+        if ra != rb:
+            self.parent[ra] = rb
+
+    def _definition(self, defn: Any) -> None:
+        self._equal(defn.symbol, defn.value)
+        if isinstance(defn.symbol, sp.Indexed):
+            from derive.symbols import i, j, k
+
+            for pattern in defn.symbol.indices:
+                for other in (i, j, k):
+                    if other not in defn.value.atoms(sp.Symbol) - {pattern}:
+                        self._equal(defn.symbol.xreplace({pattern: other}), defn.value.xreplace({pattern: other}))
+
+    def _known(self, a: Any, b: Any) -> bool:
+        """Whether a = b is an equation the checks saw (or the same expression)."""
+        if same(a, b):
+            return True
+        ra, rb = self._root(a), self._root(b)
+        if ra == rb and ra in self.parent:
+            return True
+        members = [k for k in self.parent if self._root(k) == rb]
+        near = [k for k in self.parent if self._root(k) == ra]
+        if rb in self.parent and any(same(a, m) for m in members):
+            return True
+        return ra in self.parent and any(same(b, m) for m in near)
+
+    # The appendix and the worked example.
+    def _concrete(self) -> None:
+        d = self.d
+        c = d.concrete
+        self.evaluator = None
+        if d.worked is not None:
+            self.evaluator = _worked_values(d)
+            w = d.worked
+            for _, v in (*w.given, *w.defined):
+                self.numbers.extend(_flat_numbers(v))
+            self.numbers.extend(_flat_numbers(w.quantity) + _flat_numbers(w.gradient))
+        if d.pitfall is not None:
+            p = d.pitfall
+            self.numbers.extend([*p.shortcut, *p.quotient, *p.direct, *p.example.probabilities, *p.example.target, *p.example.gradient])
+        if d.counterexample is not None:
+            for x in d.counterexample.comparisons:
+                ex = x.example
+                self.numbers.extend([*ex.probabilities, *ex.target, *ex.gradient, *x.shortcut])
+                self.numbers.extend(g and s / g for g, s in zip(ex.gradient, x.shortcut))
+        if c is None:
+            return
+        from derive.shown import example_values
+
+        with mpmath.workdps(40):
+            self.evaluator, _ = example_values(d)
+        n = c.classes
+        ex = c.example
+        for name in ("logits", "probabilities", "target", "gradient", "x", "b", "gradient_b"):
+            self.numbers.extend(_flat_numbers(getattr(ex, name, ())))
+        for name in ("W", "gradient_W", "jacobian"):
+            self.numbers.extend(_flat_numbers(getattr(ex, name, ())))
+        for value in (getattr(ex, "loss", None), getattr(ex, "gradient_sum", None)):
+            if value is not None:
+                self.numbers.append(value)
+        for _, value in getattr(ex, "extra", ()):
+            self.numbers.extend(_flat_numbers(value))
+        fixed = {d.setting.classes: sp.Integer(n), **dict(c.parameters)}
+        definition = next((x for x in d.definitions if x.symbol == d.subject.expr), None)
+        if definition is not None:
+            self._equal(definition.symbol, definition.value.xreplace(fixed))
+            if c.loss is not None:
+                self._equal(definition.symbol, getattr(c.loss, "expr", c.loss))
+        if c.jacobian is not None:
+            # Written \frac{\partial o}{\partial z} (\frac{\partial \ln o}{\partial z} for log-softmax).
+            name = _bare(d.subject) if c.gradient is None else sp.Derivative(sp.Symbol(str(d.setting.intermediates[0])), sp.Symbol(str(d.setting.wrt.base)))
+            self.matrices[canonical(name)] = lambda r, col: c.jacobian[r, col]
+        if c.gradient is not None and not c.by:
+            self.matrices[canonical(_bare(d.subject))] = lambda r, col: c.gradient[r]
+        elif c.gradient is not None:
+            inputs = len(ex.x)
+            self.matrices[canonical(sp.Derivative(d.subject.expr, _bare(d.setting.wrt)))] = lambda r, col: c.gradient[r * inputs + col]
+            if d.parts:
+                self.matrices[canonical(sp.Derivative(d.subject.expr, _bare(d.parts[0].setting.wrt)))] = lambda r, col: c.gradient[n * inputs + r]
+
+    # One formula.
+    def formula(self, tex: str) -> str | None:
+        if tex in self.prose:
+            return fact(self.d, tex, self.notation)
+        try:
+            formula = read(tex, self.notation)
+        except UsageError as error:
+            return f"it does not read back: {error}"
+        for statement in formula.statements:
+            problem = self._statement(statement)
+            if problem is not None:
+                return problem
+        return None
+
+    def _statement(self, statement: Any) -> str | None:
+        sides = statement.sides
+        if not statement.relations:
+            return self._alone(sides[0])
+        for a, relation, b in zip(sides, statement.relations, sides[1:]):
+            problem = self._relation(a, relation, b)
+            if problem is not None:
+                return f"{plain(a)} {relation} {plain(b)}: {problem}"
+        return None
+
+    def _alone(self, side: Any) -> str | None:
+        """A formula alone: a decimal must be one of the document's numbers; a matrix one of its
+        matrices; anything else only has to read."""
+        from derive.lang.document import Approximately
+
+        if isinstance(side, Approximately):
+            return None if self._approx(side.value, side.decimal) else "the decimal is not the value rounded"
+        if isinstance(side, sp.Expr) and side.is_Rational and not side.is_Integer:
+            return None if any(rounds_to(side, v, _decimal_text(side)) for v in self.numbers) else "a number the document does not have"
+        return None
+
+    def _relation(self, a: Any, relation: str, b: Any) -> str | None:
+        from derive.lang.document import Cases
+
+        if relation in ("?=", "≠"):
+            pair = (canonical(a), canonical(b))
+            return None if any(same(pair[0], x) and same(pair[1], y) for x, y in self.wrong) else "not a claim the checks showed wrong"
+        if relation not in ("=", "≈"):
+            return None  # a condition (T > 0)
+        if isinstance(b, Cases) or isinstance(a, Cases):
+            cases, other = (b, a) if isinstance(b, Cases) else (a, b)
+            for compact, rows in self.cases:
+                if same(compact, other) and len(rows) == len(cases.rows) and all(same(v, w) and same(c, e) for (v, c), (w, e) in zip(rows, cases.rows)):
+                    return None
+            return "not the cases of a step"
+        if isinstance(b, sp.MatrixBase) or isinstance(a, sp.MatrixBase):
+            return self._matrix(a, b)
+        if isinstance(b, sp.Tuple) or isinstance(a, sp.Tuple):
+            return self._matrix(a, sp.ImmutableMatrix(list(b)) if isinstance(b, sp.Tuple) else b) if not isinstance(a, sp.Tuple) else "a list on the left"
+        if relation == "=" and self._known(a, b):
+            return None
+        if relation == "=" and any(same(a, x) and same(b, y) for x, y in self.wrong):
+            return None  # a claim as the table of checks states it, with its verdict beside it
+        if relation == "≈" or a.is_number or b.is_number:
+            return None if self._approx(a, b) else "not so at the worked example"
+        return "not an equation the checks saw"
+
+    def _value(self, e: sp.Expr) -> mpmath.mpf:
+        if not e.free_symbols:
+            return _mp(e)
+        if self.evaluator is None:
+            raise KeyError("no worked example")
+        values = {sp.Symbol(name): v for name, v in ((OPTION_SYMBOLS.get(k, k), v) for k, v in self.d.options)}
+        e = e.xreplace(values)
+        return self.evaluator.value(e.xreplace(_internal(self.d, (e,))))
+
+    def _approx(self, a: sp.Expr, b: sp.Expr) -> bool:
+        """a = b at the document's numbers; a decimal is the other side rounded to its digits."""
+        from derive.lang.document import Approximately
+
+        try:
+            with mpmath.workdps(40):
+                values = [(_mp(x) if x.is_number else self._value(x)) for x in (a, b)]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+            return False
+        for x, other in ((b, values[0]), (a, values[1])):
+            if isinstance(x, Approximately):
+                return False
+            if x.is_Rational and not x.is_Integer:
+                return rounds_to(x, other, _decimal_text(x))
+        with mpmath.workdps(40):
+            return abs(values[0] - values[1]) <= mpmath.mpf(10) ** -25 * max(1, abs(values[0]))
+
+    def _matrix(self, name: Any, m: Any) -> str | None:
+        """A name and its matrix (or two matrices): entry by entry, elided ones left out."""
+        from derive.lang.document import ELIDED, Approximately
+
+        if isinstance(name, sp.MatrixBase) and isinstance(m, sp.MatrixBase):
+            # Two matrices (the layer z = W x + b): equal at the worked example.
+            if name.shape != m.shape:
+                return "matrices of different shapes"
+            for x, y in zip(name, m):
+                if not x.has(ELIDED) and not y.has(ELIDED) and not (self._known(x, y) or self._approx(x, y)):
+                    return f"{plain(x)} and {plain(y)} differ"
+            return None
+        if isinstance(name, sp.MatrixBase):
+            name, m = m, name
+        n = self.d.classes
+        rows, cols = _unelided(m.rows, self._size(name, 0, m)), _unelided(m.cols, self._size(name, 1, m))
+        rows_map, cols_map = _positions(m, rows, axis=0), _positions(m, cols, axis=1)
+        symbolic = self.matrices.get(canonical(name))
+        for r, row in rows_map.items():
+            for col, column in cols_map.items():
+                entry = m[r, col]
+                if entry == ELIDED:
+                    continue
+                if isinstance(entry, Approximately) or entry.is_number:
+                    value = entry.value if isinstance(entry, Approximately) else entry
+                    target = _entry_of(self.d, name, row, column, m.cols == 1)
+                    if target is None or not self._approx(target, value) or (isinstance(entry, Approximately) and not self._approx(entry.value, entry.decimal)):
+                        return f"entry ({row + 1}, {column + 1}) is not {plain(target)} at the worked example"
+                elif symbolic is None or not same(entry, symbolic(row, column)):
+                    return f"entry ({row + 1}, {column + 1}) is not the appendix's {plain(symbolic(row, column)) if symbolic else '(no such matrix)'}"
+        return None
+
+    def _size(self, name: Any, axis: int, m: Any) -> int:
+        """How many rows (axis 0) or columns the matrix of ``name`` has in full."""
+        n = self.d.classes or 0
+        if axis == 1 and m.cols == 1:
+            return 1
+        c = self.d.concrete
+        inputs = len(c.example.x) if c is not None and isinstance(getattr(c.example, "x", None), tuple) else None
+        names = {str(x) for x in name.atoms(sp.Symbol)}
+        if axis == 1 and inputs is not None and ({"W", "x"} & names) and not {"z", "o"} <= names:
+            return inputs
+        if axis == 0 and inputs is not None and names == {"x"}:
+            return inputs
+        if self.d.worked is not None:
+            return _worked_shape(self.d, name, axis, m)
+        return n
+
+
+def _bare(e: sp.Basic) -> sp.Basic:
+    """An expression with its entries written as the names of their quantities: o_i -> o."""
+    return e.xreplace({x: sp.Symbol(str(x.base)) for x in e.atoms(sp.Indexed)})
+
+
+def _flat_numbers(v: Any) -> list:
+    if isinstance(v, (tuple, list)) or hasattr(v, "__len__") and hasattr(v, "__getitem__") and not isinstance(v, (str, sp.Basic)):
+        out = []
+        for x in v:
+            out.extend(_flat_numbers(x))
+        return out
+    return [v] if v is not None else []
+
+
+def _unelided(shown: int, full: int) -> int:
+    return full if full else shown
+
+
+def _positions(m: Any, full: int, axis: int) -> dict[int, int]:
+    """Shown row (or column) -> its index in the full matrix: those after an elided one count
+    from the end."""
+    from derive.lang.document import ELIDED
+
+    count = m.rows if axis == 0 else m.cols
+    lines = [[m[r, c] for c in range(m.cols)] if axis == 0 else [m[r, c] for r in range(m.rows)] for r_or_c in range(count) for r, c in [(r_or_c, 0) if axis == 0 else (0, r_or_c)]]
+    gap = next((n for n, line in enumerate(lines) if all(x == ELIDED for x in line)), None)
+    if gap is None:
+        return {n: n for n in range(count)}
+    return {n: (n if n < gap else full - (count - n)) for n in range(count) if n != gap}
+
+
+def _entry_of(d: Any, name: Any, row: int, column: int, vector: bool) -> sp.Expr | None:
+    """The entry (row, column) of the quantity ``name`` writes: z_r, W_rc, dE/dz_r, do_r/dz_c."""
+    arity = {str(x.base): len(x.indices) for defn in d.setting.definitions for e in (defn.symbol, defn.value) for x in e.atoms(sp.Indexed)}
+    arity |= {str(d.setting.wrt.base): len(d.setting.wrt.indices)}
+    if d.worked is not None:
+        arity |= {str(b): len(_shape(v)) for b, v in d.worked.given}
+
+    def entry(symbol: sp.Symbol, *at: int) -> sp.Basic:
+        count = arity.get(symbol.name, 0)
+        return symbol if count == 0 else sp.IndexedBase(symbol.name)[tuple(a + 1 for a in at[:count])]
+
+    if isinstance(name, sp.Symbol):
+        return entry(name, row, column)
+    if isinstance(name, sp.Derivative):
+        (variable, _), = name.variable_count
+        f = name.expr
+        own = {s: entry(s, row) for s in f.atoms(sp.Symbol) if arity.get(s.name)}
+        if vector:
+            return sp.Derivative(f.xreplace(own), entry(variable, row))
+        if arity.get(variable.name) == 2:
+            return sp.Derivative(f, entry(variable, row, column))
+        return sp.Derivative(f.xreplace(own), entry(variable, column))
+    return None
+
+
+def _shape(v: Any) -> tuple:
+    shape = []
+    while isinstance(v, tuple) and v:
+        shape.append(len(v))
+        v = v[0]
+    return tuple(shape)
+
+
+def _worked_shape(d: Any, name: Any, axis: int, m: Any) -> int:
+    for b, v in d.worked.given:
+        if str(b) in {str(s) for s in name.atoms(sp.Symbol)}:
+            shape = _shape(v)
+            return shape[axis] if axis < len(shape) else 1
+    return m.rows if axis == 0 else m.cols
+
+
+def _worked_values(d: Any) -> Any:
+    """An evaluator at a planned derivation's worked example: its given numbers, its sizes."""
+    from derive.numeric import Evaluator
+
+    w = d.worked
+    values: dict = {}
+    for base, v in w.given:
+        if isinstance(v, tuple):
+            table: dict = {}
+
+            def fill(x: Any, at: tuple) -> None:
+                if isinstance(x, tuple):
+                    for n, y in enumerate(x, 1):
+                        fill(y, (*at, n))
+                else:
+                    table[at] = _mp(_exact(x))
+
+            fill(v, ())
+            values[base] = table
+        else:
+            values[base] = _mp(_exact(v))
+    return Evaluator(d.setting.definitions, dict(w.sizes), values)
+
+
+def _exact(v: Any) -> Any:
+    from fractions import Fraction
+
+    return sp.Rational(v.numerator, v.denominator) if isinstance(v, Fraction) else v

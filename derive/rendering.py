@@ -401,8 +401,9 @@ _PROSE: "ContextVar[list | None]" = ContextVar("prose", default=None)
 @contextmanager
 def _noting(*variables: ContextVar) -> Iterator[list]:
     """What the block writes into ``variables`` (the numbers of :func:`number`, the wording of
-    :func:`prose`), one list each, for proofreading."""
-    noted = [[] for _ in variables]
+    :func:`prose`), one list each, for proofreading; inside a block that notes them already,
+    the same lists."""
+    noted = [v.get() if v.get() is not None else [] for v in variables]
     tokens = [v.set(n) for v, n in zip(variables, noted)]
     try:
         yield noted
