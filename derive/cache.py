@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import sympy as sp
 
-_CHECKER = ("verify.py", "setting.py", "symbols.py", "numeric.py", "modular.py", "functions.py", "worked.py")
+_CHECKER = ("verify.py", "setting.py", "symbols.py", "numeric.py", "modular.py", "fieldcheck.py", "functions.py", "worked.py")
 
 
 def directory() -> Path | None:
