@@ -274,6 +274,28 @@ def _decimal(value: Any) -> str:
         return mpmath.nstr(_mp(value), 15)
 
 
+def label(text: str, derivative: sp.Expr, condition: sp.Basic | None, notation: Any = None) -> str | None:
+    """Why the label ``text`` does not name ``derivative`` (where ``condition`` holds), or None: a
+    label in words (\\text{...}) names nothing to compare; one in math must read back to the
+    derivative, and to its condition where it has one."""
+    from derive.lang.document import parse_label
+
+    try:
+        formula = parse_label(text, notation)
+    except UsageError:
+        return "does not read back as a formula"
+    if formula is None:
+        return None
+    sides = [s.sides for s in formula.statements]
+    if not sides or len(sides[0]) != 1 or not same(sides[0][0], derivative):
+        return f"names {plain(sides[0][0]) if sides and sides[0] else 'nothing'}, but stands under {plain(derivative)}"
+    if condition is not None:
+        stated = formula.statements[1] if len(formula.statements) > 1 else None
+        if stated is None or stated.relations != ("≠",) or not (same(stated.sides[0], condition.args[0]) and same(stated.sides[1], condition.args[1])):
+            return f"does not say where it holds ({plain(condition)})"
+    return None
+
+
 # --- at render time ------------------------------------------------------------------------------
 def facts(checked: "WordingFacts") -> None:
     """Check the wording's formulas (see :class:`WordingFacts`), cached like the rest."""

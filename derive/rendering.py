@@ -29,6 +29,7 @@ from derive.files import templates_dir
 from derive import notation as naming
 from derive.latex import DEFAULT, Notation, latex, printing
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
+from derive.shown import named
 from derive.verify import Report
 
 FORMATS = ("md", "tex", "json", "pdf", "html", "py")
@@ -514,7 +515,7 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         ],
         # A catalog entry words its steps in its own file; a planned derivation of the user's
         # gets sentences filled with each step's terms (Step.notes).
-        "steps": [_step(n, s if d.name not in words["derivation"] else replace(s, notes=()), subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule)) for n, s in enumerate(d.steps, 1)],
+        "steps": [_step(n, s if d.name not in words["derivation"] else replace(s, notes=()), subject, words, fmt, about.get("rule", {}), [t.rule for t in d.steps[: n - 1]].count(s.rule), named(d.steps, n - 1, d.setting)) for n, s in enumerate(d.steps, 1)],
         "general": latex(d.general.rhs) if d.general is not None else None,
         "result": f"{subject} = {latex(d.result.rhs)}",
         "result_rhs": latex(d.result.rhs),
@@ -731,13 +732,27 @@ def _check_rows(report: Report) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: dict[str, Any] | None = None, use: int = 0) -> dict[str, Any]:
+def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: dict[str, Any] | None = None, use: int = 0, named: dict | None = None) -> dict[str, Any]:
     """One step; ``own`` is the derivation's [derivation.NAME.rule.ID] wording: what the rule does
     in this derivation, in place of the general sentence, key by key. A rule the derivation uses
-    more than once may give a list of sentences, one per use in order (``use`` counts from 0)."""
+    more than once may give a list of sentences, one per use in order (``use`` counts from 0).
+    ``named`` gives what a label names (see ``shown.named``): its wording writes it as
+    %(derivative)s (and %(condition)s)."""
     rule = words["rule"][s.rule] | (own or {}).get(s.rule, {})
     rule = {key: v[min(use, len(v) - 1)] if isinstance(v, list) else v for key, v in rule.items()}
-    labels = {l.path: words["label"][l.key] for l in s.labels}
+    labels = {}
+    for l in s.labels:
+        derivative, condition = (named or {}).get(l.path, (None, None))
+        values = _Placeholders({"derivative": latex(derivative)} if derivative is not None else {}, **({"condition": latex(condition)} if condition is not None else {}))
+        labels[l.path] = _filled(words["label"][l.key], values)
+        if derivative is not None:
+            # A label in math (a course's own wording too) must name what it stands under.
+            from derive import proofread
+            from derive.latex import printing_notation
+
+            problem = proofread.label(labels[l.path], derivative, condition, printing_notation())
+            if problem is not None:
+                raise DeriveError(f"step {n}: the label {labels[l.path]!r} {problem}")
     why = rule["why"]
     if s.notes and not (own or {}).get(s.rule, {}).get("why"):
         # A planned step's justification speaks of its own terms: the first sentence whose
@@ -1065,7 +1080,7 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any])
             {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"].get(x.key, words["definition"]["given"]), fmt)}
             for x in p.definitions
         ],
-        "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule)) for n, s in enumerate(p.steps, 1)],
+        "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
         "result": f"{subject} = {latex(p.result.rhs)}",
         "after": prose(own["after"], fmt) if "after" in own else None,
     }

@@ -65,9 +65,14 @@ def labels(d: Derivation) -> Check:
     method = f"each labelled sub-term against what its label names, mpmath at random points for H = {', '.join(map(str, SIZES))}"
     for x in (d, *d.parts):
         for n, step in enumerate(x.steps, 1):
+            names = named(x.steps, n - 1, x.setting)
             for label in step.labels:
                 meaning = MEANINGS.get(label.key, _derivative)
                 problem = meaning(x.setting, step, label.path)
+                if problem is None and label.path in names:
+                    # The derivative the document prints as the label (see named).
+                    derivative, condition = names[label.path]
+                    problem = _differs(x.setting, _at(step.rhs, label.path), derivative, sp.sstr(derivative), condition)
                 if problem is not None:
                     where = f"{x.name}: " if x is not d else ""
                     return Check(what, method, False, f"{where}step {n} ({step.rule}), label {label.key!r} at {list(label.path)}: {problem}")
@@ -152,6 +157,30 @@ def _derivative(setting: Setting, step: Step, path) -> str | None:
     if not isinstance(named, sp.Derivative):
         return "it names nothing known: no derivative stood at that place before the step"
     return _differs(setting, _at(step.rhs, path), named, sp.sstr(named))
+
+
+def named(steps: "tuple[Step, ...]", n: int, setting: Setting) -> dict[tuple, tuple[sp.Expr, sp.Basic | None]]:
+    """What each label of ``steps[n]`` names where that is a derivative, with the condition it
+    holds under: the derivative the step replaced at the label's place, or for a case of the
+    Jacobian put into a split sum, the Jacobian of the outputs by the variable (do_i/dz_k where
+    i != k, do_k/dz_k). The documents print these labels from them, so that a label says what
+    stands under it in the derivation's own names."""
+    step = steps[n]
+    jacobian = next((s.identity.lhs for s in reversed(steps[: n + 1]) if s.identity is not None and s.cases and isinstance(s.identity.lhs, sp.Derivative)), None)
+    out: dict[tuple, tuple[sp.Expr, sp.Basic | None]] = {}
+    for label in step.labels:
+        if label.key in ("jacobian_ne", "jacobian_eq") and jacobian is not None and step.cases:
+            index, at = step.cases[0].condition.args
+            derivative = sp.Derivative(jacobian.expr, setting.wrt)
+            out[label.path] = (derivative.xreplace({index: at}), None) if label.key == "jacobian_eq" else (derivative, sp.Ne(index, at, evaluate=False))
+            continue
+        try:
+            here = _at(step.lhs, label.path)
+        except IndexError:
+            continue
+        if isinstance(here, sp.Derivative):
+            out[label.path] = (here, None)
+    return out
 
 
 MEANINGS: dict[str, Callable[[Setting, Step, tuple], str | None]] = {

@@ -213,3 +213,18 @@ def test_label_smoothing_that_no_longer_sums_to_one_is_refused(monkeypatch):
     assert proofread.fact(d, r"\sum_{i=1}^{H} y'_i = 1") is not None
     monkeypatch.undo()
     assert proofread.fact(derive.derivation("softmax-ce", label_smoothing=0.1), r"\sum_{i=1}^{H} y'_i = 1") is None
+
+
+# --- what a label names, in the derivation's own letters ---------------------------------------------
+def test_a_label_names_the_derivative_in_the_derivations_own_letters():
+    d = derive.grad("L = -sum_i t_i*ln(p_i)", "p_i = softmax(a)_i", wrt="a_k", assume=["sum_i t_i = 1"])
+    text = derive.render(d, "md")
+    assert r"}_{\frac{\partial p_i}{\partial a_k}}" in text and r"}_{\frac{\partial p_i}{\partial a_k},\; i \neq k}" in text
+    assert r"\partial o_i" not in text
+
+
+def test_a_label_of_a_courses_wording_that_names_another_derivative_is_refused(tmp_path, ce3):
+    """The cases of the split sum, their labels swapped in the wording."""
+    (tmp_path / "wording.toml").write_text("[label]\njacobian_eq = '''%(derivative)s,\\; i \\neq k'''\njacobian_ne = '''\\frac{\\partial o_k}{\\partial z_k}'''\n", encoding="utf-8")
+    with pytest.raises(DeriveError, match="the label"):
+        derive.render(ce3, "md", templates=tmp_path)
