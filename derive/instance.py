@@ -139,8 +139,43 @@ def _written(setting: Setting, e: sp.Expr, n: int, index: int, fixed: dict) -> s
     if key not in _WRITTEN or _WRITTEN[key][0] is not setting:
         # The example, the entries' checks and the example's check write out the same loss;
         # the setting is kept beside it, so its id cannot stand for another while cached.
-        _WRITTEN[key] = (setting, instantiate(setting, e.xreplace(fixed), n, (index,) * len(setting.indices), (), {}).xreplace(fixed))
+        plain = _plainly_written(setting, e, n, fixed)
+        _WRITTEN[key] = (setting, plain if plain is not None else instantiate(setting, e.xreplace(fixed), n, (index,) * len(setting.indices), (), {}).xreplace(fixed))
     return _WRITTEN[key][1]
+
+
+def _plainly_written(setting: Setting, e: sp.Expr, n: int, fixed: dict) -> sp.Expr | None:
+    """A loss defined as a factor times one sum over the classes, written out term by term
+    without SymPy evaluating each term (building ln(1 - o_m) asks the assumptions whether
+    1 - o_m can be 0: milliseconds a term). None where the definition is not of that shape."""
+    from derive.verify import _symbol
+
+    definition = next((x for x in setting.definitions if x.symbol == e), None)
+    if definition is None:
+        return None
+    value = definition.value.xreplace({setting.classes: sp.Integer(n), **fixed})
+    sums = [a for a in sp.Mul.make_args(value) if isinstance(a, sp.Sum)]
+    if len(sums) != 1 or len(sums[0].limits) != 1 or value.has(sp.Derivative, ExcludedSum):
+        return None
+    (total,) = sums
+    idx, lo, hi = total.limits[0]
+    scalars = {x.symbol for x in setting.definitions if not isinstance(x.symbol, sp.Indexed)}
+    if not (lo.is_Integer and hi.is_Integer) or value.free_symbols & scalars:
+        return None
+
+    def term(x: sp.Basic, m: sp.Integer) -> sp.Basic:
+        if isinstance(x, sp.Indexed):
+            return _symbol(x.xreplace({idx: m}))
+        if x == idx:
+            return m
+        if not x.args:
+            return x
+        args = [term(a, m) for a in x.args]
+        return x.func(*args, evaluate=False) if isinstance(x, (sp.Add, sp.Mul, sp.Pow, sp.Function)) else x.func(*args)
+
+    terms = sp.Add(*[term(total.function, sp.Integer(m)) for m in range(int(lo), int(hi) + 1)], evaluate=False)
+    front = [a for a in sp.Mul.make_args(value) if a is not total]
+    return sp.Mul(*front, terms, evaluate=False) if front else terms
 
 
 _WRITTEN: dict[tuple, tuple[Setting, object]] = {}
