@@ -1107,33 +1107,34 @@ def _layer_example(d: Derivation) -> dict[str, Any]:
 
         return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, col) for col in cols) for r in rows) + r" \end{pmatrix}"
 
-    column = lambda xs: _vector(list(xs))
+    column = lambda values, show: _vector(elide(values, r"\vdots", show))  # formats only what it shows
     by_w = lambda r, col: c.gradient[r * inputs + col]
-    table = [
-        {
+    table = elide(
+        range(n),
+        None,
+        lambda r: {
             "index": r + 1,
             "logit": exact_and_decimal(ex.logits[r]),
             "probability": number(ex.probabilities[r]),
             "target": number(ex.target[r]),
             "gradient": number(ex.gradient_b[r]),
-        }
-        for r in range(n)
-    ]
+        },
+    )
     symbol = lambda name: latex(sp.Symbol(name))
     return {
         "loss": None,
         "layer": {
-            "written": f"{column(latex(z[r + 1]) for r in range(n))} = {matrix(lambda r, col: latex(W[r + 1, col + 1]))} "
-            f"{column(latex(x[col + 1]) for col in range(inputs))} + {column(latex(b[r + 1]) for r in range(n))}",
+            "written": f"{column(range(n), lambda r: latex(z[r + 1]))} = {matrix(lambda r, col: latex(W[r + 1, col + 1]))} "
+            f"{column(range(inputs), lambda col: latex(x[col + 1]))} + {column(range(n), lambda r: latex(b[r + 1]))}",
             "gradient_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: latex(by_w(r, col)))}",
-            "gradient_bias": f"{latex(sp.Derivative(E, sp.Symbol('b')))} = {column(latex(g) for g in c.gradient[n * inputs:])}",
+            "gradient_bias": f"{latex(sp.Derivative(E, sp.Symbol('b')))} = {column(range(n * inputs, n * inputs + n), lambda m: latex(c.gradient[m]))}",
             "elided": n > SHOW or inputs > SHOW,
             "inputs": inputs,
-            "parameters": f"{symbol('x')} = {column(exact_and_decimal(v) for v in ex.x)}, \\qquad "
+            "parameters": f"{symbol('x')} = {column(ex.x, exact_and_decimal)}, \\qquad "
             f"{symbol('W')} = {matrix(lambda r, col: exact_and_decimal(ex.W[r][col]))}, \\qquad "
-            f"{symbol('b')} = {column(exact_and_decimal(v) for v in ex.b)}",
+            f"{symbol('b')} = {column(ex.b, exact_and_decimal)}",
             "header": [latex(i), latex(z[i]), latex(o[i]), latex(y[i]), latex(sp.Derivative(E, b[i]))],
-            "table": elide(table, None),
+            "table": table,
             "loss": f"{latex(E)} = {latex(next(x for x in d.definitions if x.symbol == E).value.xreplace({d.setting.classes: sp.Integer(n)}))} = {exact_and_decimal(ex.loss)}",
             "example_weights": f"{latex(sp.Derivative(E, sp.Symbol('W')))} = {matrix(lambda r, col: number(ex.gradient_W[r][col]))}",
             "normalised": normalised(ex.target),
