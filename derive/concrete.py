@@ -18,7 +18,7 @@ import sympy as sp
 
 from derive import directions, progress
 from derive.errors import UsageError
-from derive.model import Concrete, Derivation, Example, JacobianExample, LayerExample, RuleMatrix, RuleVector, WrittenOut
+from derive.model import Concrete, Derivation, Example, JacobianExample, LayerExample, RuleMatrix
 from derive.symbols import i, k, o, y
 
 MAX_CLASSES = 1_000_000
@@ -260,14 +260,6 @@ def _float(v: mpmath.mpf) -> sp.Float:
 
 
 # --- the instantiated derivation -------------------------------------------------------------
-def concrete(classes: int, ex: Example) -> Concrete:
-    """E written out, the Jacobian in terms of o_1..o_H, the gradient vector (each built when
-    asked for)."""
-    term = sp.Mul(y[i], sp.log(o[i]), evaluate=False)
-    loss = WrittenOut(sp.Integer(-1), RuleVector(classes, i, term, lambda m: sp.Mul(y[m], sp.log(o[m]), evaluate=False)))
-    return Concrete(classes=classes, loss=loss, jacobian=jacobian(classes), gradient=RuleVector(classes, k, o[k] - y[k]), example=ex, assumptions=("normalised",))
-
-
 def jacobian(classes: int) -> RuleMatrix:
     """Row i is d o_i, column k is d z_k: o_i (1 - o_i) on the diagonal, -o_i o_k elsewhere."""
     return RuleMatrix(classes, i, k, o[i] * (1 - o[i]), -o[i] * o[k])
