@@ -26,7 +26,7 @@ from derive import functions as fn
 from derive import rules
 from derive.errors import DeriveError, RuleError
 from derive.model import Assumption, Case, Definition, Label, Step
-from derive.rules import add, at, evaluated, find, flatten_products, mul, neg, rewrite, substitute
+from derive.rules import _factors, add, at, evaluated, find, flatten_products, mul, neg, rewrite, substitute
 from derive.symbols import ExcludedSum
 
 MAX_STEPS = 120
@@ -316,12 +316,6 @@ def _reaches_path(e: sp.Basic, path: tuple) -> bool:
     return True
 
 
-def _rebuilt(e: sp.Expr, paths: list, made: dict) -> sp.Expr:
-    """The rewritten expression before flattening, to tell whether label paths still hold."""
-    new, _ = rewrite(e, lambda n: n in made and any(at(e, p) == n for p in paths), lambda n: made[n].new)
-    return new
-
-
 # --- helpers ---------------------------------------------------------------------------------------
 def text(e: sp.Basic) -> str:
     """An expression as the language writes it in plain text: z_i^z_i, W_kd."""
@@ -432,12 +426,6 @@ def _instance(n: sp.Basic, lhs: sp.Basic) -> dict | None:
         if substitute(lhs.function, m) == f:
             return m
     return None
-
-
-def _factors(e: sp.Basic) -> list[sp.Basic]:
-    if isinstance(e, sp.Mul):
-        return [f for a in e.args for f in _factors(a)]
-    return [e]
 
 
 def _product(fs: list[sp.Basic]) -> sp.Expr:
@@ -563,22 +551,19 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     v, g, batch = shape
     if v != x.base or len(x.indices) != len(f.indices):
         return None
-    d = p.defined[f.base]
-    at_f = dict(zip(d.symbol.indices, f.indices))
     i = f.indices[-1]
     k = x.indices[-1]
     o = f.base
     o_k = o[(*f.indices[:-1], k)]
     u = sp.Dummy("u")
     slope = sp.diff(g(u), u)
-    scale = substitute(slope.xreplace({u: x}), {}) if slope.has(u) else slope
+    scale = slope.xreplace({u: x})
     batch_deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices[:-1], x.indices[:-1]) if a != b]
     core = mul(f, add(sp.KroneckerDelta(i, k), neg(o_k)))
     compact = _product([*batch_deltas, core, *( [scale] if scale != 1 else [])])
     eq_value = _product([*batch_deltas, mul(o_k, add(sp.Integer(1), neg(o_k))), *([scale] if scale != 1 else [])])
     ne_value = _product([*batch_deltas, neg(mul(f, o_k)), *([scale] if scale != 1 else [])])
     cases = (Case(sp.Eq(i, k, evaluate=False), eq_value), Case(sp.Ne(i, k, evaluate=False), ne_value)) if i != k else ()
-    del at_f
     return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=(("term", f), ("variable", x)), label="jacobian")
 
 
@@ -586,7 +571,7 @@ def softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Ex
     """(v, g, batch) when d is o_{..i} := e^{g(v_{..i})} / sum_j e^{g(v_{..j})}, else None."""
     if not isinstance(d.symbol, sp.Indexed):
         return None
-    num, den = sp.fraction(sp.together(d.value)) if False else _num_den(d.value)
+    num, den = _num_den(d.value)
     if not (isinstance(num, sp.exp) and isinstance(den, sp.Sum)):
         return None
     i = d.symbol.indices[-1]

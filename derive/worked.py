@@ -2,8 +2,9 @@
 is computed from its definition, and the derived gradient is evaluated at them and checked
 against central finite differences of the quantity itself (never against a step).
 
-One evaluator serves all of it: :class:`Numbers` walks a SymPy expression with the indices bound
-to integers, loops over sums, and computes each defined entry once from its definition.
+One evaluator serves all of it, the one of the checks (:class:`derive.numeric.Evaluator`): it
+walks a SymPy expression with the indices bound to integers, loops over sums, and computes each
+defined entry once from its definition.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Iterator, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive import functions as fn
+from derive.numeric import Evaluator
 from derive.errors import UsageError
 from derive.model import Definition
-from derive.symbols import ExcludedSum
 
 DIGITS = 30
 """Digits the example's numbers are shown and stored with."""
@@ -55,78 +55,15 @@ class Worked:
     """The assumptions that do not hold at these numbers."""
 
 
-class Numbers:
-    """Evaluate expressions of a problem at given numbers, with mpmath."""
-
-    def __init__(self, definitions: Sequence[Definition], sizes: Mapping[sp.Symbol, int], values: Mapping[sp.Basic, object]):
-        self.defined = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol): d for d in definitions}
-        self.sizes = dict(sizes)
-        self.values = dict(values)
-        self.memo: dict = {}
-
-    def at(self, e: sp.Basic, bound: Mapping[sp.Symbol, int] | None = None) -> mpmath.mpf:
-        return self._eval(e, dict(bound or {}))
-
-    def _eval(self, e: sp.Basic, bound: dict) -> mpmath.mpf:
-        if e.is_Number:
-            return mpmath.mpf(e.p) / e.q if e.is_Rational else mpmath.mpf(str(e))
-        if isinstance(e, sp.Symbol):
-            if e in bound:
-                return mpmath.mpf(bound[e])
-            if e in self.sizes:
-                return mpmath.mpf(self.sizes[e])
-            if e in self.defined:
-                return self._entry(e, (), bound)
-            if e in self.values:
-                return _mpf(self.values[e])
-            raise UsageError(f"the worked example has no value for {e}")
-        if isinstance(e, sp.Indexed):
-            at = tuple(int(self._eval(i, bound)) for i in e.indices)
-            if e.base in self.defined:
-                return self._entry(e.base, at, bound)
-            table = self.values.get(e.base)
-            if table is None:
-                raise UsageError(f"the worked example has no value for {e.base}")
-            return _mpf(_lookup(table, at, e))
-        if isinstance(e, sp.Add):
-            return mpmath.fsum(self._eval(a, bound) for a in e.args)
-        if isinstance(e, sp.Mul):
-            return mpmath.fprod(self._eval(a, bound) for a in e.args)
-        if isinstance(e, sp.Pow):
-            return mpmath.power(self._eval(e.base, bound), self._eval(e.exp, bound))
-        if isinstance(e, sp.exp):
-            return mpmath.exp(self._eval(e.args[0], bound))
-        if isinstance(e, sp.log):
-            return mpmath.log(self._eval(e.args[0], bound))
-        if isinstance(e, fn.ELEMENTARY):
-            return self._eval(e.doit(deep=False), bound)
-        if e is sp.E:
-            return mpmath.e
-        if e is sp.pi:
-            return mpmath.pi
-        if isinstance(e, sp.KroneckerDelta):
-            a, b = (int(self._eval(x, bound)) for x in e.args)
-            return mpmath.mpf(a == b)
-        if isinstance(e, sp.Sum):
-            idx, lo, hi = e.limits[0]
-            rest = sp.Sum(e.function, *e.limits[1:]) if len(e.limits) > 1 else e.function
-            low, high = int(self._eval(lo, bound)), int(self._eval(hi, bound))
-            return mpmath.fsum(self._eval(rest, {**bound, idx: v}) for v in range(low, high + 1))
-        if isinstance(e, ExcludedSum):
-            f, idx, lo, hi, skip = e.args
-            s = int(self._eval(skip, bound))
-            low, high = int(self._eval(lo, bound)), int(self._eval(hi, bound))
-            return mpmath.fsum(self._eval(f, {**bound, idx: v}) for v in range(low, high + 1) if v != s)
-        raise TypeError(f"cannot evaluate {type(e).__name__}: {sp.sstr(e)}")
-
-    def _entry(self, head: sp.Basic, at: tuple[int, ...], bound: dict) -> mpmath.mpf:
-        key = (head, at)
-        if key not in self.memo:
-            d = self.defined[head]
-            inner = dict(zip(d.symbol.indices, at)) if isinstance(d.symbol, sp.Indexed) else {}
-            # Sizes and scalars stay; the definition's own indices are bound afresh.
-            self.memo[key] = self._eval(d.value, inner)
-        return self.memo[key]
+def evaluator(definitions: Sequence[Definition], sizes: Mapping[sp.Symbol, int], values: Mapping[sp.Basic, object]) -> Evaluator:
+    """The shared evaluator (:class:`derive.numeric.Evaluator`) over the example's tables: a
+    given quantity's nested tuple becomes a table by index tuple, each number an mpf."""
+    tables = {}
+    with mpmath.workdps(WORKING):  # an mpf keeps the precision it was made with
+        for head, value in values.items():
+            shape = _shape_of(value)
+            tables[head] = {at: _mpf(_lookup(value, at, head)) for at in entries(shape)} if shape else _mpf(value)
+    return Evaluator(definitions, sizes, tables)
 
 
 def _mpf(v: object) -> mpmath.mpf:
@@ -297,7 +234,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
             values[base] = value
         else:
             values[base] = default_numbers(name, shape, base in targets)
-    numbers = Numbers(problem.definitions, sizes, values)
+    numbers = evaluator(problem.definitions, sizes, values)
     quantity = subject.expr
     q_shape = tuple(sizes.get(problem.ranges.get(i), None) or int(problem.ranges[i].xreplace(sizes)) for i in getattr(quantity, "indices", ()))
     with mpmath.workdps(WORKING):
@@ -307,23 +244,23 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
                 raise UsageError(f"{quantity} is not finite at the worked example's numbers")
             for b in soft:
                 values[b] = default_numbers(str(b), concrete[b], True, soft=True)
-            numbers = Numbers(problem.definitions, sizes, values)
+            numbers = evaluator(problem.definitions, sizes, values)
         failed = tuple(a.key for a in problem.assumptions if not _holds(numbers, a.statement, problem.ranges, sizes))
         formula = general if failed and general is not None else result
         q_values = _values(numbers, quantity, q_shape)
         w_shape = concrete[problem.wrt.base]
         free = (*getattr(quantity, "indices", ()), *problem.wrt.indices)
-        grad = [numbers.at(formula, dict(zip(free, at))) for at in entries(q_shape + w_shape)]
+        grad = [numbers.value(formula, dict(zip(free, at))) for at in entries(q_shape + w_shape)]
     defined = []
     for d in problem.definitions[1:]:
         if isinstance(d.symbol, sp.Indexed):
             shape = tuple(int(problem.ranges[i].xreplace(sizes)) for i in d.symbol.indices)
             with mpmath.workdps(WORKING):
-                flat = [numbers.at(d.symbol, dict(zip(d.symbol.indices, at))) for at in entries(shape)]
+                flat = [numbers.value(d.symbol, dict(zip(d.symbol.indices, at))) for at in entries(shape)]
             defined.append((str(d.symbol.base), _reshape([_float(v) for v in flat], shape)))
         else:
             with mpmath.workdps(WORKING):
-                defined.append((str(d.symbol), _float(numbers.at(d.symbol))))
+                defined.append((str(d.symbol), _float(numbers.value(d.symbol))))
     return Worked(
         sizes=tuple(sizes.items()),
         given=tuple((b, values[b]) for b in sorted(values, key=str)),
@@ -337,20 +274,20 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     )
 
 
-def _holds(numbers: Numbers, statement: sp.Eq, ranges: Mapping, sizes: Mapping) -> bool:
+def _holds(numbers: Evaluator, statement: sp.Eq, ranges: Mapping, sizes: Mapping) -> bool:
     """Whether an assumption holds at the example, for every value of its free indices
     (sum_i y_ni = 1 in every row n)."""
     lhs, rhs = statement.args
     free = sorted((s for s in lhs.free_symbols | rhs.free_symbols if isinstance(s, sp.Symbol) and s.is_integer and s not in sizes), key=str)
     shape = tuple(int(sp.sympify(ranges[s]).xreplace(sizes)) for s in free)
     tolerance = mpmath.mpf(10) ** -(WORKING - 10)
-    return all(abs(numbers.at(lhs, dict(zip(free, at))) - numbers.at(rhs, dict(zip(free, at)))) <= tolerance for at in entries(shape))
+    return all(abs(numbers.value(lhs, dict(zip(free, at))) - numbers.value(rhs, dict(zip(free, at)))) <= tolerance for at in entries(shape))
 
 
-def _values(numbers: Numbers, quantity: sp.Basic, shape: tuple[int, ...]) -> list:
+def _values(numbers: Evaluator, quantity: sp.Basic, shape: tuple[int, ...]) -> list:
     if not shape:
-        return [numbers.at(quantity)]
-    return [numbers.at(quantity, dict(zip(quantity.indices, at))) for at in entries(shape)]
+        return [numbers.value(quantity)]
+    return [numbers.value(quantity, dict(zip(quantity.indices, at))) for at in entries(shape)]
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -391,8 +328,8 @@ def checks(d) -> list:
             for w_at in entries(w_shape):
                 def at(delta: mpmath.mpf) -> mpmath.mpf:
                     table = _replace(values[wrt.base], w_at, _mpf(_lookup(values[wrt.base], w_at, wrt)) + delta)
-                    numbers = Numbers(definitions, sizes, {**values, wrt.base: table})
-                    return numbers.at(quantity, dict(zip(getattr(quantity, "indices", ()), q_at)))
+                    numbers = evaluator(definitions, sizes, {**values, wrt.base: table})
+                    return numbers.value(quantity, dict(zip(getattr(quantity, "indices", ()), q_at)))
 
                 fd = (at(h) - at(-h)) / (2 * h)
                 claimed = mpmath.mpf(str(flat_grad[n]))
