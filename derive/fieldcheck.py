@@ -22,6 +22,7 @@ its own differs from (e^z)^2): the caller then writes the claim out (``verify.in
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Mapping, Sequence
 
@@ -38,6 +39,10 @@ POINTS = 2
 
 class Undecided(Exception):
     """The evaluation met something it has no exact rule for here."""
+
+
+class NoRoot(Undecided):
+    """A square root of a residue that has none: decided nothing at this point."""
 
 
 def _inverse(x: int) -> int:
@@ -141,12 +146,13 @@ class FieldEvaluator(Evaluator):
                 return self._eval(e.base, bound, seed).power(int(e.exp))
             whole, rest = sp.S.Zero, []
             for t in sp.Add.make_args(e.exp):
-                if t.is_Integer:
+                if t.is_Rational:
                     whole += t
                 else:
                     rest.append(t)
             base = self._eval(e.base, bound, seed)
-            return base.power(int(whole)) * self._exp_of(sp.Mul(sp.Add(*rest), sp.log(e.base), evaluate=False), bound, seed)
+            out = base.power(int(whole.p)) if whole.q == 1 else self._root(base, int(whole.q)).power(int(whole.p))
+            return out * self._exp_of(sp.Mul(sp.Add(*rest), sp.log(e.base), evaluate=False), bound, seed) if rest else out
         if isinstance(e, sp.exp):
             return self._exp(e.args[0], bound, seed)
         if e is sp.E:
@@ -173,6 +179,22 @@ class FieldEvaluator(Evaluator):
             at = tuple(self._int(i, bound) for i in x.indices) if isinstance(x, sp.Indexed) else ()
             return FieldDual(self._eval(e.expr, bound, (head, at)).d)
         raise Undecided(f"no exact rule for {type(e).__name__}")
+
+    def _root(self, w: FieldDual, q: int) -> FieldDual:
+        """A root r of r^q = w in the field, so that w^(1/2) and w^(-3/2) are powers of one r with
+        r^2 = w; its derivative is r w' / (q w). A square root exists for half the residues (the
+        point is then drawn again, see :func:`agree`), a q-th root for q prime to P - 1 always."""
+        if w.v == 0:
+            raise ZeroDivisionError("a root of 0")
+        if q == 2:
+            r = pow(w.v, (P + 1) // 4, P)  # P = 3 mod 4
+            if r * r % P != w.v:
+                raise NoRoot(f"{w.v} has no square root modulo P")
+        elif math.gcd(q, P - 1) == 1:
+            r = pow(w.v, pow(q, -1, P - 1), P)
+        else:
+            raise Undecided(f"a root of order {q}")
+        return FieldDual(r, r * w.d % P * _inverse(q * w.v % P) % P)
 
     def _exp(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
         out = ONE
@@ -327,11 +349,19 @@ def agree(setting, lhs: sp.Expr, rhs: sp.Expr, sizes: Mapping[sp.Symbol, int], i
         shared = _SHARED.setdefault(id(setting), (setting, {}))
         if shared[0] is not setting:
             shared = _SHARED[id(setting)] = (setting, {})
-        for _ in range(POINTS):
+        decided = 0
+        for _ in range(8 * POINTS):
             values = leaves(planned, sizes, rng)
             evaluator = FieldEvaluator(setting.definitions, sizes, values, rng, shared[1])
-            if evaluator.residue(lhs, index) != evaluator.residue(rhs, index):
-                return False
+            try:
+                if evaluator.residue(lhs, index) != evaluator.residue(rhs, index):
+                    return False
+            except NoRoot:
+                continue  # a square root that does not exist at this point: draw another
+            decided += 1
+            if decided == POINTS:
+                return True
+        return False
     except (Undecided, ZeroDivisionError, TypeError, KeyError, ValueError, RecursionError):
         return False
     return True

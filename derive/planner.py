@@ -216,6 +216,7 @@ class Planner:
         first = made[at(e, paths[0])]
         if name in FLATTEN:
             new = flatten_products(_drop_zeros(new))
+        new = unshadow(self, new)
         # The rewritten sub-terms are found again in the new tree: a sum SymPy keeps in its own
         # order may have moved them, so the paths of the old tree are not theirs.
         built = {b.new: b for b in made.values()}
@@ -401,6 +402,32 @@ def _rename_sums(e: sp.Basic, mapping: dict) -> sp.Basic:
     args = [_rename_sums(a, mapping) for a in e.args]
     if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
         return e.func(*args, evaluate=False)
+    return e.func(*args)
+
+
+def unshadow(p: "Planner", e: sp.Basic, enclosing: frozenset = frozenset()) -> sp.Basic:
+    """``e`` with every sum over a letter an enclosing sum already binds renamed (a variance's
+    sum over m, substituted inside a sum over m): no letter means two things in one formula.
+    Unchanged (the same object) where nothing is shadowed."""
+    if not e.args or isinstance(e, (sp.Indexed, sp.Tuple)) or not e.has(sp.Sum):
+        return e
+    if isinstance(e, sp.Sum):
+        own = [lim[0] for lim in e.limits]
+        clash = [ix for ix in own if ix in enclosing]
+        if clash:
+            taken = set(enclosing) | _bound(e) | {s for s in e.free_symbols if _is_index(s)}
+            mapping = {}
+            for ix in clash:
+                mapping[ix] = p.fresh(ix, taken)
+                taken.add(mapping[ix])
+            e = _rename_sums(e, mapping)
+            own = [lim[0] for lim in e.limits]
+        body = unshadow(p, e.function, enclosing | frozenset(own))
+        return e if body is e.function else sp.Sum(body, *e.limits)
+    inner = enclosing | ({e.args[1]} if isinstance(e, ExcludedSum) else set())
+    args = [unshadow(p, a, frozenset(inner)) for a in e.args]
+    if all(a is b for a, b in zip(args, e.args)):
+        return e
     return e.func(*args)
 
 

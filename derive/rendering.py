@@ -30,6 +30,7 @@ from derive import notation as naming
 from derive.latex import DEFAULT, Notation, latex, printing
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
 from derive.shown import named
+from derive.symbols import ExcludedSum
 from derive.verify import Report
 
 FORMATS = ("md", "tex", "json", "pdf", "html", "py")
@@ -732,6 +733,17 @@ def _check_rows(report: Report) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def _summed(e: sp.Basic, path) -> sp.Basic:
+    """The summation index of the sum a factor at ``path`` stands in front of (i of a_i-free
+    factor times sum_i ...); i where there is none."""
+    for n in path[:-1]:
+        e = e.args[n]
+    total = e.args[-1] if isinstance(e, sp.Mul) and e.args else None
+    if isinstance(total, ExcludedSum):
+        return total.index
+    return total.limits[0][0] if isinstance(total, sp.Sum) else sp.Symbol("i")
+
+
 def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: dict[str, Any] | None = None, use: int = 0, named: dict | None = None) -> dict[str, Any]:
     """One step; ``own`` is the derivation's [derivation.NAME.rule.ID] wording: what the rule does
     in this derivation, in place of the general sentence, key by key. A rule the derivation uses
@@ -744,6 +756,8 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: d
     for l in s.labels:
         derivative, condition = (named or {}).get(l.path, (None, None))
         values = _Placeholders({"derivative": latex(derivative)} if derivative is not None else {}, **({"condition": latex(condition)} if condition is not None else {}))
+        if l.key == "independent":
+            values["index"] = latex(_summed(s.rhs, l.path))
         labels[l.path] = _filled(words["label"][l.key], values)
         if derivative is not None:
             # A label in math (a course's own wording too) must name what it stands under.

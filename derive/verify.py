@@ -572,17 +572,38 @@ def _placeholders(e: sp.Expr, varying: list) -> tuple[sp.Expr, dict]:
 
 
 def _above(setting: Setting, bases: set) -> set:
-    """The intermediates defined in terms of ``bases``, directly or through each other (o above z)."""
+    """The defined names (an indexed base, or a scalar) defined in terms of ``bases``, directly or
+    through each other (o above z; a variance above its mean)."""
     out: set = set()
     grown = True
     while grown:
         grown = False
         for d in setting.definitions:
-            b = d.symbol.base if isinstance(d.symbol, sp.Indexed) else None
-            if b is not None and b not in out | bases and any(d.value.has(x) for x in out | bases):
+            b = _head(d)
+            if b not in out | bases and any(d.value.has(x) for x in out | bases):
                 out.add(b)
                 grown = True
     return out
+
+
+def _head(d) -> sp.Basic:
+    return d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol
+
+
+def _scalars(setting: Setting, size: "int | Mapping[sp.Symbol, int]") -> dict[sp.Symbol, sp.Expr]:
+    """Each scalar definition (a batch's mean, its variance) written out for these sizes, in the
+    names its definition uses (the variance in the mean)."""
+    sizes = extents(setting, size)
+    return {d.symbol: symbolize(expand_sums(d.value.xreplace(sizes))) for d in setting.definitions if not isinstance(d.symbol, sp.Indexed)}
+
+
+def _substituted(e: sp.Expr, mapping: dict) -> sp.Expr:
+    """``mapping`` applied until none of its names is left (definitions through each other)."""
+    for _ in range(len(mapping) + 1):
+        if not e.has(*mapping):
+            break
+        e = e.xreplace(mapping)
+    return e
 
 
 def instantiate(
@@ -599,23 +620,21 @@ def instantiate(
     on the variables (z_1..z_H, y_1..y_H)."""
     sizes = extents(setting, size)
     fix = {**sizes, **_values(setting, index)}
-    e = expr
-    for d in setting.definitions:
-        if not isinstance(d.symbol, sp.Indexed):
-            e = e.xreplace({d.symbol: d.value})
-    e = expand_sums(e.xreplace(fix))
-    # Derivatives by an intermediate (d ln o_i / d o_i) are taken while o_i is still a variable;
-    # the intermediates defined through it are written out first (dE/dz_i needs o in terms of z).
-    scratch: dict = {}
+    e = expand_sums(expr.xreplace(fix))
+    # Derivatives by a defined name (d ln o_i / d o_i, dL/dv by a variance) are taken while that
+    # name is still a variable; the names defined through it are written out first (dE/dz_i needs
+    # o in terms of z).
+    scalars = _scalars(setting, size) if any(not isinstance(d.symbol, sp.Indexed) for d in setting.definitions) else {}
+    scratch: dict = {"scalars": scalars}
     e = e.replace(
-        lambda x: isinstance(x, sp.Derivative) and any(isinstance(v, sp.Indexed) and v.base in setting.intermediates for v in x.variables),
+        lambda x: isinstance(x, sp.Derivative) and any((isinstance(v, sp.Indexed) and v.base in setting.intermediates) or v in scalars for v in x.variables),
         lambda x: _by_intermediate(setting, x, size, scratch),
     )
     e = symbolize(e)
     if intermediates is None:
         intermediates = intermediate_values(setting, size)
     # Constraints bind the variables, also where a definition names them (a smoothed target).
-    e = e.xreplace(intermediates)
+    e = _substituted(e, {**intermediates, **scalars}) if scalars else e.xreplace(intermediates)
     for key in assumptions:
         constraint = setting.constraints[key]
         # A constraint over rows (sum_i y_ni = 1 for every n) needs the sizes of its rows too.
@@ -625,21 +644,20 @@ def instantiate(
 
 
 def _by_intermediate(setting: Setting, x: sp.Derivative, size: "int | Mapping[sp.Symbol, int]", scratch: dict) -> sp.Expr:
-    """A derivative by an intermediate (dE/dz_i when z = W x + b): the intermediates above it
-    written out in it, then differentiated; ``scratch`` keeps what the derivatives of one claim
-    share (the written-out definitions, and each function written out once)."""
-    bases = frozenset(v.base for v in x.variables if isinstance(v, sp.Indexed))
+    """A derivative by a defined name (dE/dz_i when z = W x + b; dL/dv by a variance): the names
+    defined through it written out in it, then differentiated; ``scratch`` keeps what the
+    derivatives of one claim share (the written-out definitions, and each function written out
+    once)."""
+    bases = frozenset(v.base if isinstance(v, sp.Indexed) else v for v in x.variables)
     above = _above(setting, set(bases))
     if not above:
-        return x.doit()
+        return symbolize(x).doit()
     if "level" not in scratch:
         scratch["level"] = written_definitions(setting, size)
     if (x.expr, bases) not in scratch:
-        mapping = {s: v for b in above for s, v in scratch["level"][b][0].items()}
-        e = symbolize(x.expr)
-        while e.has(*mapping):
-            e = e.xreplace(mapping)
-        scratch[x.expr, bases] = e
+        mapping = {s: v for b in above if b in scratch["level"] for s, v in scratch["level"][b][0].items()}
+        mapping.update({b: scratch["scalars"][b] for b in above if b in scratch["scalars"]})
+        scratch[x.expr, bases] = _substituted(symbolize(x.expr), mapping)
     return sp.Derivative(scratch[x.expr, bases], *[(symbolize(v), c) for v, c in x.variable_count]).doit()
 
 
