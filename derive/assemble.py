@@ -11,7 +11,19 @@ from derive.planner import plan
 
 
 def build(spec: specs.Spec) -> Derivation:
-    """Plan the steps of ``spec`` and assemble its derivation (unchecked: ``check()`` verifies)."""
+    """Plan the steps of ``spec`` and assemble its derivation (unchecked: ``check()`` verifies);
+    each further variable of the spec is a part of it, planned the same way."""
+    first, *others = specs.variables(spec)
+    main = _derivation(first)
+    if not others:
+        return main
+    from dataclasses import replace
+
+    parts = tuple(replace(_derivation(s), name=f"by {s.wrt.strip()}") for s in others)
+    return replace(main, parts=parts)
+
+
+def _derivation(spec: specs.Spec) -> Derivation:
     problem = specs.problem(spec)
     planned = plan(problem)
     subject = sp.Derivative(problem.quantity, problem.wrt)
@@ -20,7 +32,7 @@ def build(spec: specs.Spec) -> Derivation:
     if any(s.assumptions for s in planned.steps) and planned.general != last:
         general = sp.Eq(subject, planned.general, evaluate=False)
     worked = None
-    if spec.classes is not None:
+    if spec.classes is not None or ((spec.lets or spec.sizes) and not _uses_classes(problem)):
         from derive import worked as examples
 
         worked = examples.build(problem, spec, subject, last, planned.general if general is not None else None)
@@ -39,3 +51,11 @@ def build(spec: specs.Spec) -> Derivation:
         worked=worked,
         words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in spec.describe),
     )
+
+
+def _uses_classes(problem) -> bool:
+    """Whether H is a size of this problem: H itself, or an index over the classes."""
+    from derive.symbols import H
+
+    over = [ix for ix, limit in problem.ranges.items() if limit == H]
+    return any(e.has(H, *over) for d in problem.definitions for e in (d.symbol, d.value)) or problem.wrt.has(H, *over)

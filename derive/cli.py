@@ -289,7 +289,7 @@ def grad_command(
         Optional[list[str]],
         typer.Argument(metavar="DEFINITION...", help="NAME = EXPRESSION, plain text or LaTeX; the first is the quantity differentiated.", show_default=False),
     ] = None,
-    wrt: Annotated[Optional[str], typer.Option("--wrt", metavar="VARIABLE", help="The variable to differentiate by: z_k, W_kd.", show_default=False)] = None,
+    wrt: Annotated[Optional[list[str]], typer.Option("--wrt", metavar="VARIABLE", help="The variable to differentiate by: z_k, W_kd, gamma. Repeatable: each further one gets a section of its own.", show_default=False)] = None,
     assume: Annotated[Optional[list[str]], typer.Option("--assume", metavar="EQUATION", help="An assumption used last, after the general form: 'sum_i y_i = 1'. Repeatable.", show_default=False)] = None,
     let: Annotated[Optional[list[str]], typer.Option("--let", metavar="NAME=VALUES", help="Numbers of the worked example: z=2,1,0.1, gamma=2, W=1,2;3,4 (rows by ;). Repeatable.", show_default=False)] = None,
     size: Annotated[Optional[list[str]], typer.Option("--size", metavar="NAME=VALUE", help="A size of the worked example beside H: N=2, D=4. Repeatable.", show_default=False)] = None,
@@ -321,7 +321,7 @@ def grad_command(
         extra = specs.from_arguments(["-"], "-", lets=let or [], sizes=size or [], classes=classes)
         given = specs.with_example(given, extra)
     else:
-        given = specs.from_arguments(definitions or [], wrt, assume or [], range_ or [], let or [], size or [], classes)
+        given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"{specs.file_stem(given)}.{fmt.value}")
     with _early_pdf(fmt, templates):

@@ -530,7 +530,7 @@ def _document(d: Derivation, report: Report, words: dict[str, Any], fmt: str) ->
         # A derivation may word a section its own way (its worked example), in [derivation.NAME.section].
         "words": _filled(_section_words(words.get("section", {}) | about.get("section", {}), d, about.get("section", {})), results),
         "figure": _figure(d, words, fmt),
-        "parts": [_part(p, words, fmt, about) for p in d.parts],
+        "parts": [_part(p, words, fmt, about, d.definitions) for p in d.parts],
     }
 
 
@@ -633,7 +633,7 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
         "result": latex(d.result.rhs),
         "general": latex(d.general.rhs) if d.general is not None else "",
         "quantity_text": _plain_name(d.subject.expr),
-        "variable_text": _plain_name(wrt),
+        "variable_text": _and([_plain_name(x.setting.wrt) for x in (d, *d.parts)]),
     }
     summary = user["summary"] % values + (user["summary_general"] % values if d.general is not None else "")
     roles = user["role"]
@@ -642,14 +642,14 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
     described = {key.split(" ", 1)[1]: text for key, text in own.items() if key.startswith("describe ")}
     lines = []
     names: dict[Any, sp.Basic] = {}
-    labels = {b.label for x in d.definitions for b in (e.base for e in x.value.atoms(sp.Indexed))} | {wrt.base.label}
+    labels = {b.label for x in d.definitions for b in (e.base for e in x.value.atoms(sp.Indexed))} | ({wrt.base.label} if isinstance(wrt, sp.Indexed) else set())
     for x in d.definitions:
         for e in sorted(x.value.atoms(sp.Indexed), key=sp.default_sort_key):
             names.setdefault(e.base, e)
         for e in sorted(x.value.free_symbols, key=sp.default_sort_key):
             if isinstance(e, sp.Symbol) and not e.is_integer and e not in labels and not isinstance(e, sp.Indexed):
                 names.setdefault(e, e)
-    names.pop(wrt.base, None)
+    names.pop(getattr(wrt, "base", wrt), None)
     lines.append(roles["variable"] % {"name": latex(wrt)})
     for head, symbol in defined.items():
         depends = head == d.subject.expr or setting.depends(symbol)
@@ -659,7 +659,7 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
         if head in defined:
             continue
         lines.append(_role(roles, "leaf", e, str(head), described, values))
-    indices = sorted({s for x in d.definitions for s in x.symbol.free_symbols if s.is_integer} | set(wrt.indices), key=str)
+    indices = sorted({s for x in d.definitions for s in x.symbol.free_symbols if s.is_integer} | set(getattr(wrt, "indices", ())), key=str)
     for ix in indices:
         lines.append(roles["index"] % {"name": latex(ix), "limit": latex(setting.limit(ix))})
     if any(s.rhs.has(sp.KroneckerDelta) or any(c for c in s.cases) for s in d.steps):
@@ -672,6 +672,11 @@ def _role(roles: dict[str, str], key: str, e: sp.Basic, name: str, described: di
     if name in described:
         return roles["described"] % {"name": latex(e), "words": described[name]}
     return roles[key] % {"name": latex(e), **values}
+
+
+def _and(names: list[str]) -> str:
+    """a; a and b; a, b and c."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _plain_name(e: sp.Basic) -> str:
@@ -925,13 +930,14 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
 
     quantity = d.subject.expr
     wrt = d.setting.wrt
-    free = (*getattr(quantity, "indices", ()), *wrt.indices)
-    gradient_symbol = latex(sp.Derivative(quantity if not getattr(quantity, "indices", ()) else sp.Symbol(str(quantity.base)), sp.Symbol(str(wrt.base))))
+    whole = quantity if not getattr(quantity, "indices", ()) else sp.Symbol(str(quantity.base))
+    # The gradient by each variable: the document's, then each part's (x, then gamma and beta).
+    gradients = [(x.worked.gradient_of, f"{latex(sp.Derivative(whole, sp.Symbol(x.worked.gradient_of)))} = {shown(x.worked.gradient)}", data(x.worked.gradient)) for x in (d, *d.parts) if x.worked is not None]
     given = [{"name": str(b), "latex": f"{latex(sp.Symbol(str(b)))} = {shown(v)}", "user": str(b) in w.user} for b, v in w.given]
     sizes = ", ".join(f"{latex(s)} = {n}" for s, n in w.sizes)
     names = ", ".join(rf"\({latex(sp.Symbol(n))}\)" for n in w.user)
     values = {"quantity": latex(quantity), "names": names, "failed": ", ".join(w.failed)}
-    text = words["given" if w.user else "ours"] % values
+    text = words["given" if w.user else "ours" if d.assumptions else "ours_plain"] % values
     return {
         "title": words["title"],
         "text": prose(text, fmt),
@@ -944,7 +950,8 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
         "user": bool(w.user),
         "defined": [{"name": name, "latex": f"{latex(sp.Symbol(name))} = {shown(v)}"} for name, v in w.defined],
         "quantity": f"{latex(quantity if not getattr(quantity, 'indices', ()) else sp.Symbol(str(quantity.base)))} = {shown(w.quantity)}",
-        "gradient": f"{gradient_symbol} = {shown(w.gradient)}",
+        "gradient": gradients[0][1],
+        "gradients": [g[1] for g in gradients],
         "general": w.general,
         "failed": list(w.failed),
         "json": {
@@ -952,7 +959,7 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
             "values": {str(b): data(v) for b, v in w.given},
             "defined": {name: data(v) for name, v in w.defined},
             ("loss" if not getattr(quantity, "indices", ()) else str(quantity.base)): data(w.quantity),
-            "gradient": data(w.gradient),
+            **({"gradient": gradients[0][2]} if len(gradients) == 1 else {"gradients": {name: g for name, _, g in gradients}}),
         },
     }
 
@@ -1079,10 +1086,10 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
     }
 
 
-def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any]) -> dict[str, Any]:
+def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any], shown: tuple = ()) -> dict[str, Any]:
     """A further result of the document (``Derivation.parts``): its own section, with its wording
     from [derivation.NAME.part.PART] (title, text, and rule sentences of its own under rule.ID)."""
-    own = about.get("part", {}).get(p.name, {})
+    own = about.get("part", {}).get(p.name) or {key: text % {"variable": latex(p.setting.wrt), "variable_text": _plain_name(p.setting.wrt)} for key, text in words["user"]["part"].items()}
     rules_ = {key: about.get("rule", {}).get(key, {}) | v for key, v in own.get("rule", {}).items()}
     subject = latex(p.subject)
     return {
@@ -1093,6 +1100,7 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any])
         "definitions": [
             {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"].get(x.key, words["definition"]["given"]), fmt)}
             for x in p.definitions
+            if x.symbol not in {s.symbol for s in shown}
         ],
         "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
         "result": f"{subject} = {latex(p.result.rhs)}",

@@ -28,14 +28,14 @@ class Setting:
     """The meaning of a derivation's symbols."""
 
     wrt: sp.Indexed
-    """The variable the subject is differentiated by, e.g. z_k."""
+    """The variable the subject is differentiated by, e.g. z_k (or a scalar: gamma)."""
     definitions: tuple[Definition, ...]
     intermediates: tuple[sp.IndexedBase, ...] = (o,)
     """Indexed quantities defined in terms of the variables (they depend on ``wrt``)."""
     constraints: Mapping[str, Constraint] = field(default_factory=lambda: {"normalised": normalised})
     classes: sp.Symbol = H
-    index: sp.Symbol = k
-    """The index of the variable we differentiate by."""
+    index: sp.Symbol | None = k
+    """The index of the variable we differentiate by (None for a scalar variable)."""
     outer: tuple[sp.Symbol, ...] = ()
     """Further free indices of the subject, e.g. the output index i of a Jacobian d o_i / d z_k."""
     ranges: Mapping[sp.Symbol, sp.Symbol] = field(default_factory=dict)
@@ -46,7 +46,7 @@ class Setting:
     @property
     def indices(self) -> tuple[sp.Symbol, ...]:
         """Every free index; verification fixes each of them to every value in its range."""
-        return (*self.outer, self.index)
+        return (*self.outer, self.index) if self.index is not None else tuple(self.outer)
 
     def limit(self, index: sp.Symbol) -> sp.Symbol:
         """The upper limit of an index: H, unless ``ranges`` says otherwise."""
@@ -54,7 +54,7 @@ class Setting:
 
     def depends(self, expr: sp.Basic) -> bool:
         """Whether ``expr`` can vary with ``wrt`` (directly or through an intermediate)."""
-        if expr.has(self.wrt.base):
+        if expr.has(getattr(self.wrt, "base", self.wrt)):
             return True
         return any(expr.has(b) for b in self.intermediates)
 

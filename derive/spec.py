@@ -26,7 +26,10 @@ class Spec:
     definitions: tuple[str, ...]
     """``NAME = EXPRESSION``, the first one the quantity differentiated."""
     wrt: str
-    """The variable: ``z_k``, ``W_kd``."""
+    """The variable: ``z_k``, ``W_kd``, ``gamma``."""
+    also: tuple[str, ...] = ()
+    """Further variables, each derived from the same definitions in a section of its own (the
+    gradients of a layer by its scale and shift beside that by its inputs)."""
     assume: tuple[str, ...] = ()
     """Equations the derivation may use last, after the general form (``sum_i y_i = 1``)."""
     ranges: tuple[tuple[str, str], ...] = ()
@@ -76,14 +79,19 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
             raise UsageError(f"{where}: let.{key} must be numbers")
         lets.append((key, value))
     wrt = data.get("wrt")
-    if not isinstance(wrt, str):
-        raise UsageError(f"{where}: wrt must be a string naming the variable, e.g. \"z_k\"")
+    if isinstance(wrt, list) and wrt and all(isinstance(v, str) for v in wrt):
+        wrt, also = wrt[0], tuple(wrt[1:])
+    elif isinstance(wrt, str):
+        also = ()
+    else:
+        raise UsageError(f"{where}: wrt must be a string naming the variable, e.g. \"z_k\", or a list of them")
     classes = data.get("classes")
     if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool)):
         raise UsageError(f"{where}: classes must be a whole number")
     return Spec(
         definitions=strings("definitions"),
         wrt=wrt,
+        also=also,
         assume=strings("assume"),
         ranges=table("range", str),
         lets=tuple(lets),
@@ -139,7 +147,7 @@ def parse_assignment(text: str, option: str) -> tuple[str, str]:
 
 def from_arguments(
     definitions: Sequence[str],
-    wrt: str | None,
+    wrt: "str | Sequence[str] | None",
     assume: Sequence[str] = (),
     ranges: Sequence[str] = (),
     lets: Sequence[str] = (),
@@ -153,6 +161,7 @@ def from_arguments(
         raise UsageError(f"at most {MAX_DEFINITIONS} definitions")
     if not wrt:
         raise UsageError("--wrt names the variable to differentiate by, e.g. --wrt z_k")
+    variables = (wrt,) if isinstance(wrt, str) else tuple(wrt)
     parsed_sizes = []
     for s in sizes:
         name, value = parse_assignment(s, "--size")
@@ -162,7 +171,8 @@ def from_arguments(
             raise UsageError(f"--size {name} must be a whole number, not {value!r}") from None
     return Spec(
         definitions=tuple(definitions),
-        wrt=wrt,
+        wrt=variables[0],
+        also=variables[1:],
         assume=tuple(assume),
         ranges=tuple(parse_range(r) for r in ranges),
         lets=tuple(parse_assignment(x, "--let") for x in lets),
@@ -189,6 +199,18 @@ def file_stem(spec: Spec) -> str:
         stem = f"grad-{quantity}-{spec.wrt.strip()}"
         stem = re.sub(r"[^A-Za-z0-9_-]+", "", stem.replace("\\", ""))
     return stem if spec.classes is None else f"{stem}-{spec.classes}"
+
+
+def variables(spec: Spec) -> tuple[Spec, ...]:
+    """One spec per variable: the first the document's derivation, the others its parts."""
+    from dataclasses import replace
+
+    seen = set()
+    for v in (spec.wrt, *spec.also):
+        if v.strip() in seen:
+            raise UsageError(f"--wrt {v.strip()} is given twice")
+        seen.add(v.strip())
+    return (spec, *(replace(spec, wrt=v, also=()) for v in spec.also))
 
 
 # --- from text to a problem -----------------------------------------------------------------------
@@ -222,8 +244,6 @@ def problem(spec: Spec) -> "Problem":
     whead = wrt.base if isinstance(wrt, sp.Indexed) else wrt
     if whead in seen:
         raise UsageError(f"--wrt {spec.wrt}: {whead} is defined (definition {seen[whead]}); differentiate by a leaf, a name no definition defines")
-    if not isinstance(wrt, sp.Indexed):
-        raise UsageError(f"--wrt {spec.wrt}: give an indexed variable such as z_k or W_kd")
     _check_cycles(definitions)
     used = _leaves_under(definitions)
     if whead not in used:
@@ -327,8 +347,8 @@ def setting(p: "Problem"):
         intermediates=intermediates,
         constraints=constraints,
         classes=H,
-        index=p.wrt.indices[-1],
-        outer=tuple(getattr(p.quantity, "indices", ())) + tuple(p.wrt.indices[:-1]),
+        index=p.wrt.indices[-1] if isinstance(p.wrt, sp.Indexed) else None,
+        outer=tuple(getattr(p.quantity, "indices", ())) + tuple(getattr(p.wrt, "indices", ())[:-1]),
         ranges={ix: hi for ix, hi in p.ranges.items() if ix in used},
     )
 

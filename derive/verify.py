@@ -98,10 +98,11 @@ def check(d: Derivation) -> Report:
     # What the documents show beyond the steps: the labels, the pitfall's table; and after the
     # checks of a concrete H, its example's outputs, the error written out, the gradient's sum.
     checks.extend(_passed(d, shown_checks(d)))
-    if d.worked is not None:
-        from derive.worked import checks as worked_checks
+    from derive.worked import checks as worked_checks
 
-        checks.extend(_passed(d, worked_checks(d)))
+    for x in (d, *d.parts):
+        if x.worked is not None:
+            checks.extend(_passed(d, (replace(c, what=f"{x.name}: {c.what}") if x is not d else c for c in worked_checks(x))))
     if d.concrete is not None:
         from derive.concrete import checks as concrete_checks
 
@@ -677,7 +678,7 @@ def is_zero(expr: sp.Expr, setting: Setting) -> bool:
     a_m; logs are split and the rational function that remains must cancel to 0."""
     if expr == 0:
         return True
-    prefix = str(setting.wrt.base)
+    prefix = str(getattr(setting.wrt, "base", setting.wrt))
     logits = [x for x in expr.free_symbols if x.name.startswith(prefix) and x.name[len(prefix):].isdigit()]
     names = {x: sp.log(sp.Symbol(f"a{x.name[len(prefix):]}", positive=True)) for x in logits}
     e = expr.xreplace(names)

@@ -119,8 +119,9 @@ def shapes(definitions: Sequence[Definition], wrt: sp.Indexed, ranges: Mapping[s
     for d in definitions:
         limits = {i: limit(i, {}) for i in d.symbol.indices} if isinstance(d.symbol, sp.Indexed) else {}
         walk(d.value, limits)
-    if wrt.base not in out:
-        out[wrt.base] = tuple(limit(i, {}) for i in wrt.indices)
+    head = getattr(wrt, "base", wrt)
+    if head not in out:
+        out[head] = tuple(limit(i, {}) for i in getattr(wrt, "indices", ()))
     labels = {b.label for b in out if isinstance(b, sp.IndexedBase)}
     return {k: v for k, v in out.items() if k not in labels}
 
@@ -198,7 +199,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     ``result`` (or ``general`` where an assumption does not hold at these numbers)."""
     from derive.symbols import H
 
-    sizes: dict[sp.Symbol, int] = {H: int(spec.classes)}
+    sizes: dict[sp.Symbol, int] = {H: int(spec.classes)} if spec.classes is not None else {}
     named = {str(k): v for k, v in spec.sizes}
     for name, value in named.items():
         if name == "H":
@@ -211,6 +212,8 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     for s in sorted(limits, key=str):
         if s != H:
             sizes[s] = named.pop(str(s), DEFAULT_SIZE)
+    if H in sizes and H not in limits and not any(d.value.has(H) for d in problem.definitions):
+        del sizes[H]  # --classes of a derivation with no classes: not a size of its example
     if named:
         raise UsageError(f"--size {next(iter(named))}: no such size in these definitions (sizes: {', '.join(sorted(map(str, sizes)))})")
     concrete = {base: tuple(int(sp.sympify(s).xreplace(sizes)) if not isinstance(s, int) else s for s in shape) for base, shape in table.items()}
@@ -248,8 +251,8 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
         failed = tuple(a.key for a in problem.assumptions if not _holds(numbers, a.statement, problem.ranges, sizes))
         formula = general if failed and general is not None else result
         q_values = _values(numbers, quantity, q_shape)
-        w_shape = concrete[problem.wrt.base]
-        free = (*getattr(quantity, "indices", ()), *problem.wrt.indices)
+        w_shape = concrete[getattr(problem.wrt, "base", problem.wrt)]
+        free = (*getattr(quantity, "indices", ()), *getattr(problem.wrt, "indices", ()))
         grad = [numbers.value(formula, dict(zip(free, at))) for at in entries(q_shape + w_shape)]
     defined = []
     for d in problem.definitions[1:]:
@@ -267,7 +270,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
         defined=tuple(defined),
         quantity=_reshape([_float(v) for v in q_values], q_shape) if q_shape else _float(q_values[0]),
         gradient=_reshape([_float(v) for v in grad], q_shape + w_shape) if q_shape + w_shape else _float(grad[0]),
-        gradient_of=str(problem.wrt.base),
+        gradient_of=str(getattr(problem.wrt, "base", problem.wrt)),
         user=tuple(sorted(lets)),
         general=bool(failed and general is not None),
         failed=failed,
@@ -316,8 +319,9 @@ def checks(d) -> list:
     quantity = d.subject.expr
     q_shape = _shape_of(w.quantity)
     wrt = d.setting.wrt
+    head = getattr(wrt, "base", wrt)
     definitions = d.definitions
-    w_shape = _shape_of(values[wrt.base])
+    w_shape = _shape_of(values[head])
     what = "the worked example"
     method = f"each gradient entry against central finite differences of {quantity} written out from the definitions, mpmath at {WORKING} digits"
     h = mpmath.mpf(10) ** -(WORKING // 3)
@@ -327,8 +331,8 @@ def checks(d) -> list:
         for q_at in entries(q_shape):
             for w_at in entries(w_shape):
                 def at(delta: mpmath.mpf) -> mpmath.mpf:
-                    table = _replace(values[wrt.base], w_at, _mpf(_lookup(values[wrt.base], w_at, wrt)) + delta)
-                    numbers = evaluator(definitions, sizes, {**values, wrt.base: table})
+                    table = _replace(values[head], w_at, _mpf(_lookup(values[head], w_at, wrt)) + delta)
+                    numbers = evaluator(definitions, sizes, {**values, head: table})
                     return numbers.value(quantity, dict(zip(getattr(quantity, "indices", ()), q_at)))
 
                 fd = (at(h) - at(-h)) / (2 * h)

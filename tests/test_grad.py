@@ -367,3 +367,64 @@ def test_a_range_overrides_the_convention_and_an_assumption_holds_in_every_row()
     d.check()
     B = size_symbol("B")
     assert d.result.rhs == parse_expression("(o_mk - y_mk)/B", {"n": (1, B), "m": (1, B)})
+
+
+# --- a layer inside a network: scalar intermediates, scalar variables, several variables ------------
+BATCH_NORM = (
+    "L = sum_n g_n*y_n",
+    "y_n = gamma*u_n + beta",
+    "u_n = (x_n - mu)/sqrt(v + epsilon)",
+    "mu = 1/N*sum_m x_m",
+    "v = 1/N*sum_m (x_m - mu)^2",
+)
+
+
+@pytest.fixture(scope="module")
+def batch_norm() -> derive.Derivation:
+    return derive.grad(*BATCH_NORM, wrt=["x_n", "gamma", "beta"], range={"m": "1..N"}, size={"N": 3})
+
+
+def test_batch_norm_through_its_mean_and_variance_by_every_variable(batch_norm):
+    d = batch_norm
+    report = d.check()
+    assert report.passed
+    assert [p.name for p in d.parts] == ["by gamma", "by beta"]
+    # Each part is verified step by step and its worked gradient against finite differences.
+    assert any(c.what.startswith("by gamma: step") for c in report.checks)
+    assert any(c.what == "by beta: the worked example" for c in report.checks)
+    n, m = (sp.Symbol(s, integer=True, positive=True) for s in "nm")
+    g, u = sp.IndexedBase("g"), sp.IndexedBase("u")
+    N = size_symbol("N")
+    assert d.parts[0].result.rhs == sp.Sum(g[n] * u[n], (n, 1, N))
+    assert d.parts[1].result.rhs == sp.Sum(g[n], (n, 1, N))
+    # The compact form of the gradient by x_n, against the planned one at random points.
+    x, gamma, mu, v, eps = sp.IndexedBase("x"), *(sp.Symbol(s) for s in ("gamma", "mu", "v", "epsilon"))
+    compact = gamma / (N * sp.sqrt(v + eps)) * (N * g[n] - sp.Sum(g[m], (m, 1, N)) - u[n] * sp.Sum(g[m] * u[m], (m, 1, N)))
+    rng = random.Random("batch-norm")
+    with mpmath.workdps(40):
+        for _ in range(3):
+            got, wanted = at_random(d.setting, [d.result.rhs, compact], {N: 4, size_symbol("H"): 2}, {n: rng.randint(1, 4)}, [], rng)
+            assert abs(got - wanted) < mpmath.mpf(10) ** -25 * max(1, abs(wanted)), (got, wanted)
+
+
+def test_several_variables_in_the_json_example(batch_norm):
+    out = json.loads(derive.render(batch_norm, "json"))
+    example = out["example"]
+    assert set(example["gradients"]) == {"x", "gamma", "beta"} and "gradient" not in example
+    assert len(example["gradients"]["x"]) == 3 and isinstance(example["gradients"]["gamma"], float)
+    # dL/dbeta = sum_n g_n, at the example's own upstream gradient.
+    assert example["gradients"]["beta"] == pytest.approx(sum(example["values"]["g"]))
+    assert [p["name"] for p in out["parts"]] == ["by gamma", "by beta"]
+    assert "H" not in example["sizes"], "a derivation without classes has no H in its example"
+
+
+def test_a_wrong_part_is_caught(monkeypatch):
+    def wrong(p, node):
+        built = planner.linear_derivative(p, node)
+        by_gamma = node.variables[0] == sp.Symbol("gamma")
+        return built and (replace(built, new=built.new + sp.Integer(1)) if by_gamma else built)
+
+    _with_rule(monkeypatch, "linear_derivative", wrong)
+    d = derive.grad("L = sum_n g_n*y_n", "y_n = gamma*x_n + beta", wrt=["x_n", "gamma"], size={"N": 2})
+    with pytest.raises(VerificationError, match="by gamma"):
+        d.check()
