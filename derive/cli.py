@@ -411,12 +411,12 @@ OPTIONS: dict[str, Any] = {
     "inputs": typer.Option(metavar="D", help="Number of inputs D of the layer (default: symbolic D)."),
     "let": typer.Option(
         metavar="NAME=VALUES",
-        help="Numbers of the worked example (needs --classes), repeatable: x=1,2 (the inputs), W=1,2;3,4;5,6 (the weights, "
-        "one row per class, rows by ';'), b=0,0.5,0 (the biases). Default: x_d = d, W_kd = 2 (d - k) + 1, biases that make "
-        "the logits those of the softmax-ce example.",
+        help="Numbers of the worked example, repeatable, by the names of the document's definitions: x=1,2 (a vector), "
+        "W=1,2;3,4;5,6 (a matrix, rows by ';'), gamma=2 (a number). Given quantities without numbers get distinct defaults.",
     ),
+    "size": typer.Option(metavar="NAME=VALUE", help="A size of the worked example beside the classes, repeatable: N=4, D=3."),
 }
-OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]]}
+OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]], "size": Optional[list[str]]}
 """An option's type when it is not one string (a repeatable option is a list)."""
 """A derivation's own options (see ``Entry.options``); the library parses and checks the values."""
 

@@ -29,6 +29,10 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
     ("mse-softmax", 3),
     ("dense-softmax-ce", None),
     ("dense-softmax-ce", 3),
+    ("kl-softmax", None),
+    ("kl-softmax", 3),
+    ("tanh-sse", None),
+    ("tanh-sse", 3),
 )
 """(name, classes), or (name, classes, options) for a derivation's own options."""
 FORMATS = ("md", "tex", "json", "pdf", "html")

@@ -143,6 +143,7 @@ class _Printer:
     def indexed(self, e: sp.Indexed, path: Path) -> str:
         label = e.base.label
         base = self.n.name(label.name if label.is_Symbol else str(label))
+        base = GREEK.get(base, base)  # gamma_d is \gamma_d
         parts = [self.print(ix, path + (n + 1,)) for n, ix in enumerate(e.indices)]
         # W_{kd} for single letters, as textbooks write a matrix entry; W_{1,2} for numbers.
         letters = all(ix.is_Symbol for ix in e.indices) and all(len(t) == 1 for t in parts)

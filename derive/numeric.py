@@ -135,7 +135,8 @@ class Evaluator:
             return Dual(v, v * a.d)
         if isinstance(e, sp.log):
             a = self._eval(e.args[0], bound, seed)
-            return Dual(mpmath.log(a.v), a.d / a.v)
+            # ln 0 = -inf (a one-hot target's 0 ln 0 is then not finite, and the caller says so).
+            return Dual(mpmath.log(a.v), a.d / a.v if a.v != 0 else mpmath.nan if a.d else mpmath.mpf(0))
         if isinstance(e, fn.ELEMENTARY):
             return self._eval(e.doit(deep=False), bound, seed)
         if e is sp.E:

@@ -31,8 +31,21 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 def entries() -> list[tuple[str, dict[str, Any]]]:
-    """(name, options) of every row: one per derivation and variant, in catalog order."""
-    return [(name, options) for name in CATALOG for options in [{}] + [o for n, o in VARIANTS if n == name]]
+    """(name, options) of every row: one per derivation and variant, in catalog order; an entry
+    that is a spec file has a row where it says how (a loss: its [overview] table)."""
+    return [(name, options) for name in CATALOG if _listed(name) for options in [{}] + [o for n, o in VARIANTS if n == name]]
+
+
+def _listed(name: str) -> bool:
+    return not CATALOG[name].spec or bool(_spec_words(name).get("overview"))
+
+
+def _spec_words(name: str) -> dict[str, Any]:
+    """The wording a spec file gives its entry: the title and the overview row."""
+    from derive.derivations.planned import spec
+
+    s = spec(name)
+    return {"title": s.title or name, "overview": dict(s.overview)}
 
 
 def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,7 +56,7 @@ def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
     for name, options in entries():
         d = derive.derivation(name, **options)
         report = d.check()
-        about = words["derivation"][name]
+        about = words["derivation"][name] if not CATALOG[name].spec else _spec_words(name)
         row = about.get("overview", {})
         if options:
             # A variant's row has its own wording: [derivation.NAME.overview.OPTION].

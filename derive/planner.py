@@ -1019,6 +1019,27 @@ def complement_sum(p: Planner, node: sp.Basic) -> Built | None:
     return Built(new, identity=sp.Eq(node, new, evaluate=False), notes=(("index", idx), ("at", skip)))
 
 
+def mean_deviation(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_j (a_j - mu) -> 0 where mu := 1/N sum_j a_j over the same range: the deviations from
+    a mean sum to zero (N mu - N mu)."""
+    if not isinstance(node, sp.Sum) or len(node.limits) != 1 or node.has(sp.Derivative):
+        return None
+    j, lo, hi = node.limits[0]
+    for d in p.problem.definitions:
+        if isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Mul):
+            continue
+        factors = [f for f in d.value.args if isinstance(f, sp.Sum)]
+        if len(factors) != 1 or len(factors[0].limits) != 1 or factors[0].limits[0][1:] != (lo, hi):
+            continue
+        total = factors[0]
+        if sp.simplify(d.value / total * hi) != 1:
+            continue
+        term = substitute(total.function, {total.limits[0][0]: j})
+        if sp.expand(node.function - (term - d.symbol)) == 0:
+            return Built(sp.Integer(0), identity=sp.Eq(node, 0, evaluate=False), notes=(("mean", d.symbol), ("value", d.value), ("sum", node)))
+    return None
+
+
 ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
@@ -1028,6 +1049,7 @@ ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("distribute", distribute),
     ("constant_sum", constant_sum),
     ("complement_sum", complement_sum),
+    ("mean_deviation", mean_deviation),
 )
 """The tidying rules, tried in this order after the derivatives are gone; each runs until it no
 longer applies, then the next; the user's assumptions after all of them."""

@@ -204,7 +204,8 @@ def wording(env: jinja2.Environment) -> dict[str, Any]:
     from derive import cache
     from derive.derivations import CATALOG
 
-    names = [WORDING, *(f"derivations/{name}.toml" for name in CATALOG)]
+    # An entry that is a spec file has its words in it (title, describe); it has no file here.
+    names = [WORDING, *(f"derivations/{name}.toml" for name, entry in CATALOG.items() if not entry.spec)]
     packaged = [_source(templates_dir(), name) for name in names]
     own_folders = [Path(folder) for folder in getattr(env.loader, "searchpath", [])[:-1]]
     own = [(name, str(folder / name), (folder / name).read_text(encoding="utf-8")) for folder in reversed(own_folders) for name in names if (folder / name).is_file()]
@@ -619,6 +620,10 @@ def _math(tex: str, fmt: str) -> str:
     return _inline(f"\\({tex}\\)", fmt)
 
 
+SHORT_FORMULA = 60
+"""The longest result (in LaTeX characters) a user derivation's summary writes in running text."""
+
+
 def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
     """The wording of a derivation its user wrote: the [user] sentences filled with its own
     formulas, and a line in the notation list for every name it uses."""
@@ -635,7 +640,9 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
         "quantity_text": _plain_name(d.subject.expr),
         "variable_text": _and([_plain_name(x.setting.wrt) for x in (d, *d.parts)]),
     }
-    summary = user["summary"] % values + (user["summary_general"] % values if d.general is not None else "")
+    # A formula in running text does not break across lines: a long result is left to the boxed
+    # display that follows, and the general form to the result's section.
+    summary = user["summary"] % values if len(values["result"]) <= SHORT_FORMULA else user["summary_long"] % values
     roles = user["role"]
     defined = {x.symbol.base if isinstance(x.symbol, sp.Indexed) else x.symbol: x.symbol for x in d.definitions}
     own = dict(d.words)
@@ -1100,7 +1107,7 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any],
         "definitions": [
             {"key": x.key, "latex": f"{latex(x.symbol)} = {latex(x.value)}", "text": prose(words["definition"].get(x.key, words["definition"]["given"]), fmt)}
             for x in p.definitions
-            if x.symbol not in {s.symbol for s in shown}
+            if (x.symbol, x.key) not in {(s.symbol, s.key) for s in shown}  # the same, up to its bound letters
         ],
         "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
         "result": f"{subject} = {latex(p.result.rhs)}",

@@ -44,13 +44,15 @@ class Spec:
     title: str | None = None
     describe: tuple[tuple[str, str], ...] = ()
     """Name -> its role in words, for the notation list (``y`` -> ``the target, one-hot``)."""
+    overview: tuple[tuple[str, str], ...] = ()
+    """A catalog entry's row in the overview: activation, loss and why (a loss only)."""
     assume_keys: tuple[str, ...] = ()
     """A key per assumption (its wording); ``normalised`` for a target that sums to one."""
 
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -100,6 +102,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         name=str(data.get("name", "grad")),
         title=data.get("title"),
         describe=table("describe", str),
+        overview=table("overview", str),
     )
 
 

@@ -325,7 +325,7 @@ SUGGESTIONS = [
     ("sigmoid", "no such command 'sigmoid'; did you mean 'sigmoid-bce'? (see 'derive --help')"),
     ("softmax-cee", "no such command 'softmax-cee'; did you mean 'softmax-ce'? (see 'derive --help')"),
     ("dense", "no such command 'dense'; did you mean 'dense-softmax-ce'? (see 'derive --help')"),
-    ("SSE", "no such command 'SSE'; did you mean 'sse-linear'? (see 'derive --help')"),
+    ("SSE", "no such command 'SSE'; did you mean 'sse-linear' or 'tanh-sse'? (see 'derive --help')"),
     ("overveiw", "no such command 'overveiw'; did you mean 'overview'? (see 'derive --help')"),
     ("gradient-of-everything", "no such command 'gradient-of-everything' (see 'derive --help')"),
 ]

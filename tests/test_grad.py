@@ -428,3 +428,28 @@ def test_a_wrong_part_is_caught(monkeypatch):
     d = derive.grad("L = sum_n g_n*y_n", "y_n = gamma*x_n + beta", wrt=["x_n", "gamma"], size={"N": 2})
     with pytest.raises(VerificationError, match="by gamma"):
         d.check()
+
+
+def test_the_deviations_from_a_mean_sum_to_zero_and_a_wrong_zero_is_caught(monkeypatch, batch_norm):
+    assert "mean_deviation" in {s.rule for s in batch_norm.steps}
+
+    def wrong(p, node):
+        built = planner.mean_deviation(p, node)
+        return built and replace(built, new=sp.Integer(1))
+
+    table = tuple((n, wrong if n == "mean_deviation" else r) for n, r in planner.ALGEBRA_RULES)
+    monkeypatch.setattr(planner, "ALGEBRA_RULES", table)
+    d = derive.grad(*BATCH_NORM, wrt="x_n", range={"m": "1..N"})
+    assert "mean_deviation" in {s.rule for s in d.steps}
+    with pytest.raises(VerificationError):
+        d.check()
+
+
+@pytest.mark.parametrize("name", ["focal", "batch-norm", "layer-norm"])
+def test_the_spec_files_beside_the_catalog_are_derived_and_verified(name):
+    from derive.files import catalog_spec
+
+    sizes = {"focal": None, "batch-norm": {"N": 3}, "layer-norm": {"D": 3}}
+    d = derive.grad(spec=catalog_spec(name), size=sizes[name], classes=3 if name == "focal" else None)
+    assert d.check().passed and d.worked is not None
+    assert len(d.parts) == (0 if name == "focal" else 2)

@@ -28,6 +28,12 @@ class Entry:
     options: tuple[str, ...] = ()
     """Options beyond STANDARD, as keyword names of the module's ``build`` (``label_smoothing``
     is ``--label-smoothing`` on the command line). Those in UNNAMED do not go into file names."""
+    spec: bool = False
+    """The entry is a spec file, ``derive/catalog/NAME.toml``, that the planner derives (see
+    :mod:`derive.derivations.planned`); ``module`` is that module."""
+
+
+PLANNED = "derive.derivations.planned"
 
 
 CATALOG: dict[str, Entry] = {
@@ -49,10 +55,12 @@ CATALOG: dict[str, Entry] = {
         "derive.derivations.dense_softmax_ce",
         ("inputs", "let"),
     ),
+    "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("let", "size"), spec=True),
+    "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
 }
 
 
-UNNAMED = frozenset({"let"})
+UNNAMED = frozenset({"let", "size"})
 """Options that are a worked example's numbers, like --logits and --target: the default file
 name does not change with them."""
 
@@ -111,6 +119,8 @@ def build(name: str, classes: int | None = None, logits=None, target=None, **opt
         if key not in entry.options:
             takes = f" (it takes {', '.join(map(option_name, entry.options))})" if entry.options else ""
             raise UsageError(f"{name} takes no {option_name(key)}{takes}")
+    if entry.spec:
+        return import_module(entry.module).build(name, classes=classes, logits=logits, target=target, **given)
     return import_module(entry.module).build(classes=classes, logits=logits, target=target, **given)
 
 

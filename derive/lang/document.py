@@ -310,7 +310,9 @@ class _DocumentBuilder(_Builder):
                 out.append(self.sizes[item])
             elif len(item) == 1 and (item in self.ranges or item in self.bounded):
                 out.append(index_symbol(item))
-            elif item.rstrip("'") in self.ranges and item.endswith("'"):  # an index renamed apart: m'
+            elif re.fullmatch(r"[a-z]'*", item):
+                # An index a derivation gave its own range (--range c=1..D), or one renamed
+                # apart (m'): the document printed it, so it reads back as an index.
                 out.append(index_symbol(item))
             else:
                 raise self._no_range(item, token.start_pos)
