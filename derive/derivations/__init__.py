@@ -52,6 +52,26 @@ CATALOG: dict[str, Entry] = {
 }
 
 
+def planned(name: str) -> tuple:
+    """A catalog entry's steps as the planner derives them from its spec file
+    (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
+    one symbol throughout, the catalog's."""
+    from dataclasses import replace
+
+    import sympy as sp
+
+    from derive import spec as specs
+    from derive.files import catalog_spec
+    from derive.planner import plan
+    from derive.symbols import E
+
+    same = {sp.Symbol("E"): E}
+    return tuple(
+        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        for s in plan(specs.problem(specs.read(catalog_spec(name)))).steps
+    )
+
+
 UNNAMED = frozenset({"let"})
 """Options that are a worked example's numbers, like --logits and --target: the default file
 name does not change with them."""
