@@ -615,7 +615,7 @@ def elementwise_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     if built.new.has(sp.Derivative):
         return None
     own = dict(zip(d.symbol.indices, f.indices))
-    slope = substitute(built.new.xreplace({d.value: d.symbol}), own)
+    slope = substitute(substitute(built.new, {d.value: d.symbol}), own)
     deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices, x.indices) if a != b]
     compact = _product([*(_factors(slope) if slope != 1 else []), *deltas]) if deltas else slope
     cases = ()
@@ -996,21 +996,21 @@ def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
 
 
 def sifting(p: Planner, node: sp.Basic) -> Built | None:
-    """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k."""
+    """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k. The delta may
+    sit inside a factor of the summand (a Jacobian o_j (1 - o_j) delta_jk), and a summand that is
+    a sum of terms, each with the same delta, collapses term by term."""
     if not isinstance(node, sp.Sum):
         return None
-    fs = _factors(node.function)
     bound = {lim[0] for lim in node.limits}
+    terms = node.function.args if isinstance(node.function, sp.Add) else (node.function,)
     for n, (j, lo, hi) in enumerate(node.limits):
-        for d in fs:
-            if not (isinstance(d, sp.KroneckerDelta) and j in d.args):
-                continue
+        shared = set.intersection(*({f for f in _factors(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms))
+        for d in sorted(shared, key=sp.default_sort_key):
             other = d.args[1] if d.args[0] == j else d.args[0]
             if other in bound:
                 continue
-            rest = list(fs)
-            rest.remove(d)
-            value = substitute(_product(rest), {j: other})
+            kept = add(*(_drop(t, d) for t in terms)) if len(terms) > 1 else _drop(terms[0], d)
+            value = substitute(kept, {j: other})
             others = node.limits[:n] + node.limits[n + 1 :]
             if others:
                 value = sp.Sum(value, *others)
@@ -1018,6 +1018,17 @@ def sifting(p: Planner, node: sp.Basic) -> Built | None:
             identity = sp.Eq(sp.Sum(mul(sp.KroneckerDelta(j, other), f[j]), (j, lo, hi)), f[other], evaluate=False)
             return Built(value, identity=identity, notes=(("index", j), ("at", other)))
     return None
+
+
+def _drop(t: sp.Basic, d: sp.KroneckerDelta) -> sp.Basic:
+    """The term ``t`` without its factor ``d`` (nested products keep their shape)."""
+    if t == d:
+        return sp.Integer(1)
+    if not isinstance(t, sp.Mul):
+        return t
+    rest = [_drop(a, d) if a.has(d) else a for a in t.args]
+    rest = [a for a in rest if a != 1]
+    return mul(*rest) if len(rest) > 1 else rest[0] if rest else sp.Integer(1)
 
 
 def factor_out(p: Planner, node: sp.Basic) -> Built | None:
@@ -1060,8 +1071,8 @@ def complement_sum(p: Planner, node: sp.Basic) -> Built | None:
 ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
-    ("algebra", simplify_terms),
     ("sifting", sifting),
+    ("algebra", simplify_terms),
     ("factor_out", factor_out),
     ("distribute", distribute),
     ("constant_sum", constant_sum),

@@ -12,9 +12,9 @@ import pytest
 import sympy as sp
 
 from derive import rules
-from derive.derivations import softmax_ce, sse_linear
+from derive.derivations import sigmoid_bce, softmax_ce, sse_linear
 from derive.files import catalog_spec
-from derive.symbols import E, z, k
+from derive.symbols import E, i, k, o, z
 
 
 def softmax_ce_by_hand() -> tuple:
@@ -52,6 +52,24 @@ def sse_linear_by_hand() -> tuple:
     return tuple(then.steps)
 
 
+def sigmoid_bce_by_hand() -> tuple:
+    """sigmoid-bce's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    at = sigmoid_bce.SETTING
+    derivative = rules.mul(o[i], rules.add(sp.Integer(1), rules.neg(o[i])))  # sigma' = o (1 - o)
+    e = then(rules.definition(sigmoid_bce.SUBJECT, sigmoid_bce.LOSS))
+    e = then(rules.sum_rule(e))
+    e = then(rules.constant_factor(e, at))
+    e = then(rules.chain_rule(e, at))
+    e = then(rules.log_derivative(e))
+    e = then(rules.elementwise_jacobian(e, at, sigmoid_bce.SIGMOID, derivative))
+    e = then(rules.sifting(e))
+    e = then(rules.algebra(e))
+    e = then(rules.expand(e))
+    then(rules.cancel(e))
+    return tuple(then.steps)
+
+
 u = sp.Symbol("u")
 f = sp.IndexedBase("f")
 
@@ -59,6 +77,7 @@ REFERENCES = {
     # name: (the module's steps, the hand chain, rules whose identity the planner states otherwise)
     "softmax-ce": (softmax_ce.steps, softmax_ce_by_hand, {"definition", "chain_rule"}),
     "sse-linear": (sse_linear.steps, sse_linear_by_hand, {"power_rule", "sifting"}),
+    "sigmoid-bce": (sigmoid_bce.steps, sigmoid_bce_by_hand, set()),
 }
 
 
@@ -86,3 +105,17 @@ def test_the_planner_states_the_general_rule_where_the_hand_chain_wrote_it_out()
     H = sp.Symbol("H", integer=True, positive=True)
     sifting = by_rule["sifting"].identity
     assert sifting == sp.Eq(sp.Sum(rules.mul(sp.KroneckerDelta(i, k), f[i]), (i, 1, H)), f[k], evaluate=False)
+
+
+def test_a_written_definition_must_be_the_spec_files():
+    """The order of terms a module writes is taken only for the spec's own definition."""
+    from derive.derivations import planned
+    from derive.errors import DeriveError
+    from derive.model import Definition
+
+    swapped = Definition("binary_cross_entropy", E, -sp.Sum(rules.mul(o[i], sp.log(sp.Symbol("y"))), (i, 1, sp.Symbol("H", integer=True, positive=True))))
+    with pytest.raises(DeriveError, match="not the spec file's"):
+        planned("sigmoid-bce", written=(swapped,))
+    with pytest.raises(DeriveError, match="defines no"):
+        planned("sigmoid-bce", written=(Definition("other", sp.Symbol("q"), sp.Integer(1)),))
+    assert planned("sigmoid-bce", written=(sigmoid_bce.LOSS,))[0].rhs == sp.Derivative(sigmoid_bce.LOSS.value, z[k])

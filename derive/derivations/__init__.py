@@ -52,23 +52,42 @@ CATALOG: dict[str, Entry] = {
 }
 
 
-def planned(name: str) -> tuple:
+def planned(name: str, written: Iterable[Any] = ()) -> tuple:
     """A catalog entry's steps as the planner derives them from its spec file
     (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
-    one symbol throughout, the catalog's."""
+    one symbol throughout, the catalog's.
+
+    ``written``: definitions as the entry's document writes them, each the spec's definition of
+    the same symbol in the order of terms a reader expects (the language hands SymPy's order on:
+    (1 - y_i) ln(1 - o_i) + y_i ln o_i). Each must be the spec's once SymPy evaluates it, or the
+    plan is refused."""
     from dataclasses import replace
 
     import sympy as sp
 
+    from derive import rules
     from derive import spec as specs
+    from derive.errors import DeriveError
     from derive.files import catalog_spec
     from derive.planner import plan
     from derive.symbols import E
 
     same = {sp.Symbol("E"): E}
+    problem = specs.problem(specs.read(catalog_spec(name)))
+    if written:
+        by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
+        definitions = []
+        for d in problem.definitions:
+            w = by.pop(d.symbol, None)
+            if w is not None and rules.evaluated(w.value) != d.value:
+                raise DeriveError(f"{name}: the written definition of {d.symbol} is not the spec file's: {sp.sstr(w.value)} against {sp.sstr(d.value)}")
+            definitions.append(d if w is None else replace(d, value=w.value))
+        if by:
+            raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
+        problem = replace(problem, definitions=tuple(definitions))
     return tuple(
         replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
-        for s in plan(specs.problem(specs.read(catalog_spec(name)))).steps
+        for s in plan(problem).steps
     )
 
 
