@@ -156,6 +156,7 @@ class Planner:
         if find(e, lambda n: combine_sums(self, n) is not None):
             e = self._apply(e, "combine_sums", lambda n: combine_sums(self, n) is not None, lambda n: combine_sums(self, n))
         e = self._collect(e)
+        self._cases(e)
         return tuple(self.steps)
 
     def _tidy(self, e: sp.Expr) -> sp.Expr:
@@ -194,6 +195,15 @@ class Planner:
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
             return new
         return e
+
+    def _cases(self, e: sp.Expr) -> None:
+        """A result with a Kronecker delta of two free indices (delta_ik - o_k, an entry of a
+        Jacobian) is stated by its two cases, the diagonal i = k and the rest."""
+        deltas = e.atoms(sp.KroneckerDelta)
+        if len(deltas) != 1 or set(next(iter(deltas)).args) & _bound(e):
+            return
+        step = rules.delta_cases(e, sp.Derivative(self.problem.quantity, self.wrt))
+        self.steps.append(replace(step, notes=(("delta", next(iter(deltas))),)))
 
     def choose(self, node: sp.Derivative) -> tuple[str, Callable]:
         """The first derivative rule that fits ``node``, or a PlanError naming it."""

@@ -12,7 +12,7 @@ import pytest
 import sympy as sp
 
 from derive import rules
-from derive.derivations import sigmoid_bce, softmax_ce, sse_linear
+from derive.derivations import log_softmax, sigmoid_bce, softmax_ce, sse_linear
 from derive.files import catalog_spec
 from derive.symbols import E, i, k, o, z
 
@@ -70,6 +70,18 @@ def sigmoid_bce_by_hand() -> tuple:
     return tuple(then.steps)
 
 
+def log_softmax_by_hand() -> tuple:
+    """log-softmax's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    at = log_softmax.SETTING
+    e = then(rules.chain_rule(log_softmax.SUBJECT, at))
+    e = then(rules.log_derivative(e))
+    e = then(rules.softmax_jacobian(e, at))
+    e = then(rules.algebra(e))
+    then(rules.delta_cases(e, log_softmax.SUBJECT))
+    return tuple(then.steps)
+
+
 u = sp.Symbol("u")
 f = sp.IndexedBase("f")
 
@@ -78,6 +90,7 @@ REFERENCES = {
     "softmax-ce": (softmax_ce.steps, softmax_ce_by_hand, {"definition", "chain_rule"}),
     "sse-linear": (sse_linear.steps, sse_linear_by_hand, {"power_rule", "sifting"}),
     "sigmoid-bce": (sigmoid_bce.steps, sigmoid_bce_by_hand, set()),
+    "log-softmax": (log_softmax.steps, log_softmax_by_hand, set()),
 }
 
 
@@ -119,3 +132,20 @@ def test_a_written_definition_must_be_the_spec_files():
     with pytest.raises(DeriveError, match="defines no"):
         planned("sigmoid-bce", written=(Definition("other", sp.Symbol("q"), sp.Integer(1)),))
     assert planned("sigmoid-bce", written=(sigmoid_bce.LOSS,))[0].rhs == sp.Derivative(sigmoid_bce.LOSS.value, z[k])
+
+
+def test_a_result_with_a_delta_of_free_indices_is_stated_by_its_cases():
+    """The planner ends a Jacobian's entry (delta_ik - ...) with its two cases, as log-softmax's
+    hand chain did; a result without such a delta gets no such step."""
+    import derive
+
+    d = derive.grad("l_i = z_i - ln(sum_j exp(z_j))", wrt="z_k")
+    last = d.steps[-1]
+    assert last.rule == "delta_cases" and last.lhs == last.rhs
+    delta = sp.KroneckerDelta(i, k)
+    assert [c.condition for c in last.cases] == [sp.Eq(i, k, evaluate=False), sp.Ne(i, k, evaluate=False)]
+    assert sp.simplify(last.cases[0].value - last.rhs.subs(delta, 1).subs(k, i)) == 0
+    assert sp.simplify(last.cases[1].value - last.rhs.subs(delta, 0)) == 0
+    assert not last.cases[1].value.has(sp.KroneckerDelta)
+    d.check()
+    assert "delta_cases" not in {s.rule for s in softmax_ce.steps()}

@@ -52,10 +52,12 @@ CATALOG: dict[str, Entry] = {
 }
 
 
-def planned(name: str, written: Iterable[Any] = ()) -> tuple:
+def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:
     """A catalog entry's steps as the planner derives them from its spec file
     (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
-    one symbol throughout, the catalog's.
+    one symbol throughout, the catalog's. ``names`` maps more of the language's names to what the
+    entry's document writes (the quantity l_i is ln o_i there); a step that then only restates
+    its expression (l_i replaced by its definition) is left out.
 
     ``written``: definitions as the entry's document writes them, each the spec's definition of
     the same symbol in the order of terms a reader expects (the language hands SymPy's order on:
@@ -72,7 +74,7 @@ def planned(name: str, written: Iterable[Any] = ()) -> tuple:
     from derive.planner import plan
     from derive.symbols import E
 
-    same = {sp.Symbol("E"): E}
+    same = {sp.Symbol("E"): E} | dict(names or {})
     problem = specs.problem(specs.read(catalog_spec(name)))
     if written:
         by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
@@ -85,10 +87,11 @@ def planned(name: str, written: Iterable[Any] = ()) -> tuple:
         if by:
             raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
         problem = replace(problem, definitions=tuple(definitions))
-    return tuple(
+    steps = (
         replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
         for s in plan(problem).steps
     )
+    return tuple(s for s in steps if s.lhs != s.rhs or s.cases)
 
 
 UNNAMED = frozenset({"let"})
