@@ -42,7 +42,7 @@ def _listed(name: str) -> bool:
 
 def _spec_words(name: str) -> dict[str, Any]:
     """The wording a spec file gives its entry: the title and the overview row."""
-    from derive.derivations.planned import spec
+    from derive.derivations.from_spec import spec
 
     s = spec(name)
     return {"title": s.title or name, "overview": dict(s.overview)}

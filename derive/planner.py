@@ -156,6 +156,7 @@ class Planner:
         if find(e, lambda n: combine_sums(self, n) is not None):
             e = self._apply(e, "combine_sums", lambda n: combine_sums(self, n) is not None, lambda n: combine_sums(self, n))
         e = self._collect(e)
+        self._cases(e)
         return tuple(self.steps)
 
     def _tidy(self, e: sp.Expr) -> sp.Expr:
@@ -195,6 +196,15 @@ class Planner:
             return new
         return e
 
+    def _cases(self, e: sp.Expr) -> None:
+        """A result with a Kronecker delta of two free indices (delta_ik - o_k, an entry of a
+        Jacobian) is stated by its two cases, the diagonal i = k and the rest."""
+        deltas = e.atoms(sp.KroneckerDelta)
+        if len(deltas) != 1 or set(next(iter(deltas)).args) & _bound(e):
+            return
+        step = rules.delta_cases(e, sp.Derivative(self.problem.quantity, self.wrt))
+        self.steps.append(replace(step, notes=(("delta", next(iter(deltas))),)))
+
     def choose(self, node: sp.Derivative) -> tuple[str, Callable]:
         """The first derivative rule that fits ``node``, or a PlanError naming it."""
         for name, rule in DERIVATIVE_RULES:
@@ -216,6 +226,11 @@ class Planner:
         first = made[at(e, paths[0])]
         if name in FLATTEN:
             new = flatten_products(_drop_zeros(new))
+            # n (u - c) made by the rule joins the product it stands in: 2 (o_i - y_i) do_i/dz_k
+            # is one product (flattening keeps such a bracket whole, for a sign in front of it).
+            scaled = {b.new for b in made.values() if _is_scaled_bracket(b.new)}
+            if scaled:
+                new, _ = rewrite(new, lambda n: isinstance(n, sp.Mul) and any(a in scaled for a in n.args), lambda n: mul(*(f for a in n.args for f in (a.args if a in scaled else (a,)))))
         new = unshadow(self, new)
         # The rewritten sub-terms are found again in the new tree: a sum SymPy keeps in its own
         # order may have moved them, so the paths of the old tree are not theirs.
@@ -290,6 +305,11 @@ def _opaque_derivatives(e: sp.Expr) -> sp.Expr:
 def _inside_derivative(e: sp.Expr, node: sp.Basic) -> bool:
     """Whether ``node`` occurs in ``e`` only inside derivatives."""
     return node not in set(sp.preorder_traversal(_opaque_derivatives(e)))
+
+
+def _is_scaled_bracket(e: sp.Basic) -> bool:
+    """n (u - c) with a number n other than -1 (a minus sign in front of a bracket stays whole)."""
+    return isinstance(e, sp.Mul) and len(e.args) == 2 and e.args[0].is_Number and e.args[0] != -1 and isinstance(e.args[1], sp.Add)
 
 
 def _drop_zeros(e: sp.Expr) -> sp.Expr:
@@ -470,11 +490,24 @@ def _deriv(f: sp.Expr, x: sp.Expr) -> sp.Derivative:
     return sp.Derivative(f, x)
 
 
-def _times_inner(outer: sp.Expr, inner: sp.Expr, x: sp.Expr) -> sp.Expr:
-    """f'(u) du/dx, or f'(u) alone when u is x itself."""
+def _times_inner(p: Planner, outer: sp.Expr, inner: sp.Expr, x: sp.Expr) -> tuple[sp.Expr, tuple]:
+    """f'(u) du/dx and the notes on u: f'(u) alone when u is x itself; f'(u) times the number a
+    when u = a x + b with constant a and b (ln(1 - o_i) by o_i: -1 / (1 - o_i), one step, as a
+    teacher writes it); else the chain rule's du/dx is left for the next rule."""
     if inner == x:
-        return outer
-    return mul(outer, _deriv(inner, x))
+        return outer, ()
+    slope = _slope(p, inner, x)
+    if slope is not None:
+        new = outer if slope == 1 else neg(outer) if slope == -1 else mul(slope, outer)
+        return new, (("chain", inner), ("slope", slope))
+    return mul(outer, _deriv(inner, x)), (("chain", inner),)
+
+
+def _slope(p: Planner, inner: sp.Expr, x: sp.Expr) -> sp.Expr | None:
+    """a, when ``inner`` is a x + b with a number a and constants a, b (the derivative of a linear
+    term, which needs no step of its own beside the rule that brings it)."""
+    built = linear_derivative(p, _deriv(inner, x))
+    return built.new if built is not None and built.new.is_Number and built.new != 0 else None
 
 
 # --- the derivative rules ---------------------------------------------------------------------------
@@ -592,6 +625,42 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     ne_value = _product([*batch_deltas, neg(mul(f, o_k)), *([scale] if scale != 1 else [])])
     cases = (Case(sp.Eq(i, k, evaluate=False), eq_value), Case(sp.Ne(i, k, evaluate=False), ne_value)) if i != k else ()
     return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=(("term", f), ("variable", x)), label="jacobian")
+
+
+def elementwise_jacobian(p: Planner, node: sp.Basic) -> Built | None:
+    """d o_i / d v_k -> f'(v_i) delta_ik for o_i := f(v_i): each entry depends on its own entry of
+    the variable alone, so the Jacobian is diagonal, f'(v_k) for i = k and 0 for i != k; f' is
+    taken by the table's rules and written with the output itself (sigma' = o_i (1 - o_i))."""
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed)):
+        return None
+    d = p.defined[f.base]
+    if not isinstance(d.symbol, sp.Indexed) or len(d.symbol.indices) != len(x.indices) or _bound(d.value):
+        return None
+    entry = x.base[d.symbol.indices]
+    if {e for e in d.value.atoms(sp.Indexed) if e.base == x.base} != {entry}:
+        return None
+    if any(p.depends(h, x) for h in _heads(d.value) if h != x.base):
+        return None
+    table = dict(DERIVATIVE_RULES)
+    for name in ELEMENTWISE:
+        built = table[name](p, _deriv(d.value, entry))
+        if built is not None:
+            break
+    else:
+        return None
+    if built.new.has(sp.Derivative):
+        return None
+    own = dict(zip(d.symbol.indices, f.indices))
+    slope = substitute(substitute(built.new, {d.value: d.symbol}), own)
+    deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices, x.indices) if a != b]
+    compact = _product([*(_factors(slope) if slope != 1 else []), *deltas]) if deltas else slope
+    cases = ()
+    if len(deltas) == 1:
+        i, k = deltas[0].args if deltas[0].args[0] in f.indices else deltas[0].args[::-1]
+        cases = (Case(sp.Eq(i, k, evaluate=False), substitute(slope, {i: k})), Case(sp.Ne(i, k, evaluate=False), sp.Integer(0)))
+    notes = (("term", f), ("variable", x), ("entry", substitute(entry, own)), ("slope", slope))
+    return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=notes, label="jacobian")
 
 
 def softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Expr], tuple] | None:
@@ -714,7 +783,8 @@ def power_rule(p: Planner, node: sp.Basic) -> Built | None:
     power = sp.Integer(1) if lower == 0 else b if lower == 1 else sp.Pow(b, lower, evaluate=False)
     outer = _product([n, power]) if n != 1 else sp.Integer(1)
     u = sp.Symbol("u")
-    return Built(_times_inner(outer, b, x), identity=sp.Eq(sp.Derivative(u**n, u), n * u ** (n - 1), evaluate=False), notes=(("term", f), ("base", b), ("exponent", n), ("variable", x)) + ((("chain", b),) if b != x else ()))
+    new, chain = _times_inner(p, outer, b, x)
+    return Built(new, identity=sp.Eq(sp.Derivative(u**n, u), n * u ** (n - 1), evaluate=False), notes=(("term", f), ("base", b), ("exponent", n), ("variable", x)) + chain)
 
 
 def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identity: Callable[[sp.Symbol], sp.Expr]) -> Rule:
@@ -724,10 +794,11 @@ def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identi
             return None
         u = f.args[0]
         s = sp.Symbol("u", positive=True)
+        new, chain = _times_inner(p, outer(f, u), u, x)
         return Built(
-            _times_inner(outer(f, u), u, x),
+            new,
             identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),
-            notes=(("term", f), ("variable", x)) + ((("chain", u),) if u != x else ()),
+            notes=(("term", f), ("variable", x)) + chain,
         )
 
     rule.__doc__ = f"d {kind.__name__}(u) / dx -> {kind.__name__}'(u) du/dx"
@@ -768,6 +839,7 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("log_product", log_product),
     ("chain_rule", chain_rule),
     ("softmax_jacobian", softmax_jacobian),
+    ("elementwise_jacobian", elementwise_jacobian),
     ("chain_rule_sum", chain_rule_sum),
     ("definition", definition_rule),
     ("product_rule", product_rule),
@@ -779,6 +851,9 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("softplus_derivative", softplus_derivative),
 )
 """The derivative rules in the order they are tried: the first whose condition holds is taken."""
+
+ELEMENTWISE = ("variable_derivative", "linear_derivative", "exp_derivative", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "log_derivative", "power_rule")
+"""The rules of the table that give f'(v_i) of an elementwise definition o_i := f(v_i) in one step."""
 
 
 # --- the algebra rules -------------------------------------------------------------------------------
@@ -958,21 +1033,21 @@ def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
 
 
 def sifting(p: Planner, node: sp.Basic) -> Built | None:
-    """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k."""
+    """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k. The delta may
+    sit inside a factor of the summand (a Jacobian o_j (1 - o_j) delta_jk), and a summand that is
+    a sum of terms, each with the same delta, collapses term by term."""
     if not isinstance(node, sp.Sum):
         return None
-    fs = _factors(node.function)
     bound = {lim[0] for lim in node.limits}
+    terms = node.function.args if isinstance(node.function, sp.Add) else (node.function,)
     for n, (j, lo, hi) in enumerate(node.limits):
-        for d in fs:
-            if not (isinstance(d, sp.KroneckerDelta) and j in d.args):
-                continue
+        shared = set.intersection(*({f for f in _factors(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms))
+        for d in sorted(shared, key=sp.default_sort_key):
             other = d.args[1] if d.args[0] == j else d.args[0]
             if other in bound:
                 continue
-            rest = list(fs)
-            rest.remove(d)
-            value = substitute(_product(rest), {j: other})
+            kept = add(*(_drop(t, d) for t in terms)) if len(terms) > 1 else _drop(terms[0], d)
+            value = substitute(kept, {j: other})
             others = node.limits[:n] + node.limits[n + 1 :]
             if others:
                 value = sp.Sum(value, *others)
@@ -980,6 +1055,17 @@ def sifting(p: Planner, node: sp.Basic) -> Built | None:
             identity = sp.Eq(sp.Sum(mul(sp.KroneckerDelta(j, other), f[j]), (j, lo, hi)), f[other], evaluate=False)
             return Built(value, identity=identity, notes=(("index", j), ("at", other)))
     return None
+
+
+def _drop(t: sp.Basic, d: sp.KroneckerDelta) -> sp.Basic:
+    """The term ``t`` without its factor ``d`` (nested products keep their shape)."""
+    if t == d:
+        return sp.Integer(1)
+    if not isinstance(t, sp.Mul):
+        return t
+    rest = [_drop(a, d) if a.has(d) else a for a in t.args]
+    rest = [a for a in rest if a != 1]
+    return mul(*rest) if len(rest) > 1 else rest[0] if rest else sp.Integer(1)
 
 
 def factor_out(p: Planner, node: sp.Basic) -> Built | None:
@@ -1043,8 +1129,8 @@ def mean_deviation(p: Planner, node: sp.Basic) -> Built | None:
 ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
-    ("algebra", simplify_terms),
     ("sifting", sifting),
+    ("algebra", simplify_terms),
     ("factor_out", factor_out),
     ("distribute", distribute),
     ("constant_sum", constant_sum),

@@ -1,21 +1,24 @@
-"""The catalog as data: softmax-ce's steps come from its spec file through the planner.
+"""The catalog as data: each converted entry's steps come from its spec file through the planner.
 
-What the hand-written chain guaranteed stays here as the reference: the same rules, applied by
-hand in the order of the classic derivation, give the same steps, labels and cases.
+What the hand-written chains guaranteed stays here as the reference: the same rules, applied by
+hand in the order the documents had, give the same steps, labels and cases. Where an identity
+differs, the planner states the rule in general (d u^2/du = 2u) where the hand chain wrote it out
+for the step; the table says where, and the test checks that the planner's is that rule.
 """
 
 from __future__ import annotations
 
+import pytest
 import sympy as sp
 
 from derive import rules
-from derive.derivations import softmax_ce
+from derive.derivations import log_softmax, sigmoid_bce, softmax_ce, sse_linear
 from derive.files import catalog_spec
-from derive.symbols import E, z, k
+from derive.symbols import E, i, k, o, z
 
 
-def hand_written() -> tuple:
-    """The chain as it was composed by hand before the planner."""
+def softmax_ce_by_hand() -> tuple:
+    """softmax-ce's chain as it was composed by hand before the planner."""
     then = rules.Chain()
     at = softmax_ce.SETTING
     e = then(rules.definition(sp.Derivative(E, z[k]), softmax_ce.LOSS))
@@ -35,13 +38,114 @@ def hand_written() -> tuple:
     return tuple(then.steps)
 
 
-def test_the_spec_file_is_shipped():
-    assert catalog_spec("softmax-ce").is_file()
+def sse_linear_by_hand() -> tuple:
+    """sse-linear's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    at = sse_linear.SETTING
+    e = then(rules.definition(sse_linear.SUBJECT, sse_linear.LOSS))
+    e = then(rules.sum_rule(e))
+    e = then(rules.chain_rule(e, at))
+    e = then(rules.power_rule(e))
+    e = then(rules.elementwise_jacobian(e, at, sse_linear.LINEAR, sp.Integer(1)))
+    e = then(rules.sifting(e))
+    then(rules.algebra(e))
+    return tuple(then.steps)
 
 
-def test_planned_steps_are_the_hand_written_ones():
-    planned, reference = softmax_ce.steps(), hand_written()
+def sigmoid_bce_by_hand() -> tuple:
+    """sigmoid-bce's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    at = sigmoid_bce.SETTING
+    derivative = rules.mul(o[i], rules.add(sp.Integer(1), rules.neg(o[i])))  # sigma' = o (1 - o)
+    e = then(rules.definition(sigmoid_bce.SUBJECT, sigmoid_bce.LOSS))
+    e = then(rules.sum_rule(e))
+    e = then(rules.constant_factor(e, at))
+    e = then(rules.chain_rule(e, at))
+    e = then(rules.log_derivative(e))
+    e = then(rules.elementwise_jacobian(e, at, sigmoid_bce.SIGMOID, derivative))
+    e = then(rules.sifting(e))
+    e = then(rules.algebra(e))
+    e = then(rules.expand(e))
+    then(rules.cancel(e))
+    return tuple(then.steps)
+
+
+def log_softmax_by_hand() -> tuple:
+    """log-softmax's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    at = log_softmax.SETTING
+    e = then(rules.chain_rule(log_softmax.SUBJECT, at))
+    e = then(rules.log_derivative(e))
+    e = then(rules.softmax_jacobian(e, at))
+    e = then(rules.algebra(e))
+    then(rules.delta_cases(e, log_softmax.SUBJECT))
+    return tuple(then.steps)
+
+
+u = sp.Symbol("u")
+f = sp.IndexedBase("f")
+
+REFERENCES = {
+    # name: (the module's steps, the hand chain, rules whose identity the planner states otherwise)
+    "softmax-ce": (softmax_ce.steps, softmax_ce_by_hand, {"definition", "chain_rule"}),
+    "sse-linear": (sse_linear.steps, sse_linear_by_hand, {"power_rule", "sifting"}),
+    "sigmoid-bce": (sigmoid_bce.steps, sigmoid_bce_by_hand, set()),
+    "log-softmax": (log_softmax.steps, log_softmax_by_hand, set()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_the_spec_file_is_shipped(name):
+    assert catalog_spec(name).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_planned_steps_are_the_hand_written_ones(name):
+    steps, by_hand, identities = REFERENCES[name]
+    planned, reference = steps(), by_hand()
     assert [s.rule for s in planned] == [s.rule for s in reference]
     for a, b in zip(planned, reference):
         assert (a.lhs, a.rhs, a.labels, a.cases, a.assumptions) == (b.lhs, b.rhs, b.labels, b.cases, b.assumptions), a.rule
-        assert a.identity == b.identity or a.rule in {"definition", "chain_rule"}, a.rule
+        assert a.identity == b.identity or a.rule in identities, a.rule
+
+
+def test_the_planner_states_the_general_rule_where_the_hand_chain_wrote_it_out():
+    """sse-linear: the power rule and the sifting property are cited as rules (the step shows
+    their instance), where the hand chain wrote the instance itself."""
+    by_rule = {s.rule: s for s in sse_linear.steps()}
+    assert by_rule["power_rule"].identity == sp.Eq(sp.Derivative(u**2, u), 2 * u, evaluate=False)
+    i = sp.Symbol("i", integer=True, positive=True)
+    H = sp.Symbol("H", integer=True, positive=True)
+    sifting = by_rule["sifting"].identity
+    assert sifting == sp.Eq(sp.Sum(rules.mul(sp.KroneckerDelta(i, k), f[i]), (i, 1, H)), f[k], evaluate=False)
+
+
+def test_a_written_definition_must_be_the_spec_files():
+    """The order of terms a module writes is taken only for the spec's own definition."""
+    from derive.derivations import planned
+    from derive.errors import DeriveError
+    from derive.model import Definition
+
+    swapped = Definition("binary_cross_entropy", E, -sp.Sum(rules.mul(o[i], sp.log(sp.Symbol("y"))), (i, 1, sp.Symbol("H", integer=True, positive=True))))
+    with pytest.raises(DeriveError, match="not the spec file's"):
+        planned("sigmoid-bce", written=(swapped,))
+    with pytest.raises(DeriveError, match="defines no"):
+        planned("sigmoid-bce", written=(Definition("other", sp.Symbol("q"), sp.Integer(1)),))
+    assert planned("sigmoid-bce", written=(sigmoid_bce.LOSS,))[0].rhs == sp.Derivative(sigmoid_bce.LOSS.value, z[k])
+
+
+def test_a_result_with_a_delta_of_free_indices_is_stated_by_its_cases():
+    """The planner ends a Jacobian's entry (delta_ik - ...) with its two cases, as log-softmax's
+    hand chain did; a result without such a delta gets no such step."""
+    import derive
+
+    d = derive.grad("l_i = z_i - ln(sum_j exp(z_j))", wrt="z_k")
+    last = d.steps[-1]
+    assert last.rule == "delta_cases" and last.lhs == last.rhs
+    delta = sp.KroneckerDelta(i, k)
+    assert [c.condition for c in last.cases] == [sp.Eq(i, k, evaluate=False), sp.Ne(i, k, evaluate=False)]
+    assert sp.simplify(last.cases[0].value - last.rhs.subs(delta, 1).subs(k, i)) == 0
+    assert sp.simplify(last.cases[1].value - last.rhs.subs(delta, 0)) == 0
+    assert not last.cases[1].value.has(sp.KroneckerDelta)
+    d.check()
+    assert "delta_cases" not in {s.rule for s in softmax_ce.steps()}

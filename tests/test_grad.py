@@ -228,6 +228,12 @@ def _wrong_sigmoid(p, node):
     return built and replace(built, new=built.new.xreplace({sp.Integer(-1): sp.Integer(1)}))
 
 
+def _wrong_elementwise(p, node):
+    """The diagonal put everywhere: the Kronecker delta of the elementwise Jacobian dropped."""
+    built = planner.elementwise_jacobian(p, node)
+    return built and replace(built, new=built.new.xreplace({d: sp.Integer(1) for d in built.new.atoms(sp.KroneckerDelta)}))
+
+
 def _wrong_power(p, node):
     built = planner.power_rule(p, node)
     return built and replace(built, new=built.new * node.expr.exp)
@@ -240,7 +246,9 @@ def _wrong_power(p, node):
         ("softmax_jacobian", _wrong_jacobian, "softmax-ce"),
         ("chain_rule_sum", _diagonal_only, "hidden-W"),
         ("constant_factor", _dropped_factor, "bce"),
-        ("sigmoid_derivative", _wrong_sigmoid, "bce"),
+        ("sigmoid_derivative", _wrong_sigmoid, "hidden-V"),
+        ("elementwise_jacobian", _wrong_elementwise, "bce"),
+        ("elementwise_jacobian", _wrong_elementwise, "tanh-sse"),
         ("power_rule", _wrong_power, "tanh-sse"),
     ],
 )

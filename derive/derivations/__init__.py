@@ -30,10 +30,10 @@ class Entry:
     is ``--label-smoothing`` on the command line). Those in UNNAMED do not go into file names."""
     spec: bool = False
     """The entry is a spec file, ``derive/catalog/NAME.toml``, that the planner derives (see
-    :mod:`derive.derivations.planned`); ``module`` is that module."""
+    :mod:`derive.derivations.from_spec`); ``module`` is that module."""
 
 
-PLANNED = "derive.derivations.planned"
+PLANNED = "derive.derivations.from_spec"
 
 
 CATALOG: dict[str, Entry] = {
@@ -58,6 +58,48 @@ CATALOG: dict[str, Entry] = {
     "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("let", "size"), spec=True),
     "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
 }
+
+
+def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:
+    """A catalog entry's steps as the planner derives them from its spec file
+    (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
+    one symbol throughout, the catalog's. ``names`` maps more of the language's names to what the
+    entry's document writes (the quantity l_i is ln o_i there); a step that then only restates
+    its expression (l_i replaced by its definition) is left out.
+
+    ``written``: definitions as the entry's document writes them, each the spec's definition of
+    the same symbol in the order of terms a reader expects (the language hands SymPy's order on:
+    (1 - y_i) ln(1 - o_i) + y_i ln o_i). Each must be the spec's once SymPy evaluates it, or the
+    plan is refused."""
+    from dataclasses import replace
+
+    import sympy as sp
+
+    from derive import rules
+    from derive import spec as specs
+    from derive.errors import DeriveError
+    from derive.files import catalog_spec
+    from derive.planner import plan
+    from derive.symbols import E
+
+    same = {sp.Symbol("E"): E} | dict(names or {})
+    problem = specs.problem(specs.read(catalog_spec(name)))
+    if written:
+        by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
+        definitions = []
+        for d in problem.definitions:
+            w = by.pop(d.symbol, None)
+            if w is not None and rules.evaluated(w.value) != d.value:
+                raise DeriveError(f"{name}: the written definition of {d.symbol} is not the spec file's: {sp.sstr(w.value)} against {sp.sstr(d.value)}")
+            definitions.append(d if w is None else replace(d, value=w.value))
+        if by:
+            raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
+        problem = replace(problem, definitions=tuple(definitions))
+    steps = (
+        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        for s in plan(problem).steps
+    )
+    return tuple(s for s in steps if s.lhs != s.rhs or s.cases)
 
 
 UNNAMED = frozenset({"let", "size"})

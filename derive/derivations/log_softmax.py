@@ -1,7 +1,8 @@
 """The log-softmax Jacobian: d ln o_i / d z_k = delta_ik - o_k, for a symbolic number of classes H.
 
-The chain rule through o_i, the derivative of the log, the softmax Jacobian, and the o_i that
-cancels; the Kronecker delta then gives the two cases.
+The planner derives the steps from derive/catalog/log-softmax.toml: the chain rule through o_i,
+the derivative of the log, the softmax Jacobian, and the o_i that cancels; the Kronecker delta
+then gives the two cases.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Sequence
 
 import sympy as sp
 
-from derive import concrete, rules
+from derive import concrete
+from derive.derivations import planned
 from derive.derivations.softmax_ce import SOFTMAX, cases_matrix
 from derive.model import Derivation, Step
 from derive.setting import Setting
@@ -21,15 +23,9 @@ SETTING = Setting(wrt=z[k], definitions=(SOFTMAX,), constraints={}, outer=(i,))
 
 
 def steps() -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result."""
-    then = rules.Chain()
-
-    e = then(rules.chain_rule(SUBJECT, SETTING))
-    e = then(rules.log_derivative(e))
-    e = then(rules.softmax_jacobian(e, SETTING))
-    e = then(rules.algebra(e))
-    then(rules.delta_cases(e, SUBJECT))
-    return tuple(then.steps)
+    """The steps, planned from the catalog's spec file (derive/catalog/log-softmax.toml), whose
+    quantity l_i is written ln o_i here."""
+    return planned("log-softmax", names={sp.IndexedBase("l")[i]: sp.log(o[i])})
 
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:

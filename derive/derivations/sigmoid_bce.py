@@ -2,9 +2,10 @@
 outputs H.
 
 Each output is a sigmoid of its own logit and has its own binary target (multi-label: the targets
-need not sum to one). The steps: sum rule, constant factors, chain rule through o_i, the
-derivatives of ln o_i and ln(1 - o_i), the diagonal Jacobian of the sigmoid, the sum that
-collapses to its term i = k, and the algebra in which o_k (1 - o_k) cancels the denominators.
+need not sum to one). The planner derives the steps from derive/catalog/sigmoid-bce.toml: sum
+rule, constant factors, chain rule through o_i, the derivatives of ln o_i and ln(1 - o_i), the
+diagonal Jacobian of the sigmoid, the sum that collapses to its term i = k, and the algebra in
+which o_k (1 - o_k) cancels the denominators.
 No assumption on the target is needed.
 """
 
@@ -17,6 +18,7 @@ import sympy as sp
 
 from derive import instance, rules
 from derive.concrete import numbers
+from derive.derivations import planned
 from derive.errors import UsageError
 from derive.derivations.softmax_ce import cases_matrix
 from derive.model import Definition, Derivation, Step
@@ -24,8 +26,6 @@ from derive.setting import Setting
 from derive.symbols import E, H, i, k, o, y, z
 
 SIGMOID = Definition("sigmoid", o[i], 1 / (1 + sp.exp(-z[i])))
-SIGMOID_DERIVATIVE = rules.mul(o[i], rules.add(sp.Integer(1), rules.neg(o[i])))
-"""sigma'(z) = sigma(z) (1 - sigma(z)), in terms of the output."""
 LOSS = Definition(
     "binary_cross_entropy",
     E,
@@ -42,20 +42,9 @@ SUBJECT = sp.Derivative(E, z[k])
 
 
 def steps() -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result."""
-    then = rules.Chain()
-
-    e = then(rules.definition(SUBJECT, LOSS))
-    e = then(rules.sum_rule(e))
-    e = then(rules.constant_factor(e, SETTING))
-    e = then(rules.chain_rule(e, SETTING))
-    e = then(rules.log_derivative(e))
-    e = then(rules.elementwise_jacobian(e, SETTING, SIGMOID, SIGMOID_DERIVATIVE))
-    e = then(rules.sifting(e))
-    e = then(rules.algebra(e))
-    e = then(rules.expand(e))
-    then(rules.cancel(e))
-    return tuple(then.steps)
+    """The steps, planned from the catalog's spec file (derive/catalog/sigmoid-bce.toml), the
+    error's terms in the order it is written here."""
+    return planned("sigmoid-bce", written=(LOSS,))
 
 
 MAX_LOGIT = 1000

@@ -114,16 +114,9 @@ def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...
 
 def planned() -> tuple[Step, ...]:
     """softmax-ce's steps as the planner derives them from the catalog's spec file."""
-    from derive import spec as specs
-    from derive.files import catalog_spec
-    from derive.planner import plan
+    from derive.derivations import planned as from_spec
 
-    # The language's E has no assumptions; the catalog's is real: one symbol throughout.
-    same = {sp.Symbol("E"): E}
-    return tuple(
-        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
-        for s in plan(specs.problem(specs.read(catalog_spec("softmax-ce")))).steps
-    )
+    return from_spec("softmax-ce")
 
 
 def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Definition) -> Concrete:

@@ -2,8 +2,9 @@
 
 The regression case of the classic question: with o_i = z_i the Jacobian is the identity, so the
 chain rule's sum over the outputs keeps a single term and the single-product shortcut happens to
-be exact. The steps: sum rule, chain rule through o_i, the power rule, the identity Jacobian with
-its two cases, the sum that collapses to its term i = k, and the 1/2 that cancels the 2.
+be exact. The planner derives the steps from derive/catalog/sse-linear.toml: sum rule, chain rule
+through o_i, the power rule, the identity Jacobian with its two cases, the sum that collapses to
+its term i = k, and the 1/2 that cancels the 2.
 Targets are any real numbers; no assumption on them is needed.
 """
 
@@ -14,8 +15,9 @@ from typing import Sequence
 
 import sympy as sp
 
-from derive import instance, rules
+from derive import instance
 from derive.concrete import numbers
+from derive.derivations import planned
 from derive.derivations.softmax_ce import cases_matrix
 from derive.model import Definition, Derivation, Step
 from derive.setting import Setting
@@ -28,17 +30,8 @@ SUBJECT = sp.Derivative(E, z[k])
 
 
 def steps() -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result."""
-    then = rules.Chain()
-
-    e = then(rules.definition(SUBJECT, LOSS))
-    e = then(rules.sum_rule(e))
-    e = then(rules.chain_rule(e, SETTING))
-    e = then(rules.power_rule(e))
-    e = then(rules.elementwise_jacobian(e, SETTING, LINEAR, sp.Integer(1)))
-    e = then(rules.sifting(e))
-    then(rules.algebra(e))
-    return tuple(then.steps)
+    """The steps, planned from the catalog's spec file (derive/catalog/sse-linear.toml)."""
+    return planned("sse-linear")
 
 
 def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
