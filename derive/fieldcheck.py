@@ -234,6 +234,13 @@ class FieldEvaluator(Evaluator):
             inner = dict(zip(d.symbol.indices, at))
             through = seed if seed is not None and self._reaches(u.base, seed[0]) else None
             return self._log(d.value, inner, through) if through is not None or seed is None else FieldDual(self._log(d.value, inner, None).v)
+        if isinstance(u, sp.Indexed) and u.base in self.defined:
+            # ln o_i differentiated by o itself: its value is the one its definition gives
+            # everywhere else (z_i - ln sum_j e^{z_j}), its derivative o_i' / o_i.
+            d = self.defined[u.base]
+            w = self._eval(u, bound, seed)
+            value = self._log(d.value, dict(zip(d.symbol.indices, (self._int(i, bound) for i in u.indices))), None).v
+            return FieldDual(value, w.d * _inverse(w.v) % P)
         return self._log_atom(u, bound, seed)
 
     def _log_atom(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:

@@ -29,10 +29,16 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
     ("mse-softmax", 3),
     ("dense-softmax-ce", None),
     ("dense-softmax-ce", 3),
+    ("focal", None),
+    ("focal", 3),
     ("kl-softmax", None),
     ("kl-softmax", 3),
     ("tanh-sse", None),
     ("tanh-sse", 3),
+    ("batch-norm", None),
+    ("batch-norm", 3),
+    ("layer-norm", None),
+    ("layer-norm", 3),
 )
 """(name, classes), or (name, classes, options) for a derivation's own options."""
 FORMATS = ("md", "tex", "json", "pdf", "html")

@@ -65,6 +65,7 @@ def render(
     if markdown is not None and format != "md":
         raise UsageError(f"the Markdown math syntax applies to the md format, not {format}")
     notation = naming.resolve(notation)
+    _own_names(d, notation)
     if format == "py":
         from derive import pytest_file
 
@@ -756,6 +757,26 @@ def _summed(e: sp.Basic, path) -> sp.Basic:
     return total.limits[0][0] if isinstance(total, sp.Sum) else sp.Symbol("i")
 
 
+def _own_names(d: Derivation, notation: Notation) -> None:
+    """A notation renames the catalog's roles (z, o, y, ...); a derivation with names of its own
+    (typed by hand, or a spec file: gamma, beta, mu) must not have a role renamed onto one of them,
+    or one letter would mean two things."""
+    renamed = {notation.name(k): k for k in notation.names if notation.name(k) != k}
+    if not renamed:
+        return
+    from derive.latex import GREEK
+
+    internal = {r.internal for r in naming.ROLES}
+    own = set()
+    for x in (d, *d.parts):
+        for e in (x.subject, *(v for df in x.definitions for v in (df.symbol, df.value))):
+            own |= {str(b.label) for b in e.atoms(sp.IndexedBase)} | {s.name for s in e.free_symbols if isinstance(s, sp.Symbol)}
+    for name in sorted(own - internal):
+        written = GREEK.get(name, name)
+        if written in renamed:
+            raise UsageError(f"the notation writes {renamed[written]} as {written}, which {d.name} uses for its own {name}: choose another name")
+
+
 def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: dict[str, Any] | None = None, use: int = 0, named: dict | None = None) -> dict[str, Any]:
     """One step; ``own`` is the derivation's [derivation.NAME.rule.ID] wording: what the rule does
     in this derivation, in place of the general sentence, key by key. A rule the derivation uses
@@ -1228,6 +1249,22 @@ def as_json(doc: dict[str, Any]) -> str:
 
 
 FILTERS["json_document"] = as_json
+
+LONG_TEX = 120
+"""A formula with more LaTeX than this may be wider than the line of a PDF page (see :func:`fit`)."""
+
+
+def fit(tex: str) -> str:
+    """Display math that fits the line of a PDF page: a long formula is set in a scratch box and
+    scaled down to the line's width only where it is wider (plain TeX and graphicx, no macro of
+    our own, so the formula still works where it is copied)."""
+    if len(tex) <= LONG_TEX:
+        return tex
+    return f"\\sbox0{{$\\displaystyle {tex}$}}\\ifdim\\wd0>\\linewidth\\resizebox{{\\linewidth}}{{!}}{{\\usebox0}}\\else\\usebox0\\fi"
+
+
+FILTERS["fit"] = fit
+FILTERS["long"] = lambda tex: len(tex) > LONG_TEX
 
 
 @jinja2.pass_context

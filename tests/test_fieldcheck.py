@@ -24,8 +24,13 @@ def agree(setting, lhs, rhs, assumptions=(), tag="t"):
 @pytest.mark.parametrize("name", CATALOG)
 def test_every_step_of_the_catalog_is_decided_without_writing_it_out(name):
     d = derive.derivation(name)
+    # A power with a symbolic exponent of 1 - o_i (focal loss) has the base 0 at one class, where
+    # the one softmax output is 1: there the field has no value for it, and the claim is left to
+    # writing it out. Everywhere else every step is decided.
+    symbolic_power = any(not p.exp.is_Number for df in d.definitions for p in df.value.atoms(sp.Pow))
     for step in d.steps:
-        assert all(agree(d.setting, step.lhs, step.rhs, step.assumptions)), step.rule
+        for (sizes, index), decided in zip(instances(d.setting), agree(d.setting, step.lhs, step.rhs, step.assumptions)):
+            assert decided or (symbolic_power and sizes[d.setting.classes] == 1), (step.rule, sizes, index)
 
 
 @pytest.mark.parametrize("name", CATALOG)

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import derive
+from derive.derivations import CATALOG
 from derive import notation as N
 from derive.cli import app
 from derive.errors import UsageError
@@ -33,6 +34,9 @@ GREEK = {
 }
 """Every role renamed to a command: braces after _ and ^, spaces before letters must be right."""
 INTERNAL = {r.internal for r in N.ROLES}
+ROLE_ENTRIES = [name for name in derive.catalog() if not CATALOG[name].spec]
+"""The entries written in the roles a notation renames; those that are spec files write names of
+their own too, onto which no role may be renamed (test_a_role_renamed_onto_a_name_of_its_own_is_refused)."""
 
 
 def full(names: dict[str, str], log: str = "log") -> Notation:
@@ -329,7 +333,7 @@ def test_letters_the_documents_use_are_roles_or_fixed():
         for seg in segments(text, whole):
             letters |= set(identifiers(seg))
             greek |= {c for c in commands(seg) if c[1:] in N.GREEK}
-    for name in derive.catalog():
+    for name in ROLE_ENTRIES:
         for formula in markdown_math(unchecked(derive.derivation(name), "md")):
             letters |= set(identifiers(formula))
             greek |= {c for c in commands(formula) if c[1:] in N.GREEK}
@@ -405,7 +409,7 @@ def test_labels_and_jacobian_symbol_use_the_notation(three):
 
 def test_formulas_parse_in_katex_and_mathjax_with_command_names(three):
     formulas = []
-    for name in derive.catalog():
+    for name in ROLE_ENTRIES:
         for classes in (None, 3):
             formulas += markdown_formulas(unchecked(derive.derivation(name, classes=classes), "md", full(GREEK)))
     formulas += markdown_formulas(derive.render(three, "md", notation="textbook"))
@@ -486,3 +490,10 @@ def test_cli_help_names_every_preset_and_role():
         for role in N.ROLES:
             assert role.name in text
         assert "--symbol ROLE=NAME" in text and "--log ln|log" in text
+
+
+def test_a_role_renamed_onto_a_name_of_its_own_is_refused():
+    d = derive.derivation("batch-norm")
+    with pytest.raises(UsageError, match="which batch-norm uses for its own beta"):
+        derive.render(d, "md", notation=full(GREEK))
+    assert "t_" in derive.render(derive.derivation("focal"), "md", notation="bishop")

@@ -29,6 +29,8 @@ FORMATS = ("md", "tex", "json", "html")
 def tex_formulas(text: str) -> list[str]:
     """The math of a LaTeX document: display \\[ ... \\] and align*, inline \\( ... \\) and $...$."""
     body = text[text.index(r"\begin{document}") :]
+    # A long formula sits in a box scaled to the line (rendering.fit): the formula is its content.
+    body = re.sub(r"\\sbox0\{\$\\displaystyle (.*?)\$\}\\ifdim\\wd0>\\linewidth\\resizebox\{\\linewidth\}\{!\}\{\\usebox0\}\\else\\usebox0\\fi", lambda m: m.group(1), body, flags=re.S)
     found = [m.group(1) for m in re.finditer(r"\\\[(.*?)\\\]", body, re.S)]
     found += [m.group(1).replace("&=", "=") for m in re.finditer(r"\\begin\{align\*\}(.*?)\\end\{align\*\}", body, re.S)]
     found += [m.group(1) for m in re.finditer(r"\\\((.+?)\\\)", body, re.S)]
