@@ -415,6 +415,7 @@ OPTIONS: dict[str, Any] = {
         "W=1,2;3,4;5,6 (a matrix, rows by ';'), gamma=2 (a number). Given quantities without numbers get distinct defaults.",
     ),
     "size": typer.Option(metavar="NAME=VALUE", help="A size of the worked example beside the classes, repeatable: N=4, D=3."),
+    "approximate": typer.Option(metavar="FORM", help="none (the exact form, the default) or tanh (the tanh approximation, as approximate='tanh' in PyTorch)."),
 }
 OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]], "size": Optional[list[str]]}
 """An option's type when it is not one string (a repeatable option is a list)."""

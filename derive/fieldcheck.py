@@ -11,7 +11,8 @@ argument at the point, so that equal arguments share it however they are written
 - ln u likewise: ln(a b) = ln a + ln b, ln(a^n) = n ln a, ln e^w = w, and the log of a defined
   entry is the log of its definition (ln o_i = z_i - ln sum_j e^{z_j}); what is left, ln t, is an
   atom with derivative t' / t (ln 0 is undefined: the check cannot decide);
-- b^s for an exponent that is not a whole number is e^{s ln b}.
+- b^s for an exponent that is not a whole number is e^{s ln b};
+- pi is an atom, and erf u an atom per value of u with derivative 2 / sqrt(pi) e^{-u^2} u'.
 
 A claim whose two sides agree at POINTS random points with these atoms free agrees for their
 true values too (an identity of rational functions in the leaves and atoms stays one when the
@@ -157,6 +158,10 @@ class FieldEvaluator(Evaluator):
             return self._exp(e.args[0], bound, seed)
         if e is sp.E:
             return FieldDual(self.atom(("exp", 1)))
+        if e is sp.pi:
+            return FieldDual(self.atom(("pi",)))
+        if isinstance(e, sp.erf):
+            return self._erf(e.args[0], bound, seed)
         if isinstance(e, sp.log):
             return self._log(e.args[0], bound, seed)
         if isinstance(e, fn.ELEMENTARY):
@@ -213,6 +218,16 @@ class FieldEvaluator(Evaluator):
         w = self._eval(t, bound, seed)
         value = self.atom(("exp", w.v))
         return FieldDual(value, value * w.d % P)
+
+    def _erf(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
+        """erf w: an atom, one per value of w, with derivative 2 / sqrt(pi) e^{-w^2} w' (the
+        factor evaluated as the claims write it, so that its atoms are theirs)."""
+        w = self._eval(u, bound, seed)
+        value = self.atom(("erf", w.v))
+        if not w.d:
+            return FieldDual(value)
+        slope = self._eval(2 / sp.sqrt(sp.pi) * sp.exp(-(u**2)), bound, None).v
+        return FieldDual(value, slope * w.d % P)
 
     def _log(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
         if isinstance(u, sp.Mul):

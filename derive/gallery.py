@@ -33,6 +33,9 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
     ("kl-softmax", 3),
     ("tanh-sse", None),
     ("tanh-sse", 3),
+    ("gelu", None),
+    ("gelu", 3),
+    ("gelu", 3, {"approximate": "tanh"}),
 )
 """(name, classes), or (name, classes, options) for a derivation's own options."""
 FORMATS = ("md", "tex", "json", "pdf", "html")

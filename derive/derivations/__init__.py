@@ -57,7 +57,12 @@ CATALOG: dict[str, Entry] = {
     ),
     "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("let", "size"), spec=True),
     "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
+    "gelu": Entry("GELU backward, y = x Phi(x), given the upstream gradient g: dL/dx_k = g_k (Phi(x_k) + x_k phi(x_k))", PLANNED, ("approximate", "let", "size"), spec=True),
 }
+
+VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {"gelu": {"approximate": ("none", "tanh")}}
+"""Options that choose another spec file: ``gelu --approximate tanh`` is ``derive/catalog/gelu-tanh.toml``;
+the first value is the entry's own file."""
 
 
 def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:

@@ -31,6 +31,17 @@ def build(
     from derive import assemble
     from derive import spec as specs
 
+    from derive.derivations import VARIANTS
+
+    for key, values in VARIANTS.get(name, {}).items():
+        value = options.pop(key, None)
+        if value is None:
+            continue
+        text = str(value).strip().lower()
+        if text not in values:
+            raise UsageError(f"{name}: --{key.replace('_', '-')} takes {' or '.join(values)}, not {str(value)!r}")
+        if text != values[0]:
+            name = f"{name}-{text}"
     given = spec(name)
     asked = classes is not None or size or let or options or logits is not None or target is not None
     if not asked:
