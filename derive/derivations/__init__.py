@@ -57,6 +57,12 @@ CATALOG: dict[str, Entry] = {
     ),
     "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("let", "size"), spec=True),
     "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
+    "attention": Entry(
+        "Attention backward, one query over H positions with a mask, given the upstream gradient g: dL/dq_d, dL/dK_kd, dL/dV_kd = a_k g_d",
+        PLANNED,
+        ("let", "size"),
+        spec=True,
+    ),
     "gelu": Entry("GELU backward, y = x Phi(x), given the upstream gradient g: dL/dx_k = g_k (Phi(x_k) + x_k phi(x_k))", PLANNED, ("approximate", "let", "size"), spec=True),
 }
 
