@@ -20,9 +20,7 @@ def example():
 def test_three_variables_planned_and_verified(example):
     assert [p.name for p in example.parts] == ["by K_kd", "by V_kd"] or len(example.parts) == 2
     assert example.check().passed
-    a, g = sp.IndexedBase("a"), sp.IndexedBase("g")
-    k, d = example.parts[-1].setting.wrt.indices
-    assert example.parts[-1].result.rhs == a[k] * g[d]
+    assert sp.sstr(example.parts[-1].result.rhs) == "a[k]*g[d]"
 
 
 def test_the_worked_example_masks_a_position(example):
