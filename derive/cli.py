@@ -416,6 +416,7 @@ OPTIONS: dict[str, Any] = {
     ),
     "size": typer.Option(metavar="NAME=VALUE", help="A size of the worked example beside the classes, repeatable: N=4, D=3."),
     "gamma": typer.Option(metavar="GAMMA", help="The focusing parameter of the worked example (default 2); the steps keep gamma a symbol."),
+    "approximate": typer.Option(metavar="FORM", help="none (the exact form, the default) or tanh (the tanh approximation, as approximate='tanh' in PyTorch)."),
 }
 OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]], "size": Optional[list[str]]}
 """An option's type when it is not one string (a repeatable option is a list)."""

@@ -11,7 +11,8 @@ argument at the point, so that equal arguments share it however they are written
 - ln u likewise: ln(a b) = ln a + ln b, ln(a^n) = n ln a, ln e^w = w, and the log of a defined
   entry is the log of its definition (ln o_i = z_i - ln sum_j e^{z_j}); what is left, ln t, is an
   atom with derivative t' / t (ln 0 is undefined: the check cannot decide);
-- b^s for an exponent that is not a whole number is e^{s ln b}.
+- b^s for an exponent that is not a whole number is e^{s ln b};
+- pi is an atom, and erf u an atom per value of u with derivative 2 / sqrt(pi) e^{-u^2} u'.
 
 A claim whose two sides agree at POINTS random points with these atoms free agrees for their
 true values too (an identity of rational functions in the leaves and atoms stays one when the
@@ -151,12 +152,17 @@ class FieldEvaluator(Evaluator):
                 else:
                     rest.append(t)
             base = self._eval(e.base, bound, seed)
-            out = base.power(int(whole.p)) if whole.q == 1 else self._root(base, int(whole.q)).power(int(whole.p))
+            fixed = not (e.base.free_symbols - set(self.sizes)) and not e.base.has(sp.Indexed)
+            out = base.power(int(whole.p)) if whole.q == 1 else self._root(base, int(whole.q), fixed).power(int(whole.p))
             return out * self._exp_of(sp.Mul(sp.Add(*rest), sp.log(e.base), evaluate=False), bound, seed) if rest else out
         if isinstance(e, sp.exp):
             return self._exp(e.args[0], bound, seed)
         if e is sp.E:
             return FieldDual(self.atom(("exp", 1)))
+        if e is sp.pi:
+            return FieldDual(self.atom(("pi",)))
+        if isinstance(e, sp.erf):
+            return self._erf(e.args[0], bound, seed)
         if isinstance(e, sp.log):
             return self._log(e.args[0], bound, seed)
         if isinstance(e, fn.ELEMENTARY):
@@ -180,15 +186,22 @@ class FieldEvaluator(Evaluator):
             return FieldDual(self._eval(e.expr, bound, (head, at)).d)
         raise Undecided(f"no exact rule for {type(e).__name__}")
 
-    def _root(self, w: FieldDual, q: int) -> FieldDual:
+    def _root(self, w: FieldDual, q: int, fixed: bool = False) -> FieldDual:
         """A root r of r^q = w in the field, so that w^(1/2) and w^(-3/2) are powers of one r with
         r^2 = w; its derivative is r w' / (q w). A square root exists for half the residues (the
-        point is then drawn again, see :func:`agree`), a q-th root for q prime to P - 1 always."""
+        point is then drawn again, see :func:`agree`), a q-th root for q prime to P - 1 always.
+
+        A root of a number fixed at every point (sqrt(D) of a size) that has none in the field is
+        an atom of its own instead: another point would not help. Sound as every atom is: a claim
+        that holds for an unknown r holds for the true root; one that needs r^2 = D is left
+        undecided (SymPy writes sqrt(D)^2 as D before it gets here)."""
         if w.v == 0:
             raise ZeroDivisionError("a root of 0")
         if q == 2:
             r = pow(w.v, (P + 1) // 4, P)  # P = 3 mod 4
             if r * r % P != w.v:
+                if fixed:
+                    return FieldDual(self.atom(("root", q, w.v)))
                 raise NoRoot(f"{w.v} has no square root modulo P")
         elif math.gcd(q, P - 1) == 1:
             r = pow(w.v, pow(q, -1, P - 1), P)
@@ -207,12 +220,23 @@ class FieldEvaluator(Evaluator):
         return out
 
     def _exp_of(self, t: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
-        """e^t for one term of an exponent: e^{ln w} = w, else an atom."""
+        """e^t for one term of an exponent: e^{ln w} = w, else an atom; e^{-w} is the inverse of
+        the atom of e^w, however the minus sign was written (e^{-(a/2)^2} and e^{-a^2/4})."""
         if isinstance(t, sp.log):
             return self._eval(t.args[0], bound, seed)
         w = self._eval(t, bound, seed)
-        value = self.atom(("exp", w.v))
+        value = self.atom(("exp", w.v)) if w.v <= P // 2 else _inverse(self.atom(("exp", P - w.v)))
         return FieldDual(value, value * w.d % P)
+
+    def _erf(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
+        """erf w: an atom, one per value of w, with derivative 2 / sqrt(pi) e^{-w^2} w' (the
+        factor evaluated as the claims write it, so that its atoms are theirs)."""
+        w = self._eval(u, bound, seed)
+        value = self.atom(("erf", w.v))
+        if not w.d:
+            return FieldDual(value)
+        slope = self._eval(2 / sp.sqrt(sp.pi) * sp.exp(-(u**2)), bound, None).v
+        return FieldDual(value, slope * w.d % P)
 
     def _log(self, u: sp.Basic, bound: dict, seed: tuple | None) -> FieldDual:
         if isinstance(u, sp.Mul):

@@ -82,6 +82,7 @@ FUNCTIONS: dict[str, type[sp.Function] | sp.Function] = {
     "sigmoid": sigmoid,
     "tanh": tanh,
     "softplus": softplus,
+    "erf": sp.erf,
 }
 """The functions of the language by their plain-text name (``softmax(z)_i`` is written out by the
 parser as e^{z_i} / sum_j e^{z_j})."""

@@ -39,6 +39,11 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
     ("batch-norm", 3),
     ("layer-norm", None),
     ("layer-norm", 3),
+    ("gelu", None),
+    ("gelu", 3),
+    ("gelu", 3, {"approximate": "tanh"}),
+    ("attention", None),
+    ("attention", 3),
 )
 """(name, classes), or (name, classes, options) for a derivation's own options."""
 FORMATS = ("md", "tex", "json", "pdf", "html")

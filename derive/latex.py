@@ -44,7 +44,7 @@ class Notation:
 
 DEFAULT = Notation()
 
-GREEK = {name: "\\" + name for name in "alpha beta gamma delta zeta eta theta kappa lambda mu nu xi pi rho sigma tau phi chi psi omega".split()} | {
+GREEK = {name: "\\" + name for name in "alpha beta gamma delta zeta eta theta kappa lambda mu nu xi pi rho sigma tau phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega".split()} | {
     "epsilon": r"\varepsilon"
 }
 """A symbol named after a Greek letter is that letter (epsilon in the textbooks' form)."""
@@ -137,6 +137,9 @@ class _Printer:
         sign = "-" if e < 0 else ""
         return rf"{sign}\frac{{{abs(e.p)}}}{{{e.q}}}"
 
+    def pi(self, e: sp.Basic, path: Path) -> str:
+        return r"\pi"
+
     def float_(self, e: sp.Float, path: Path) -> str:
         return sp.latex(e)
 
@@ -196,7 +199,9 @@ class _Printer:
                 den.append((n, f))
             else:
                 num.append((n, f))
-        if den:
+        halves = [f for _, f in num if f.is_Rational and not f.is_Integer]
+        rooted = any(isinstance(f, sp.Pow) and f.base.is_Integer and f.base > 1 and f.exp == sp.S.Half and halves and halves[0].q % int(f.base) == 0 for _, f in num)
+        if den or rooted:
             # Derivatives, sums and functions stay beside the fraction, not inside its numerator.
             inside = [(n, f) for n, f in num if _simple(f) and path + (n,) not in self.labels]
             after = [(n, f) for n, f in num if (n, f) not in inside]
@@ -206,9 +211,35 @@ class _Printer:
                 (n, f), rest = after[0], after[1:]
                 frac = rf"\frac{{{self.print(f, path + (n,))}}}{{{self._product([(m, None) for m, _ in den], path, inverse=True, source=e)}}}"
                 return sign + frac + (" " + self._product(rest, path, lead=True) if rest else "")
+            # A fraction of a fraction is one fraction: (1/2) x / T is x / (2 T); sqrt(2)/2 is
+            # 1/sqrt(2), and the roots below the line are one root: 1 / (sqrt(2) sqrt(pi)) is
+            # 1 / sqrt(2 pi).
+            ratio = next(((n, f) for n, f in inside if f.is_Rational and not f.is_Integer and path + (n,) not in self.labels), None)
+            lead, roots = "", []
+            if ratio is not None:
+                inside = [(n, f) for n, f in inside if (n, f) != ratio]
+                p, q = ratio[1].p, ratio[1].q
+                for n, f in list(inside):
+                    if isinstance(f, sp.Pow) and f.base.is_Integer and f.base > 1 and f.exp == sp.S.Half and q % int(f.base) == 0 and path + (n,) not in self.labels:
+                        inside.remove((n, f))
+                        q //= int(f.base)
+                        roots.append(str(f.base))
+                if p < 0:
+                    sign = "" if sign else "-"
+                if abs(p) != 1:
+                    inside = [(ratio[0], sp.Integer(abs(p))), *inside]
+                lead = f"{q} " if q != 1 else ""
+            rooted = [(n, f) for n, f in den if f.exp == -sp.S.Half and f.base.is_number and path + (n,) not in self.labels]
+            roots += [self.print(f.base, path + (n, 0)) for n, f in rooted]
+            den = [(n, f) for n, f in den if (n, f) not in rooted]
             num = inside
             top = self._product(num, path) if num else "1"
-            bottom = self._product([(n, None) for n, _ in den], path, inverse=True, source=e)
+            below = [lead.strip()] if lead else []
+            if roots:
+                below.append(rf"\sqrt{{{' '.join(roots)}}}")
+            if den:
+                below.append(self._product([(n, None) for n, _ in den], path, inverse=True, source=e))
+            bottom = " ".join(below)
             frac = rf"\frac{{{top}}}{{{bottom}}}"
             if after:
                 frac += " " + self._product(after, path, lead=True)
@@ -222,21 +253,27 @@ class _Printer:
                 p = source.args[n]
                 base, exp = p.base, -p.exp
                 text = self.print(base, path + (n, 0))
-                if exp != 1:
+                if exp == sp.S.Half:
+                    text = rf"\sqrt{{{text}}}"
+                elif exp != 1:
                     text = (text if _atomic(base) else rf"\left({text}\right)") + f"^{{{exp}}}"
             else:
                 text = self.print(f, path + (n,), parens=isinstance(f, sp.Add) or (pos > 0 and _signed(f)))
             parts.append(text)
         out = parts[0] if parts else "1"
         for prev, text in zip(parts, parts[1:]):
-            joint = r" \cdot " if (prev.startswith(r"\frac") and text.startswith(r"\frac")) or text[0].isdigit() else " "
+            joint = r" \cdot " if (prev.startswith(r"\frac") and text.startswith(r"\frac")) or text[0].isdigit() or (prev[-1:].isdigit() and text.startswith(r"\frac")) else " "
             out += joint + text
         return out
 
     def pow(self, e: sp.Pow, path: Path) -> str:
         base, exp = e.args
+        if exp == sp.S.Half:
+            return rf"\sqrt{{{self.child(e, path, 0)}}}"
         if exp.is_Number and exp < 0:
             den = self.print(base, path + (0,))
+            if exp == -sp.S.Half:
+                return rf"\frac{{1}}{{\sqrt{{{den}}}}}"
             if exp != -1:
                 den = (den if _atomic(base) else rf"\left({den}\right)") + f"^{{{-exp}}}"
             return rf"\frac{{1}}{{{den}}}"
@@ -301,6 +338,7 @@ _DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
     sp.Integer: _Printer.integer,
     sp.Rational: _Printer.rational,
     sp.Float: _Printer.float_,
+    type(sp.pi): _Printer.pi,
     sp.Indexed: _Printer.indexed,
     sp.KroneckerDelta: _Printer.delta,
     sp.Add: _Printer.add,
@@ -312,6 +350,7 @@ _DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
     fn.sigmoid: _Printer.function,
     fn.tanh: _Printer.function,
     fn.softplus: _Printer.function,
+    sp.erf: _Printer.function,
     ExcludedSum: _Printer.excluded_sum,
     sp.Derivative: _Printer.derivative,
     sp.Eq: _Printer.relation,
@@ -320,13 +359,13 @@ _DISPATCH: dict[type, Callable[[_Printer, sp.Basic, Path], str]] = {
 }
 
 
-_FUNCTION_NAMES = {"sigmoid": r"\sigma", "tanh": r"\tanh", "softplus": r"\mathrm{softplus}"}
+_FUNCTION_NAMES = {"sigmoid": r"\sigma", "tanh": r"\tanh", "softplus": r"\mathrm{softplus}", "erf": r"\mathrm{erf}"}
 """The functions of :mod:`derive.functions` as the documents write them."""
 
 
 def _simple(e: sp.Basic) -> bool:
     """A factor that reads well in a numerator; products, sums and operators follow the fraction."""
-    if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)) or e.is_Number:
+    if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)) or e.is_Number or e is sp.pi:
         return True
     if isinstance(e, sp.Pow):
         return _atomic(e.base) and e.exp.is_positive
@@ -355,7 +394,7 @@ def _atomic(e: sp.Basic) -> bool:
 
 
 def _factor_rank(e: sp.Basic) -> int:
-    if e.is_Number:
+    if e.is_Number or (e.is_number and not e.atoms(sp.Function)):  # 2, sqrt(2), pi: coefficients first
         return 0
     if isinstance(e, (sp.Symbol, sp.Indexed, sp.KroneckerDelta)):
         return 1

@@ -137,6 +137,10 @@ class Evaluator:
             a = self._eval(e.args[0], bound, seed)
             # ln 0 = -inf (a one-hot target's 0 ln 0 is then not finite, and the caller says so).
             return Dual(mpmath.log(a.v), a.d / a.v if a.v != 0 else mpmath.nan if a.d else mpmath.mpf(0))
+        if isinstance(e, sp.erf):
+            # erf' = 2 / sqrt(pi) e^{-u^2}
+            a = self._eval(e.args[0], bound, seed)
+            return Dual(mpmath.erf(a.v), 2 / mpmath.sqrt(mpmath.pi) * mpmath.exp(-a.v * a.v) * a.d if a.d else ZERO)
         if isinstance(e, fn.ELEMENTARY):
             return self._eval(e.doit(deep=False), bound, seed)
         if e is sp.E:

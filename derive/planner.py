@@ -33,7 +33,7 @@ MAX_STEPS = 120
 """A plan longer than this is a planner bug (a rule that undoes another), not a derivation."""
 
 
-FLATTEN = frozenset({"constant_factor", "log_derivative", "exp_derivative", "power_rule", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "linear_derivative", "variable_derivative", "zero_derivative"})
+FLATTEN = frozenset({"constant_factor", "log_derivative", "exp_derivative", "power_rule", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "erf_derivative", "linear_derivative", "variable_derivative", "zero_derivative"})
 """Rules after which nested products are merged (y_i (1/o_i d) reads y_i / o_i d); a Jacobian
 stays one bracketed factor, so the split that follows can find it."""
 
@@ -102,7 +102,8 @@ class Planner:
     def depends(self, expr: sp.Basic, x: sp.Expr) -> bool:
         """Whether ``expr`` can change with ``x`` (an entry of a leaf or of a defined quantity)."""
         target = _head(x)
-        for h in _heads(expr):
+        # A head itself (the p of p_i) is a name the expression uses, as an entry of it is.
+        for h in _heads(expr) | ({expr} if isinstance(expr, sp.IndexedBase) else set()):
             if h == target or target in self.reach(h):
                 return True
         return False
@@ -210,7 +211,7 @@ class Planner:
         for name, rule in DERIVATIVE_RULES:
             if rule(self, node) is not None:
                 return name, rule
-        raise PlanError(f"no rule applies to the derivative of {text(node.expr)} by {text(node.variables[0])}: the planner knows sums, products, quotients, powers with a constant exponent, exp, ln, sqrt, sigmoid, tanh, softplus and softmax")
+        raise PlanError(f"no rule applies to the derivative of {text(node.expr)} by {text(node.variables[0])}: the planner knows sums, products, quotients, powers with a constant exponent, exp, ln, sqrt, sigmoid, tanh, softplus, erf and softmax")
 
     def _apply(self, e: sp.Expr, name: str, match: Callable, build: Callable) -> sp.Expr:
         made: dict[sp.Basic, Built] = {}
@@ -827,6 +828,7 @@ exp_derivative = _elementary(sp.exp, lambda f, u: f, lambda s: sp.exp(s))
 sigmoid_derivative = _elementary(fn.sigmoid, lambda f, u: mul(f, add(sp.Integer(1), neg(f))), lambda s: fn.sigmoid(s) * (1 - fn.sigmoid(s)))
 tanh_derivative = _elementary(fn.tanh, lambda f, u: add(sp.Integer(1), neg(sp.Pow(f, 2, evaluate=False))), lambda s: 1 - fn.tanh(s) ** 2)
 softplus_derivative = _elementary(fn.softplus, lambda f, u: fn.sigmoid(u), lambda s: fn.sigmoid(s))
+erf_derivative = _elementary(sp.erf, lambda f, u: mul(2 / sp.sqrt(sp.pi), sp.exp(neg(sp.Pow(u, 2, evaluate=False)))), lambda s: 2 / sp.sqrt(sp.pi) * sp.exp(-(s**2)))
 
 
 DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
@@ -849,10 +851,11 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("sigmoid_derivative", sigmoid_derivative),
     ("tanh_derivative", tanh_derivative),
     ("softplus_derivative", softplus_derivative),
+    ("erf_derivative", erf_derivative),
 )
 """The derivative rules in the order they are tried: the first whose condition holds is taken."""
 
-ELEMENTWISE = ("variable_derivative", "linear_derivative", "exp_derivative", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "log_derivative", "power_rule")
+ELEMENTWISE = ("variable_derivative", "linear_derivative", "exp_derivative", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "erf_derivative", "log_derivative", "power_rule")
 """The rules of the table that give f'(v_i) of an elementwise definition o_i := f(v_i) in one step."""
 
 

@@ -771,6 +771,7 @@ def _own_names(d: Derivation, notation: Notation) -> None:
     for x in (d, *d.parts):
         for e in (x.subject, *(v for df in x.definitions for v in (df.symbol, df.value))):
             own |= {str(b.label) for b in e.atoms(sp.IndexedBase)} | {s.name for s in e.free_symbols if isinstance(s, sp.Symbol)}
+            own |= {"pi"} if e.has(sp.pi, sp.erf) else set()  # the erf rule writes 2 / sqrt(pi)
     for name in sorted(own - internal):
         written = GREEK.get(name, name)
         if written in renamed:

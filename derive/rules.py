@@ -54,6 +54,7 @@ RULES: tuple[str, ...] = (
     "sigmoid_derivative",
     "tanh_derivative",
     "softplus_derivative",
+    "erf_derivative",
     "product_rule",
     "linear_derivative",
     "variable_derivative",

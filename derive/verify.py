@@ -690,6 +690,8 @@ def is_zero(expr: sp.Expr, setting: Setting) -> bool:
     # What remains is a rational function of independent symbols (logs of the a_m are symbols
     # too): evaluated modulo a prime at random points, not multiplied out (derive.modular).
     e = e.xreplace({x: sp.Symbol(f"log_{n}_", real=True) for n, x in enumerate(sorted(e.atoms(sp.log), key=sp.default_sort_key))})
+    # erf is not rational in anything: each erf(u) left is a symbol of its own, as a log is.
+    e = e.xreplace({x: sp.Symbol(f"erf_{n}_", real=True) for n, x in enumerate(sorted(e.atoms(sp.erf), key=sp.default_sort_key))})
     zero = modular.vanishes(e, sp.srepr(sorted(e.free_symbols, key=sp.default_sort_key)))
     if zero is not None:
         return zero
@@ -774,6 +776,10 @@ def evaluate_shared(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
         out = mpmath.log(evaluate_shared(e.args[0], point, memo))
     elif e is sp.E:
         out = mpmath.e
+    elif e is sp.pi:
+        out = mpmath.pi
+    elif isinstance(e, sp.erf):
+        out = mpmath.erf(evaluate_shared(e.args[0], point, memo))
     elif isinstance(e, ELEMENTARY):
         out = evaluate_shared(e.doit(deep=False), point, memo)
     else:

@@ -60,7 +60,18 @@ CATALOG: dict[str, Entry] = {
     "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
     "batch-norm": Entry("Batch normalisation backward, one feature over a batch of N: the gradients by x_n, gamma and beta", PLANNED, ("let", "size"), spec=True),
     "layer-norm": Entry("Layer normalisation backward, one example over D features: the gradients by x_d, gamma_d and beta_d", PLANNED, ("let", "size"), spec=True),
+    "attention": Entry(
+        "Attention backward, one query over H positions with a mask, given the upstream gradient g: dL/dq_d, dL/dK_kd, dL/dV_kd = a_k g_d",
+        PLANNED,
+        ("let", "size"),
+        spec=True,
+    ),
+    "gelu": Entry("GELU backward, y = x Phi(x), given the upstream gradient g: dL/dx_k = g_k (Phi(x_k) + x_k phi(x_k))", PLANNED, ("approximate", "let", "size"), spec=True),
 }
+
+VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {"gelu": {"approximate": ("none", "tanh")}}
+"""Options that choose another spec file: ``gelu --approximate tanh`` is ``derive/catalog/gelu-tanh.toml``;
+the first value is the entry's own file."""
 
 
 def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:

@@ -31,6 +31,17 @@ def build(
     from derive import assemble
     from derive import spec as specs
 
+    from derive.derivations import VARIANTS
+
+    for key, values in VARIANTS.get(name, {}).items():
+        value = options.pop(key, None)
+        if value is None:
+            continue
+        text = str(value).strip().lower()
+        if text not in values:
+            raise UsageError(f"{name}: --{key.replace('_', '-')} takes {' or '.join(values)}, not {str(value)!r}")
+        if text != values[0]:
+            name = f"{name}-{text}"
     given = spec(name)
     asked = classes is not None or size or let or options or logits is not None or target is not None
     if not asked:
@@ -46,6 +57,43 @@ def build(
             raise UsageError(f"{name} has no {leaf}, so no {option}: give its numbers with --let NAME=VALUES")
         lets.append(f"{leaf}={','.join(map(str, numbers))}")
     lets += [f"{key}={value}" for key, value in options.items()]
-    lets += list(let or [])
+    lets += [_alias(name, text) for text in let or []]
+    if name in MASKS:
+        leaf = MASKS[name]
+        if classes is not None and not any(text.partition("=")[0].strip() == leaf for text in lets):
+            # Ours: every position attended but the second, which a mask exists to show.
+            lets.append(f"{leaf}={','.join('0' if n == 2 else '1' for n in range(1, int(classes) + 1))}")
+        _check_mask(name, dict(given.lets), lets)
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
+
+
+ALIASES: dict[str, dict[str, str]] = {"attention": {"mask": "m"}}
+"""Names a user may give the worked example's numbers by, beside the letters of the definitions
+(``--let mask=1,0,1`` is the m of attention)."""
+
+MASKS: dict[str, str] = {"attention": "m"}
+"""An entry's mask: ones and zeros, at least one 1 (a softmax over no position has no denominator)."""
+
+
+def _alias(name: str, text: str) -> str:
+    key, sep, value = text.partition("=")
+    return ALIASES.get(name, {}).get(key.strip(), key.strip()) + sep + value if sep else text
+
+
+def _check_mask(name: str, shipped: dict, lets: list[str]) -> None:
+    """The mask of the worked example, as given or as shipped: every entry 0 or 1, one at least 1."""
+    leaf = MASKS[name]
+    given = [value for key, _, value in (text.partition("=") for text in lets) if key.strip() == leaf]
+    text = given[-1] if given else shipped.get(leaf)
+    if text is None:
+        return
+    entries = [t.strip() for t in text.replace(";", ",").split(",")]
+    try:
+        numbers = [float(t) for t in entries]
+    except ValueError:
+        raise UsageError(f"{name}: the mask {text!r} must be ones and zeros, as in mask=1,0,1") from None
+    if any(v not in (0, 1) for v in numbers):
+        raise UsageError(f"{name}: the mask {text!r} must be ones and zeros (1 = attend), as in mask=1,0,1")
+    if not any(numbers):
+        raise UsageError(f"{name}: the mask {text!r} attends to no position; at least one must be 1, or the softmax has no denominator")
