@@ -257,6 +257,8 @@ class _Printer:
                     text = rf"\sqrt{{{text}}}"
                 elif exp != 1:
                     text = (text if _atomic(base) else rf"\left({text}\right)") + f"^{{{exp}}}"
+                elif isinstance(base, sp.Add) and len(factors) > 1:
+                    text = rf"\left({text}\right)"  # N (epsilon + v), not N epsilon + v
             else:
                 text = self.print(f, path + (n,), parens=isinstance(f, sp.Add) or (pos > 0 and _signed(f)))
             parts.append(text)

@@ -191,6 +191,12 @@ class Planner:
         factored = sp.factor_terms(e)
         # factor_terms also splits sums; it is taken only where it finds a factor every term shares.
         candidates = [signed(e)] + ([signed(factored)] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
+        # Over one denominator, a bracket of fractions is one bracket: gamma ((g_n - S/N) / s -
+        # u_n T / (N s)) is gamma / (N s) (N g_n - S - u_n T), the form implementations use.
+        common = signed(sp.together(e))
+        if isinstance(e, (sp.Mul, sp.Add)) and isinstance(common, sp.Mul) and common != e and _size(common) < _size(e) and _printed_minus(common) <= _printed_minus(e):
+            self.steps.append(Step(rule="common_factor", lhs=e, rhs=common, notes=(("expression", e),)))
+            return common
         new = min(candidates, key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
@@ -267,6 +273,13 @@ class Planner:
     def _guard(self) -> None:
         if len(self.steps) > MAX_STEPS:
             raise PlanError(f"the plan did not finish within {MAX_STEPS} steps (last rule: {self.steps[-1].rule})")
+
+
+def _printed_minus(e: sp.Expr) -> int:
+    """Brackets that the documents print starting with a minus."""
+    from derive.latex import latex
+
+    return latex(e).count(r"\left(-")
 
 
 def _awkward(e: sp.Expr) -> tuple[int, int]:
@@ -971,7 +984,7 @@ def distribute(p: Planner, node: sp.Basic) -> Built | None:
     if any(isinstance(f, sp.KroneckerDelta) and bound & set(f.args) for f in fs):
         return None  # the delta is a factor already: sifting takes the sum as it is
     for n, f in enumerate(fs):
-        if isinstance(f, sp.Add) and any(isinstance(d, sp.KroneckerDelta) and bound & set(d.args) for t in f.args for d in _factors(t)):
+        if isinstance(f, sp.Add) and any(bound & set(d.args) for t in f.args for d in t.atoms(sp.KroneckerDelta)):
             return _split_over(node, fs, n)
     return None
 
@@ -1129,6 +1142,30 @@ def mean_deviation(p: Planner, node: sp.Basic) -> Built | None:
     return None
 
 
+def defined_names(p: Planner, node: sp.Basic) -> Built | None:
+    """x_m - mu -> u_m sqrt(v + epsilon) where u_m := (x_m - mu) / sqrt(v + epsilon): a bracket
+    that is the varying part of a definition is written with the defined name (the normalised
+    inputs of a batch), so the result reads in the names the definitions give."""
+    if not isinstance(node, sp.Add) or node.has(sp.Derivative):
+        return None
+    for d in p.problem.definitions:
+        if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Mul):
+            continue
+        cores = [f for f in d.value.args if isinstance(f, sp.Add) and f.has(*d.symbol.indices)]
+        if len(cores) != 1:
+            continue
+        rest = sp.Mul(*[f for f in d.value.args if f is not cores[0]])
+        if rest.has(*d.symbol.indices) or rest == 1:
+            continue
+        for sign in (1, -1):
+            m = _match_indices(sign * cores[0], node, d.symbol.indices)
+            if m is not None:
+                name = d.symbol.xreplace(m)
+                new = sign * name / rest
+                return Built(new, identity=sp.Eq(node, new, evaluate=False), notes=(("term", node), ("name", name), ("value", d.value.xreplace(m))))
+    return None
+
+
 ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
@@ -1139,6 +1176,7 @@ ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("constant_sum", constant_sum),
     ("complement_sum", complement_sum),
     ("mean_deviation", mean_deviation),
+    ("defined_names", defined_names),
 )
 """The tidying rules, tried in this order after the derivatives are gone; each runs until it no
 longer applies, then the next; the user's assumptions after all of them."""

@@ -461,3 +461,26 @@ def test_the_spec_files_beside_the_catalog_are_derived_and_verified(name):
     d = derive.grad(spec=catalog_spec(name), size=sizes[name], classes=3 if name == "focal" else None)
     assert d.check().passed and d.worked is not None
     assert len(d.parts) == (0 if name == "focal" else 2)
+
+
+def test_batch_norm_ends_in_the_compact_form_implementations_use():
+    d = derive.derivation("batch-norm")
+    assert {"mean_deviation", "defined_names", "common_factor"} <= {s.rule for s in d.steps}
+    n, m = (sp.Symbol(s, integer=True, positive=True) for s in "nm")
+    g, u = sp.IndexedBase("g"), sp.IndexedBase("u")
+    N, gamma, v, eps = size_symbol("N"), *(sp.Symbol(s) for s in ("gamma", "v", "epsilon"))
+    compact = gamma / (N * sp.sqrt(eps + v)) * (N * g[n] - sp.Sum(g[m], (m, 1, N)) - u[n] * sp.Sum(g[m] * u[m], (m, 1, N)))
+    assert sp.simplify(d.result.rhs - compact) == 0 and sp.count_ops(d.result.rhs) <= sp.count_ops(compact) + 2
+
+
+def test_a_wrong_defined_name_is_caught(monkeypatch):
+    def wrong(p, node):
+        built = planner.defined_names(p, node)
+        return built and replace(built, new=built.new * 2)
+
+    table = tuple((n, wrong if n == "defined_names" else r) for n, r in planner.ALGEBRA_RULES)
+    monkeypatch.setattr(planner, "ALGEBRA_RULES", table)
+    d = derive.grad(*BATCH_NORM, wrt="x_n", range={"m": "1..N"})
+    assert "defined_names" in {s.rule for s in d.steps}
+    with pytest.raises(VerificationError):
+        d.check()
