@@ -72,6 +72,7 @@ def grad(
     size: "Mapping[str, int] | None" = None,
     range: "Mapping[str, str] | None" = None,
     spec: "Path | str | None" = None,
+    upstream: str | None = None,
 ) -> "Derivation":
     """Derive the gradient of your own definitions, step by step (the ``derive grad`` command).
 
@@ -85,6 +86,8 @@ def grad(
         size: further sizes of the worked example (``{"N": 2}``).
         range: index ranges overriding the conventions (``{"n": "1..B"}``).
         spec: a TOML spec file instead of the arguments above.
+        upstream: ``"y=g"``: the first definition is a layer with output y inside a network, given
+            the upstream gradient g = dL/dy; the quantity differentiated is L = sum g y.
 
     Raises:
         UsageError: text that does not parse, or a problem that is not well posed.
@@ -108,6 +111,7 @@ def grad(
             [f"{k}={_numbers(v)}" for k, v in (let or {}).items()],
             [f"{k}={v}" for k, v in (size or {}).items()],
             classes,
+            upstream,
         )
     )
 

@@ -49,7 +49,7 @@ def _derivation(spec: specs.Spec) -> Derivation:
         setting=specs.setting(problem),
         general=general,
         worked=worked,
-        words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in spec.describe),
+        words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in _described(spec)),
     )
 
 
@@ -59,3 +59,13 @@ def _uses_classes(problem) -> bool:
 
     over = [ix for ix, limit in problem.ranges.items() if limit == H]
     return any(e.has(H, *over) for d in problem.definitions for e in (d.symbol, d.value)) or problem.wrt.has(H, *over)
+
+
+def _described(spec: specs.Spec) -> tuple[tuple[str, str], ...]:
+    """The spec's words per name, and for a layer given its upstream gradient, what L and g are."""
+    own = dict(spec.describe)
+    if spec.upstream is not None:
+        out, grad = spec.upstream
+        own.setdefault("L", rf"the loss downstream of the layer, through its output \({out}\): its derivative by \({out}\) is \({grad}\)")
+        own.setdefault(grad, rf"the upstream gradient, the derivative of \(L\) by \({out}\), given")
+    return tuple(own.items())

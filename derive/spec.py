@@ -44,6 +44,9 @@ class Spec:
     title: str | None = None
     describe: tuple[tuple[str, str], ...] = ()
     """Name -> its role in words, for the notation list (``y`` -> ``the target, one-hot``)."""
+    upstream: tuple[str, str] | None = None
+    """(y, g): the first definition is a layer y inside a network, and the quantity differentiated
+    is a loss L downstream of it with the given upstream gradient g = dL/dy, L = sum g y."""
     overview: tuple[tuple[str, str], ...] = ()
     """A catalog entry's row in the overview: activation, loss and why (a loss only)."""
     assume_keys: tuple[str, ...] = ()
@@ -52,7 +55,7 @@ class Spec:
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -103,6 +106,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         title=data.get("title"),
         describe=table("describe", str),
         overview=table("overview", str),
+        upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
     )
 
 
@@ -139,6 +143,23 @@ def parse_range(text: str) -> tuple[str, str]:
     return m.group(1), f"{m.group(2)}..{m.group(3)}"
 
 
+UPSTREAM = re.compile(r"^\s*([A-Za-z]+)\s*=\s*([A-Za-z]+)\s*$")
+
+
+def parse_upstream(text: str) -> tuple[str, str]:
+    """``y=g`` -> (``y``, ``g``): the layer's output and the name of its upstream gradient."""
+    m = UPSTREAM.match(text)
+    if not m or m.group(1) == m.group(2) or "L" in (m.group(1), m.group(2)):
+        raise UsageError(f"--upstream must look like y=g (the layer's output, then the name of its upstream gradient; L is the loss), not {text!r}")
+    return m.group(1), m.group(2)
+
+
+def _no_upstream(data: Mapping[str, Any], where: str) -> None:
+    if "upstream" in data:
+        raise UsageError(f"{where}: upstream must be a string like \"y=g\"")
+    return None
+
+
 def parse_assignment(text: str, option: str) -> tuple[str, str]:
     """``NAME=VALUE`` of --let and --size."""
     name, sep, value = text.partition("=")
@@ -156,6 +177,7 @@ def from_arguments(
     lets: Sequence[str] = (),
     sizes: Sequence[str] = (),
     classes: int | None = None,
+    upstream: str | None = None,
 ) -> Spec:
     """A spec from the command line's strings."""
     if not definitions:
@@ -181,6 +203,7 @@ def from_arguments(
         lets=tuple(parse_assignment(x, "--let") for x in lets),
         sizes=tuple(parsed_sizes),
         classes=classes,
+        upstream=parse_upstream(upstream) if upstream is not None else None,
     )
 
 
@@ -243,6 +266,9 @@ def problem(spec: Spec) -> "Problem":
             raise UsageError(f"{head} is defined twice (definitions {seen[head]} and {n})")
         seen[head] = n
         definitions.append(Definition(_key(lhs, rhs), lhs, rhs))
+    if spec.upstream is not None:
+        definitions.insert(0, _upstream(spec.upstream, definitions, seen, overrides))
+        seen = {k: v + 1 for k, v in seen.items()} | {definitions[0].symbol: 1}
     wrt = parse_variable(spec.wrt)
     whead = wrt.base if isinstance(wrt, sp.Indexed) else wrt
     if whead in seen:
@@ -266,6 +292,33 @@ def problem(spec: Spec) -> "Problem":
 
     free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
     return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges)
+
+
+def _upstream(upstream: tuple[str, str], definitions: list, seen: dict, overrides: dict):
+    """L = sum_n g_n y_n over the indices of the layer's output y (L = g y for a scalar): the
+    loss downstream of the layer, whose derivative by y is the given upstream gradient g."""
+    import sympy as sp
+
+    from derive.lang import parse_definition
+    from derive.model import Definition
+
+    out, grad = upstream
+    first = definitions[0].symbol if definitions else None
+    head = first.base if isinstance(first, sp.Indexed) else first
+    if str(head) != out:
+        raise UsageError(f"--upstream {out}={grad}: the first definition must define the layer's output {out}, not {head}")
+    names = {str(h) for h in seen} | {str(h) for d in definitions for h in _heads(d.value)}
+    for name in ("L", grad):
+        if name in names:
+            raise UsageError(f"--upstream {out}={grad}: {name} is already a name of these definitions; the upstream loss is L and its gradient {grad}")
+    if isinstance(first, sp.Indexed):
+        letters = [str(i) for i in first.indices]
+        index = "".join(letters)
+        text = "L = " + " ".join(f"sum_{x}" for x in letters) + f" {grad}_{index}*{out}_{index}"
+    else:
+        text = f"L = {grad}*{out}"
+    lhs, rhs = parse_definition(text, overrides)
+    return Definition("given", lhs, rhs)
 
 
 def _key(lhs, rhs) -> str:

@@ -484,3 +484,25 @@ def test_a_wrong_defined_name_is_caught(monkeypatch):
     assert "defined_names" in {s.rule for s in d.steps}
     with pytest.raises(VerificationError):
         d.check()
+
+
+def test_upstream_differentiates_the_loss_downstream_of_a_layer(batch_norm):
+    d = derive.grad(*BATCH_NORM[1:], wrt=["x_n", "gamma"], range={"m": "1..N"}, upstream="y=g")
+    assert d.definitions[0].value == batch_norm.definitions[0].value  # L = sum_n g_n y_n
+    assert d.result.rhs == derive.derivation("batch-norm").result.rhs
+    assert d.parts[0].result.rhs == batch_norm.parts[0].result.rhs
+    md = derive.render(d, "md")
+    assert "the upstream gradient" in md and d.check().passed
+    scalar = derive.grad("y = tanh(x)", wrt="x", upstream="y=g")
+    assert scalar.check().passed and scalar.definitions[0].value == sp.Symbol("g") * sp.Symbol("y")
+
+
+@pytest.mark.parametrize(
+    "upstream, message",
+    [("y", "must look like y=g"), ("y=L", "L is the loss"), ("y=y", "must look like"), ("z=g", "must define the layer's output z"), ("y=x", "x is already a name")],
+)
+def test_a_bad_upstream_is_one_line_exit_2(tmp_path, upstream, message):
+    out = tmp_path / "up.md"
+    run = subprocess.run([sys.executable, "-m", "derive", "grad", "y_n = tanh(x_n)", "--upstream", upstream, "--wrt", "x_n", "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not out.exists()
