@@ -38,6 +38,11 @@ FLATTEN = frozenset({"constant_factor", "log_derivative", "exp_derivative", "pow
 stays one bracketed factor, so the split that follows can find it."""
 
 
+FIRST = frozenset({"sum_rule"})
+"""Rules taken before the derivative that comes first in reading order: a sum is taken apart
+before the derivatives beside it are evaluated."""
+
+
 class PlanError(DeriveError):
     """No rule applies: the message names the sub-expression (exit code 1)."""
 
@@ -139,8 +144,11 @@ class Planner:
             nodes = [at(e, p) for p in find(e, lambda n: isinstance(n, sp.Derivative))]
             if not nodes:
                 break
-            first = nodes[0]
-            name, _ = self.choose(first)
+            # The first derivative in reading order decides, except that a sum is taken apart
+            # first wherever it stands: the elementary derivatives it brings are then taken in
+            # one step with those beside it (the quotient rule's e^{z_i} and sum_j e^{z_j}).
+            chosen = [self.choose(n) for n in nodes]
+            name, _ = next((c for c in chosen if c[0] in FIRST), chosen[0])
             e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
             if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
                 e = self._apply(e, "outputs", lambda n: outputs(self, n) is not None and not _inside_derivative(e, n), lambda n: outputs(self, n))
@@ -179,7 +187,9 @@ class Planner:
             e = step.rhs
             self.steps.append(replace(rules.cancel(e, keep), notes=(("expression", e),)))
             e = self.steps[-1].rhs
-        elif isinstance(e, sp.Add) and sp.Add(*e.args) != e:
+        elif isinstance(e, sp.Add) and len(sp.Add.make_args(sp.Add(*e.args))) < len(e.args):
+            # Only where terms combine or cancel: a sum that SymPy would merely reorder or
+            # evaluate in place prints as it did, and a step that shows nothing new is no step.
             self.steps.append(Step(rule="cancel", lhs=e, rhs=sp.Add(*e.args), notes=(("expression", e),)))
             e = self.steps[-1].rhs
         return e
@@ -190,6 +200,12 @@ class Planner:
         factored = sp.factor_terms(e)
         # factor_terms also splits sums; it is taken only where it finds a factor every term shares.
         candidates = [signed(e)] + ([signed(factored)] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
+        try:
+            # The shared factor taken out of the terms as they stand (d o_i - o_i o_k -> o_i (d - o_k)):
+            # preferred where it reads as well, since it keeps the order the reader saw.
+            candidates.insert(1, signed(rules.common_factor(e).rhs))
+        except RuleError:
+            pass
         new = min(candidates, key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
@@ -496,6 +512,9 @@ def _times_inner(p: Planner, outer: sp.Expr, inner: sp.Expr, x: sp.Expr) -> tupl
     teacher writes it); else the chain rule's du/dx is left for the next rule."""
     if inner == x:
         return outer, ()
+    own = variable_derivative(p, _deriv(inner, x))
+    if own is not None and own.new.has(sp.KroneckerDelta):
+        return mul(own.new, outer), (("chain", inner), ("delta", own.new))
     slope = _slope(p, inner, x)
     if slope is not None:
         new = outer if slope == 1 else neg(outer) if slope == -1 else mul(slope, outer)
@@ -605,6 +624,8 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     f, x = node.expr, _var(node)
     if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed)):
         return None
+    if f.base == _head(p.problem.quantity):
+        return None  # the derivation of the Jacobian itself cites no lemma for it
     shape = softmax_of(p.defined[f.base])
     if shape is None:
         return None
@@ -773,6 +794,18 @@ def product_rule(p: Planner, node: sp.Basic) -> Built | None:
     return Built(add(*terms), notes=(("term", f), ("variable", x)))
 
 
+def quotient_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d (u / v) / dx -> (du/dx v - u dv/dx) / v^2 when both u and v depend on x."""
+    f, x = node.expr, _var(node)
+    if not isinstance(f, sp.Mul):
+        return None
+    u, v = _num_den(f)
+    if v == 1 or not p.depends(u, x) or not p.depends(v, x):
+        return None
+    new = mul(add(mul(_deriv(u, x), v), neg(mul(u, _deriv(v, x)))), sp.Pow(v, -2, evaluate=False))
+    return Built(new, notes=(("numerator", u), ("denominator", v), ("variable", x)))
+
+
 def power_rule(p: Planner, node: sp.Basic) -> Built | None:
     """d u^n / dx -> n u^(n-1) du/dx for an exponent n that does not depend on x."""
     f, x = node.expr, _var(node)
@@ -795,9 +828,12 @@ def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identi
         u = f.args[0]
         s = sp.Symbol("u", positive=True)
         new, chain = _times_inner(p, outer(f, u), u, x)
+        # By an entry of the variable, the step's own instance says more than the rule (the
+        # Kronecker delta is the point): d e^{z_i}/d z_k = delta_ik e^{z_i}.
+        stated = sp.Eq(node, new, evaluate=False) if dict(chain).get("delta") is not None else sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False)
         return Built(
             new,
-            identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),
+            identity=stated,
             notes=(("term", f), ("variable", x)) + chain,
         )
 
@@ -842,6 +878,7 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("elementwise_jacobian", elementwise_jacobian),
     ("chain_rule_sum", chain_rule_sum),
     ("definition", definition_rule),
+    ("quotient_rule", quotient_rule),
     ("product_rule", product_rule),
     ("power_rule", power_rule),
     ("log_derivative", log_derivative),
@@ -860,6 +897,8 @@ ELEMENTWISE = ("variable_derivative", "linear_derivative", "exp_derivative", "si
 def outputs(p: Planner, node: sp.Basic) -> Built | None:
     """f(v_i) -> o_i where o_i := f(v_i) is defined: the derivative of an elementwise function,
     written with its own output (sigma(z_i) (1 - sigma(z_i)) is o_i (1 - o_i))."""
+    if isinstance(node, sp.Mul) and not node.has(sp.Derivative):
+        return _quotient_back(p, node)
     if not isinstance(node, sp.Function) or isinstance(node, sp.Derivative) or node.has(sp.Derivative):
         return None
     for d in p.problem.definitions:
@@ -870,6 +909,26 @@ def outputs(p: Planner, node: sp.Basic) -> Built | None:
             out = d.symbol.xreplace(mapping)
             return Built(out, identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", node), ("name", out)))
     return None
+
+
+def _quotient_back(p: Planner, node: sp.Mul) -> Built | None:
+    """u_m / v -> o_m in a product, where o_i := u_i / v is defined (e^{z_m} / sum_j e^{z_j} is
+    the softmax output o_m)."""
+    for d in p.problem.definitions:
+        if _num_den(d.value)[1] == 1:
+            continue
+        found = rules.read_back_at(node, d)
+        if found is not None:
+            index, _ = found
+            out = d.symbol.xreplace({d.symbol.indices[0]: index})
+            return Built(rules.read_back(node, d), identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", substitute(d.value, {d.symbol.indices[0]: index})), ("name", out)))
+    return None
+
+
+def split_fraction(p: Planner, node: sp.Basic) -> Built | None:
+    """(a v - b c) / v^2 -> a / v - (b / v)(c / v): what the quotient rule left, as fractions
+    over v (that a definition may name)."""
+    return Built(rules.fraction_split(node)) if rules.fraction_parts(node) is not None else None
 
 
 def _match_indices(pattern: sp.Expr, e: sp.Expr, indices: tuple) -> dict | None:
@@ -1130,6 +1189,7 @@ ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
     ("sifting", sifting),
+    ("split_fraction", split_fraction),
     ("algebra", simplify_terms),
     ("factor_out", factor_out),
     ("distribute", distribute),

@@ -783,9 +783,10 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: d
     if s.notes and not (own or {}).get(s.rule, {}).get("why"):
         # A planned step's justification speaks of its own terms: the first sentence whose
         # placeholders the step fills (why_chain needs the inner function the chain rule brings,
-        # why_linear also its constant derivative, taken in the same step).
+        # why_linear also its constant derivative, why_delta the Kronecker delta of an entry of
+        # the variable, each taken in the same step).
         notes = {key: latex(value) for key, value in s.notes}
-        for key in ("why_linear", "why_chain", "why_step"):
+        for key in ("why_delta", "why_linear", "why_chain", "why_step"):
             if key in rule and set(re.findall(r"%\((\w+)\)s", rule[key])) <= set(notes):
                 why = rule[key] % notes
                 break

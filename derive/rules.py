@@ -701,53 +701,60 @@ def sifting(expr: sp.Expr) -> Step:
     return step
 
 
+def fraction_parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | None:
+    """(a, b, c, v) when ``e`` is (a v - b c) / v^2, else None."""
+    if not (isinstance(e, sp.Mul) and len(e.args) == 2):
+        return None
+    top, bottom = e.args
+    if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
+        return None
+    v = bottom.base
+    first, second = (_factors(t) for t in top.args)
+    if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
+        return None
+    return mul(*first[:-1]), second[1], second[2], v
+
+
+def fraction_split(e: sp.Mul) -> sp.Expr:
+    """(a v - b c) / v^2 -> a / v - (b / v)(c / v)."""
+    a, b, c, v = fraction_parts(e)
+    over = lambda x: mul(*(x.args if isinstance(x, sp.Mul) else (x,)), sp.Pow(v, -1, evaluate=False))
+    return add(over(a), neg(mul(over(b), over(c))))
+
+
 def split_fraction(expr: sp.Expr) -> Step:
     """(a v - b c) / v^2 -> a / v - (b / v)(c / v): one fraction over v^2 as fractions over v."""
-
-    def parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | None:
-        if not (isinstance(e, sp.Mul) and len(e.args) == 2):
-            return None
-        top, bottom = e.args
-        if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
-            return None
-        v = bottom.base
-        first, second = (_factors(t) for t in top.args)
-        if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
-            return None
-        return mul(*first[:-1]), second[1], second[2], v
-
-    def build(e: sp.Mul) -> sp.Expr:
-        a, b, c, v = parts(e)
-        over = lambda x: mul(*(x.args if isinstance(x, sp.Mul) else (x,)), sp.Pow(v, -1, evaluate=False))
-        return add(over(a), neg(mul(over(b), over(c))))
-
-    step, _ = _apply("split_fraction", expr, lambda e: parts(e) is not None, build)
+    step, _ = _apply("split_fraction", expr, lambda e: fraction_parts(e) is not None, fraction_split)
     return step
+
+
+def read_back_at(e: sp.Basic, d: Definition) -> tuple[sp.Basic, list] | None:
+    """(m, the factors of d's value at m) when the product ``e`` holds every factor of the
+    value of d at an index m (e^{z_m} and 1 / sum_j e^{z_j} of o_m's), else None."""
+    if not isinstance(e, sp.Mul) or not isinstance(d.symbol, sp.Indexed) or len(d.symbol.indices) != 1:
+        return None
+    pattern = d.symbol.indices[0]
+    value = d.value if isinstance(d.value, sp.Mul) else sp.Mul(d.value)
+    for index in sorted({x.indices[0] for x in e.atoms(sp.Indexed) if len(x.indices) == 1}, key=sp.default_sort_key):
+        wanted = [f.xreplace({pattern: index}) for f in value.args]
+        if all(f in e.args for f in wanted):
+            return index, wanted
+    return None
+
+
+def read_back(e: sp.Mul, d: Definition) -> sp.Expr:
+    """The product ``e`` with d's value at m replaced by d's symbol at m, where it stood."""
+    index, wanted = read_back_at(e, d)
+    first = min(e.args.index(f) for f in wanted)
+    rest = [f for f in e.args if f not in wanted]
+    out = d.symbol.xreplace({d.symbol.indices[0]: index})
+    kept = rest[:first] + [out] + rest[first:]
+    return mul(*kept) if len(kept) > 1 else out
 
 
 def outputs(expr: sp.Expr, d: Definition) -> Step:
     """e^{z_m} / sum_j e^{z_j} -> o_m: a definition read backwards, wherever its value appears."""
-    pattern = d.symbol.indices[0]
-    value = d.value if isinstance(d.value, sp.Mul) else sp.Mul(d.value)
-
-    def hit(e: sp.Basic) -> tuple[sp.Basic, list] | None:
-        if not isinstance(e, sp.Mul):
-            return None
-        for index in sorted({x.indices[0] for x in e.atoms(sp.Indexed)}, key=sp.default_sort_key):
-            wanted = [f.xreplace({pattern: index}) for f in value.args]
-            if all(f in e.args for f in wanted):
-                return index, wanted
-        return None
-
-    def build(e: sp.Mul) -> sp.Expr:
-        index, wanted = hit(e)
-        first = min(e.args.index(f) for f in wanted)
-        rest = [f for f in e.args if f not in wanted]
-        out = d.symbol.xreplace({pattern: index})
-        kept = rest[:first] + [out] + rest[first:]
-        return mul(*kept) if len(kept) > 1 else out
-
-    step, _ = _apply("outputs", expr, lambda e: hit(e) is not None, build, identity=sp.Eq(d.value, d.symbol, evaluate=False))
+    step, _ = _apply("outputs", expr, lambda e: read_back_at(e, d) is not None, lambda e: read_back(e, d), identity=sp.Eq(d.value, d.symbol, evaluate=False))
     return step
 
 

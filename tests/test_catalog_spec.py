@@ -12,7 +12,7 @@ import pytest
 import sympy as sp
 
 from derive import rules
-from derive.derivations import log_softmax, sigmoid_bce, softmax_ce, sse_linear
+from derive.derivations import log_softmax, sigmoid_bce, softmax, softmax_ce, sse_linear
 from derive.files import catalog_spec
 from derive.symbols import E, i, k, o, z
 
@@ -82,6 +82,21 @@ def log_softmax_by_hand() -> tuple:
     return tuple(then.steps)
 
 
+def softmax_by_hand() -> tuple:
+    """softmax's chain as it was composed by hand before the planner."""
+    then = rules.Chain()
+    e = then(rules.definition(softmax.SUBJECT, softmax_ce.SOFTMAX))
+    e = then(rules.quotient_rule(e))
+    e = then(rules.sum_rule(e))
+    e = then(rules.exp_derivative(e, softmax.SETTING))
+    e = then(rules.sifting(e))
+    e = then(rules.split_fraction(e))
+    e = then(rules.outputs(e, softmax_ce.SOFTMAX))
+    e = then(rules.common_factor(e))
+    then(rules.delta_cases(e, softmax.SUBJECT))
+    return tuple(then.steps)
+
+
 u = sp.Symbol("u")
 f = sp.IndexedBase("f")
 
@@ -91,6 +106,7 @@ REFERENCES = {
     "sse-linear": (sse_linear.steps, sse_linear_by_hand, {"power_rule", "sifting"}),
     "sigmoid-bce": (sigmoid_bce.steps, sigmoid_bce_by_hand, set()),
     "log-softmax": (log_softmax.steps, log_softmax_by_hand, set()),
+    "softmax": (softmax.steps, softmax_by_hand, {"sifting"}),
 }
 
 
@@ -149,3 +165,28 @@ def test_a_result_with_a_delta_of_free_indices_is_stated_by_its_cases():
     assert not last.cases[1].value.has(sp.KroneckerDelta)
     d.check()
     assert "delta_cases" not in {s.rule for s in softmax_ce.steps()}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_no_planned_step_only_restates_the_one_before(name):
+    """A step whose expression is the one before it (a sum SymPy would only reorder) is no step;
+    the cases of a delta restate the result on purpose."""
+    from derive.latex import latex
+
+    steps = REFERENCES[name][0]()
+    assert all(latex(s.lhs) != latex(s.rhs) or s.rule == "delta_cases" for s in steps)
+
+
+def test_the_softmax_jacobian_is_derived_not_cited_for_itself():
+    """The lemma is cited where the softmax is an intermediate (log-softmax), never in the
+    derivation of its own Jacobian, which goes by the quotient rule; typed by hand it gets the
+    same steps as the catalog entry."""
+    import derive
+
+    assert "softmax_jacobian" in {s.rule for s in log_softmax.steps()}
+    d = derive.grad("o_i = exp(z_i)/sum_j exp(z_j)", wrt="z_k")
+    rules_ = [s.rule for s in d.steps]
+    assert "softmax_jacobian" not in rules_
+    assert rules_ == [s.rule for s in softmax.steps()]
+    assert rules_[:2] == ["definition", "quotient_rule"]
+    d.check()
