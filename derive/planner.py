@@ -43,6 +43,12 @@ FIRST = frozenset({"sum_rule"})
 before the derivatives beside it are evaluated."""
 
 
+NUMBERS_FIRST = frozenset({"softmax_jacobian"})
+"""Rules before which the numbers of a sum meet those in front of it (1/2 sum_i 2 f_i -> sum_i
+f_i): a full Jacobian keeps the sum through several steps, which should carry no 1/2 and 2
+(a diagonal Jacobian collapses the sum at once, and the numbers cancel with it)."""
+
+
 class PlanError(DeriveError):
     """No rule applies: the message names the sub-expression (exit code 1)."""
 
@@ -149,6 +155,8 @@ class Planner:
             # one step with those beside it (the quotient rule's e^{z_i} and sum_j e^{z_j}).
             chosen = [self.choose(n) for n in nodes]
             name, _ = next((c for c in chosen if c[0] in FIRST), chosen[0])
+            if name in NUMBERS_FIRST and find(e, _numbers_meet):
+                e = self._numbers(e)
             e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
             if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
                 e = self._apply(e, "outputs", lambda n: outputs(self, n) is not None and not _inside_derivative(e, n), lambda n: outputs(self, n))
@@ -167,19 +175,36 @@ class Planner:
         self._cases(e)
         return tuple(self.steps)
 
+    def _numbers(self, e: sp.Expr) -> sp.Expr:
+        """c sum_i (n f_i) -> c (n sum_i f_i) -> (c n) sum_i f_i: a number comes out of the sum
+        and meets the one in front."""
+        inner = lambda n: isinstance(n, sp.Sum) and any(_numbers_meet(m) and m.args[1] is n for m in sp.preorder_traversal(e))
+        e = self._apply(e, "factor_out", inner, lambda n: _number_out(n))
+        return self._apply(e, "algebra", lambda n: isinstance(n, sp.Mul) and n.args[0].is_Number and len(n.args) == 2 and isinstance(n.args[1], sp.Mul) and n.args[1].args[0].is_Number, lambda n: Built(evaluated(n)))
+
     def _tidy(self, e: sp.Expr) -> sp.Expr:
         """The algebra rules until none applies, then multiply out and cancel."""
         while True:
             for name, rule in ALGEBRA_RULES:
                 if find(e, lambda n, r=rule: r(self, n) is not None):
-                    e = self._apply(e, name, lambda n, r=rule: r(self, n) is not None, lambda n, r=rule: r(self, n))
+                    if name == "algebra":
+                        # Once worth a step, the factors of every term are multiplied, not only
+                        # those of the term that made it worth one.
+                        e = self._apply(e, name, _product_to_evaluate, lambda n: Built(evaluated(n), notes=(("product", n),)))
+                    else:
+                        e = self._apply(e, name, lambda n, r=rule: r(self, n) is not None, lambda n, r=rule: r(self, n))
                     self._guard()
                     break
             else:
                 break
-        keep = tuple(sorted(e.atoms(sp.Sum, ExcludedSum), key=sp.default_sort_key))
+        # An error o_k - y_k stays whole, written one way wherever it stands, so that the terms
+        # it is in can cancel.
+        written, _ = rewrite(e, lambda n: _is_error(n) and not _bound(n), lambda n: sp.Add(*n.args))
+        sums = written.atoms(sp.Sum, ExcludedSum)
+        errors = {a for a in _outside(written, (sp.Sum, ExcludedSum)) if _is_error(a)}
+        keep = tuple(sorted(sums | errors, key=sp.default_sort_key))
         try:
-            step = rules.expand(e, keep)
+            step = replace(rules.expand(written, keep), lhs=e)
         except RuleError:
             step = None
         if step is not None and step.labels:  # multiplying out pays only when terms cancel
@@ -199,13 +224,15 @@ class Planner:
         signed = lambda x: rewrite(x, lambda n: isinstance(n, sp.Mul) and n.args[0] == -1, _sign_inside)[0]
         factored = sp.factor_terms(e)
         # factor_terms also splits sums; it is taken only where it finds a factor every term shares.
-        candidates = [signed(e)] + ([signed(factored)] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
+        forms = [e] + ([factored] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
         try:
             # The shared factor taken out of the terms as they stand (d o_i - o_i o_k -> o_i (d - o_k)):
             # preferred where it reads as well, since it keeps the order the reader saw.
-            candidates.insert(1, signed(rules.common_factor(e).rhs))
+            forms.insert(1, rules.common_factor(e).rhs)
         except RuleError:
             pass
+        # A leading minus goes into a bracket where that reads better, and only there.
+        candidates = [c for f in forms for c in (signed(f), f)]
         new = min(candidates, key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
@@ -286,9 +313,43 @@ class Planner:
 
 def _awkward(e: sp.Expr) -> tuple[int, int]:
     """How hard a result is to read: brackets that start with a minus (-1 + h), then size."""
-    minus = sum(1 for a in sp.preorder_traversal(e) if isinstance(a, sp.Add) and a.could_extract_minus_sign())
+    minus = sum(1 for a in sp.preorder_traversal(e) if isinstance(a, sp.Add) and _leading(a).could_extract_minus_sign())
     lead = 1 if isinstance(e, sp.Mul) and e.args[0] == -1 else 0
     return (minus + lead, _size(e))
+
+
+def _outside(e: sp.Basic, kinds: tuple) -> list:
+    """The sub-terms of ``e`` that are not inside a term of one of ``kinds``."""
+    if isinstance(e, kinds):
+        return []
+    out = [e]
+    if e.args and not isinstance(e, (sp.Indexed, sp.Tuple)):
+        for a in e.args:
+            out += _outside(a, kinds)
+    return out
+
+
+def _numbers_meet(n: sp.Basic) -> bool:
+    """c sum_i (n f_i) with numbers c and n other than 1 and -1."""
+    if not (isinstance(n, sp.Mul) and len(n.args) == 2 and n.args[0].is_Number and abs(n.args[0]) != 1 and isinstance(n.args[1], sp.Sum)):
+        return False
+    body = n.args[1].function
+    return isinstance(body, sp.Mul) and any(f.is_Number and abs(f) != 1 for f in body.args)
+
+
+def _number_out(node: sp.Sum) -> Built:
+    number = sp.Mul(*[f for f in node.function.args if f.is_Number])
+    rest = [f for f in node.function.args if not f.is_Number]
+    return Built(mul(number, sp.Sum(_product(rest), *node.limits)), notes=(("factor", number), ("index", node.limits[0][0])))
+
+
+def _leading(a: sp.Add) -> sp.Expr:
+    """The term a sum is printed with first: its first as written, or, in SymPy's own order, the
+    first of the polynomial as read (as derive.latex prints it)."""
+    rebuilt = sp.Add(*a.args)
+    if isinstance(rebuilt, sp.Add) and rebuilt.args == a.args:
+        return a.as_ordered_terms()[0]
+    return a.args[0]
 
 
 def _sign_inside(e: sp.Expr) -> sp.Expr:
@@ -971,9 +1032,19 @@ def simplify_terms(p: Planner, node: sp.Basic) -> Built | None:
     if node.has(sp.Derivative):
         return None
     new = evaluated(node)
-    if new == node or _size(new) >= _size(node):
+    # Worth a step where factors cancel or combine, or where a sign inside a factor comes to the
+    # front of its term ((-o_i o_k)(o_i - y_i) -> -o_i o_k (o_i - y_i)), ready to leave a sum.
+    signed = any(isinstance(a, sp.Mul) and a.args[0] == -1 for a in node.args)
+    if new == node or (_size(new) >= _size(node) and not signed):
         return None
     return Built(new, notes=(("product", node),))
+
+
+def _product_to_evaluate(n: sp.Basic) -> bool:
+    """A product that evaluating changes (not a number times a bracket, kept whole)."""
+    if not isinstance(n, sp.Mul) or n.has(sp.Derivative) or (len(n.args) == 2 and n.args[0].is_Number and isinstance(n.args[1], sp.Add)):
+        return False
+    return evaluated(n) != n
 
 
 def _size(e: sp.Basic) -> int:
@@ -999,7 +1070,7 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
         if k == i or not node.function.has(term) or node.function.has(ExcludedSum):
             continue
         others = substitute(node.function, {term: ne.value})
-        if not _monomial(evaluated(others)):
+        if not _monomial(evaluated(others), keep=_is_error):
             return None  # the cases leave brackets: sifting reads better
         _, lo, hi = node.limits[0]
         own = substitute(substitute(node.function, {term: eq.value}), {i: k})
@@ -1013,8 +1084,17 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
     return None
 
 
-def _monomial(e: sp.Expr) -> bool:
-    return not any(isinstance(a, sp.Add) for a in sp.preorder_traversal(e))
+def _monomial(e: sp.Expr, keep: Callable[[sp.Basic], bool] = lambda a: False) -> bool:
+    """No bracket in ``e`` (but those ``keep`` accepts, which stay whole)."""
+    return not any(isinstance(a, sp.Add) and not keep(a) for a in sp.preorder_traversal(e))
+
+
+def _is_error(e: sp.Basic) -> bool:
+    """A bracket of entries alone, o_i - y_i (an error, a difference): it is read as one
+    quantity, so it stays whole where brackets are multiplied out."""
+    if not isinstance(e, sp.Add) or len(e.args) < 2:
+        return False
+    return all(isinstance(t, sp.Indexed) or (isinstance(t, sp.Mul) and len(t.args) == 2 and t.args[0] == -1 and isinstance(t.args[1], sp.Indexed)) for t in e.args)
 
 
 def distribute(p: Planner, node: sp.Basic) -> Built | None:
