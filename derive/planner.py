@@ -49,6 +49,21 @@ f_i): a full Jacobian keeps the sum through several steps, which should carry no
 (a diagonal Jacobian collapses the sum at once, and the numbers cancel with it)."""
 
 
+LAST = frozenset({"derived_result"})
+"""Rules taken only when no other derivative is left to take: a result is cited once the sum it
+stands in has collapsed, at its own index."""
+
+SIFT_FIRST = frozenset({"derived_result"})
+"""Rules before which the sums a Kronecker delta collapses are collapsed (sum_i dE/dz_i delta_ik
+x_d -> x_d dE/dz_k): the result is cited at one index, not inside a sum."""
+
+RESULTS = ("softmax-ce",)
+"""Catalog entries whose result, in its general form (before any assumption), a derivation may
+cite where it needs the same derivative of the same quantity, defined the same way, on its way
+to another variable: dE/dz_k of softmax-ce for a layer before the softmax. Never for the entry's
+own variable."""
+
+
 class PlanError(DeriveError):
     """No rule applies: the message names the sub-expression (exit code 1)."""
 
@@ -154,9 +169,12 @@ class Planner:
             # first wherever it stands: the elementary derivatives it brings are then taken in
             # one step with those beside it (the quotient rule's e^{z_i} and sum_j e^{z_j}).
             chosen = [self.choose(n) for n in nodes]
-            name, _ = next((c for c in chosen if c[0] in FIRST), chosen[0])
+            soon = [c for c in chosen if c[0] not in LAST] or chosen
+            name, _ = next((c for c in soon if c[0] in FIRST), soon[0])
             if name in NUMBERS_FIRST and find(e, _numbers_meet):
                 e = self._numbers(e)
+            if name in SIFT_FIRST and find(e, lambda n: sifting(self, n) is not None):
+                e = self._apply(e, "sifting", lambda n: sifting(self, n) is not None, lambda n: sifting(self, n))
             e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
             if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
                 e = self._apply(e, "outputs", lambda n: outputs(self, n) is not None and not _inside_derivative(e, n), lambda n: outputs(self, n))
@@ -820,6 +838,115 @@ def _limit_of(p: Planner, ix: sp.Symbol) -> sp.Expr:
     raise PlanError(f"index {ix} has no range")
 
 
+def _results() -> tuple[tuple[str, tuple[Definition, ...], sp.Expr, sp.Expr], ...]:
+    """(name, definitions, variable, general form) of each entry of RESULTS, planned once."""
+    global _RESULTS
+    if _RESULTS is None:
+        from derive import spec as specs
+        from derive.files import catalog_spec
+
+        _RESULTS = ()  # the results are planned without citing one another
+        found = []
+        for name in RESULTS:
+            problem = specs.problem(specs.read(catalog_spec(name)))
+            found.append((name, problem.definitions, problem.wrt, plan(problem).general))
+        _RESULTS = tuple(found)
+    return _RESULTS
+
+
+_RESULTS: tuple | None = None
+
+
+def _citable(p: Planner, quantity: sp.Basic) -> tuple[str, sp.Expr, sp.Expr] | None:
+    """(name, variable, general form) of a result of RESULTS about ``quantity`` whose definitions
+    are this problem's, where this problem's variable is another one."""
+    if not isinstance(quantity, sp.Symbol) or quantity not in p.defined:
+        return None
+    for name, definitions, variable, general in _results():
+        if definitions[0].symbol != quantity or _head(variable) == _head(p.wrt):
+            continue
+        own = {_head(d.symbol): d for d in definitions}
+        reached = {quantity} | set(p.reach(quantity))
+        same = True
+        for h in reached:
+            theirs, ours = own.get(h), p.defined.get(h)
+            if h == _head(variable):
+                same = ours is not None and theirs is None
+            elif (theirs is None) != (ours is None) or (theirs is not None and (theirs.symbol != ours.symbol or _canonical(theirs.value) != _canonical(ours.value))):
+                same = False
+            if not same:
+                break
+        if same:
+            return name, variable, general
+    return None
+
+
+def derived_result(p: Planner, node: sp.Basic) -> Built | None:
+    """dE/du_m -> its value by a result derived (and verified) on its own: the general form of a
+    catalog entry of RESULTS (dE/dz_k = o_k sum_i y_i - y_k, at any index m)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    cited = _citable(p, node.expr)
+    x = _var(node)
+    if cited is None or not isinstance(x, sp.Indexed) or x.base != _head(cited[1]):
+        return None
+    _, variable, general = cited
+    value = general
+    mapping = {a: b for a, b in zip(variable.indices, x.indices) if a != b}
+    if mapping:
+        value = substitute(_rename_bound(general, set(x.free_symbols)), mapping)
+    return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", node),))
+
+
+def through_result(p: Planner, node: sp.Basic) -> Built | None:
+    """dE/dx -> sum_i dE/du_i du_i/dx where a cited result gives dE/du_i and x reaches E only
+    through u, whose definition holds x: the chain rule through every entry of u, the result's
+    variable (every logit z_i, for a weight of the layer before a softmax)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    cited = _citable(p, node.expr)
+    x = _var(node)
+    if cited is None:
+        return None
+    u = _head(cited[1])
+    if not isinstance(u, sp.IndexedBase) or u not in p.defined or _head(x) not in _heads(p.defined[u].value):
+        return None
+    if any(_head(x) in _heads(p.defined[h].value) for h in p.reach(node.expr) if h in p.defined and h != u):
+        return None
+    pattern = p.defined[u].symbol
+    taken = set(x.free_symbols) | _bound(node)
+    fresh = []
+    for ix in pattern.indices:
+        s_ = ix if ix not in taken else p.fresh(ix, taken)
+        taken.add(s_)
+        fresh.append(s_)
+    u_i = u[tuple(fresh)]
+    new = mul(_deriv(node.expr, u_i), _deriv(u_i, x))
+    for s_, ix in reversed(list(zip(fresh, pattern.indices))):
+        new = sp.Sum(new, (s_, 1, p.problem.ranges.get(ix, _limit_of(p, ix))))
+    return Built(new, notes=(("term", node.expr), ("through", u_i), ("variable", x)))
+
+
+def layer_derivative(p: Planner, node: sp.Basic) -> Built | None:
+    """d z_i / d p -> delta_ik c for a layer linear in its parameters (z_i := sum_m W_im x_m +
+    b_i): the parameter W_kd or b_k stands in the unit i = k only, multiplied by c (x_d, or 1)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed) and len(f.indices) == 1):
+        return None
+    d = p.defined[f.base]
+    if not isinstance(d.symbol, sp.Indexed) or any(p.depends(h, x) for h in _heads(d.value) if h != x.base):
+        return None
+    try:
+        value = rules.layer_entry(d, x, f.indices[0])
+    except RuleError:
+        return None
+    if value.has(x.base):
+        return None
+    return Built(value, identity=sp.Eq(node, value, evaluate=False), cases=rules.layer_cases(value), notes=(("term", f), ("variable", x)), label="jacobian")
+
+
 def linear_derivative(p: Planner, node: sp.Basic) -> Built | None:
     """d (a x + b) / dx -> a: an expression linear in the variable, with constant a and b."""
     f, x = node.expr, _var(node)
@@ -928,6 +1055,8 @@ softplus_derivative = _elementary(fn.softplus, lambda f, u: fn.sigmoid(u), lambd
 
 DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("zero_derivative", zero_derivative),
+    ("derived_result", derived_result),
+    ("chain_rule_sum", through_result),
     ("variable_derivative", variable_derivative),
     ("linear_derivative", linear_derivative),
     ("definition", defined_scalar),
@@ -937,6 +1066,7 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("chain_rule", chain_rule),
     ("softmax_jacobian", softmax_jacobian),
     ("elementwise_jacobian", elementwise_jacobian),
+    ("layer_derivative", layer_derivative),
     ("chain_rule_sum", chain_rule_sum),
     ("definition", definition_rule),
     ("quotient_rule", quotient_rule),
@@ -1067,8 +1197,8 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
             term = substitute(term, {a: i})
             eq = Case(sp.Eq(i, k, evaluate=False), substitute(eq.value, {a: i}))
             ne = Case(sp.Ne(i, k, evaluate=False), substitute(ne.value, {a: i}))
-        if k == i or not node.function.has(term) or node.function.has(ExcludedSum):
-            continue
+        if k == i or k in _bound(node.function) or not node.function.has(term) or node.function.has(ExcludedSum):
+            continue  # (a k summed inside the term is no single index to split at)
         others = substitute(node.function, {term: ne.value})
         if not _monomial(evaluated(others), keep=_is_error):
             return None  # the cases leave brackets: sifting reads better

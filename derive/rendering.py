@@ -1111,7 +1111,9 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any],
             for x in p.definitions
             if (x.symbol, x.key) not in {(s.symbol, s.key) for s in shown}  # the same, up to its bound letters
         ],
-        "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
+        # A part the catalog words (as the document itself) speaks with its sentences, not with
+        # those a planned step's notes fill in.
+        "steps": [_step(n, s if p.name not in about.get("part", {}) else replace(s, notes=()), subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
         "result": f"{subject} = {latex(p.result.rhs)}",
         "after": prose(own["after"], fmt) if "after" in own else None,
     }

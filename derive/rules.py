@@ -821,6 +821,51 @@ def chain_rule_sum(expr: sp.Expr, setting: Setting, through: sp.Indexed) -> Step
     return step
 
 
+def layer_entry(layer: Definition, p: sp.Indexed, i: sp.Basic) -> sp.Expr:
+    """d z_i / d p for a layer linear in its parameters (z_i = sum_m W_im x_m + b_i): read off the
+    definition term by term, a parameter entry P_{i m} meets P_{k d} where i = k (a Kronecker
+    delta) and, for a summation index m, picks the term m = d. RuleError where the layer is not
+    such a layer in p."""
+    unit = layer.symbol.indices[0]
+    value = layer.value.xreplace({unit: i})
+    out = []
+    for term in sp.Add.make_args(value):
+        summed = term.limits[0][0] if isinstance(term, sp.Sum) else None
+        factors = _factors(term.function if summed is not None else term)
+        hits = [f for f in factors if isinstance(f, sp.Indexed) and f.base == p.base]
+        if not hits:
+            if term.has(p.base):
+                raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not a product with {p.base} as a factor")
+            continue
+        if len(hits) > 1 or any(f.has(p.base) for f in factors if f is not hits[0]):
+            raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not linear in {p.base}")
+        deltas, picked = [], {}
+        for a, b in zip(hits[0].indices, p.indices):
+            if a == summed:
+                picked[a] = b
+            elif a != b:
+                deltas.append(sp.KroneckerDelta(a, b))
+        if summed is not None and summed not in picked:
+            raise RuleError(f"rule layer_derivative: the sum over {summed} in {sp.sstr(term)} does not pick one term")
+        rest = [f.xreplace(picked) for f in factors if f is not hits[0]]
+        out.append(mul(*deltas, *rest) if len(deltas) + len(rest) > 1 else (deltas + rest)[0])
+    if len(out) != 1:
+        raise RuleError(f"rule layer_derivative: {p} must appear in exactly one term of {sp.sstr(layer.value)}")
+    return out[0]
+
+
+def layer_cases(value: sp.Expr) -> tuple[Case, ...]:
+    """The two cases of a layer's derivative with one Kronecker delta (none without one)."""
+    deltas = sorted(value.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
+    if len(deltas) != 1:
+        return ()
+    d = deltas[0]
+    return (
+        Case(sp.Eq(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(1)}))),
+        Case(sp.Ne(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(0)}))),
+    )
+
+
 def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: str = "layer") -> Step:
     """d z_i / d p -> delta_ik c: a layer linear in its parameters (z_i = sum_m W_im x_m + b_i)
     holds the parameter p = W_kd or b_k in the unit i = k only, multiplied by c (x_d, or 1).
@@ -829,34 +874,7 @@ def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: 
     P_{k d} where i = k (a Kronecker delta) and, for a summation index m, picks the term m = d.
     """
     p = setting.wrt
-    unit = layer.symbol.indices[0]
-
-    def derivative(i: sp.Basic) -> sp.Expr:
-        value = layer.value.xreplace({unit: i})
-        out = []
-        for term in sp.Add.make_args(value):
-            summed = term.limits[0][0] if isinstance(term, sp.Sum) else None
-            factors = _factors(term.function if summed is not None else term)
-            hits = [f for f in factors if isinstance(f, sp.Indexed) and f.base == p.base]
-            if not hits:
-                if term.has(p.base):
-                    raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not a product with {p.base} as a factor")
-                continue
-            if len(hits) > 1 or any(f.has(p.base) for f in factors if f is not hits[0]):
-                raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not linear in {p.base}")
-            deltas, picked = [], {}
-            for a, b in zip(hits[0].indices, p.indices):
-                if a == summed:
-                    picked[a] = b
-                elif a != b:
-                    deltas.append(sp.KroneckerDelta(a, b))
-            if summed is not None and summed not in picked:
-                raise RuleError(f"rule layer_derivative: the sum over {summed} in {sp.sstr(term)} does not pick one term")
-            rest = [f.xreplace(picked) for f in factors if f is not hits[0]]
-            out.append(mul(*deltas, *rest) if len(deltas) + len(rest) > 1 else (deltas + rest)[0])
-        if len(out) != 1:
-            raise RuleError(f"rule layer_derivative: {p} must appear in exactly one term of {sp.sstr(layer.value)}")
-        return out[0]
+    derivative = lambda i: layer_entry(layer, p, i)
 
     def applies(e: sp.Basic) -> bool:
         return isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Indexed) and e.expr.base == layer.symbol.base and e.variables == (p,)
@@ -866,14 +884,7 @@ def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: 
         raise RuleError(f"rule layer_derivative does not apply to {sp.sstr(expr)}")
     first = found[0]
     value = derivative(first.expr.indices[0])
-    deltas = sorted(value.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
-    cases: tuple[Case, ...] = ()
-    if len(deltas) == 1:
-        d = deltas[0]
-        cases = (
-            Case(sp.Eq(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(1)}))),
-            Case(sp.Ne(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(0)}))),
-        )
+    cases = layer_cases(value)
     step, paths = _apply(
         "layer_derivative", expr, applies, lambda e: derivative(e.expr.indices[0]),
         identity=sp.Eq(first, value, evaluate=False), cases=cases,

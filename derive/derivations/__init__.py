@@ -60,7 +60,7 @@ CATALOG: dict[str, Entry] = {
 }
 
 
-def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:
+def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, wrt: str | None = None) -> tuple:
     """A catalog entry's steps as the planner derives them from its spec file
     (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
     one symbol throughout, the catalog's. ``names`` maps more of the language's names to what the
@@ -70,7 +70,10 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
     ``written``: definitions as the entry's document writes them, each the spec's definition of
     the same symbol in the order of terms a reader expects (the language hands SymPy's order on:
     (1 - y_i) ln(1 - o_i) + y_i ln o_i). Each must be the spec's once SymPy evaluates it, or the
-    plan is refused."""
+    plan is refused.
+
+    ``wrt``: another variable the spec file lists (its ``wrt`` is a list), whose steps are a part
+    of the entry's document (b_k beside W_kd)."""
     from dataclasses import replace
 
     import sympy as sp
@@ -83,7 +86,13 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
     from derive.symbols import E
 
     same = {sp.Symbol("E"): E} | dict(names or {})
-    problem = specs.problem(specs.read(catalog_spec(name)))
+    given = specs.read(catalog_spec(name))
+    if wrt is not None:
+        chosen = [v for v in specs.variables(given) if v.wrt.strip() == wrt]
+        if not chosen:
+            raise DeriveError(f"{name}: the spec file lists no variable {wrt}")
+        given = chosen[0]
+    problem = specs.problem(given)
     if written:
         by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
         definitions = []
@@ -95,8 +104,9 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
         if by:
             raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
         problem = replace(problem, definitions=tuple(definitions))
+    # substitute, not xreplace: a product left unevaluated (dE/dz_i (delta_ik x_d)) keeps its shape.
     steps = (
-        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        replace(s, lhs=rules.substitute(s.lhs, same), rhs=rules.substitute(s.rhs, same), identity=s.identity.xreplace(same) if s.identity is not None else None)
         for s in plan(problem).steps
     )
     return tuple(s for s in steps if s.lhs != s.rhs or s.cases)
