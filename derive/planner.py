@@ -927,6 +927,34 @@ def through_result(p: Planner, node: sp.Basic) -> Built | None:
     return Built(new, notes=(("term", node.expr), ("through", u_i), ("variable", x)))
 
 
+def scaled_logit(p: Planner, node: sp.Basic) -> Built | None:
+    """d f / d x_k -> c d f / d u_k where f depends on x only through u, a multiple of x entry by
+    entry (u_m := c x_m, c = 1/T for a temperature): only u_k holds x_k, and du_k/dx_k = c."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed) and len(x.indices) == 1):
+        return None
+    value = p.defined[f.base].value
+    if value.has(x.base):
+        return None
+    bases = {h for h in _heads(value) if h in p.defined and (h == x.base or x.base in p.reach(h))}
+    if len(bases) != 1:
+        return None
+    u = bases.pop()
+    d = p.defined[u]
+    if not isinstance(d.symbol, sp.Indexed) or len(d.symbol.indices) != 1 or _bound(d.value):
+        return None
+    entry = x.base[d.symbol.indices[0]]
+    if d.value.atoms(sp.Indexed) != {entry} or any(h in p.defined for h in _heads(d.value)):
+        return None
+    c = sp.diff(d.value, entry)
+    if c == 0 or c.has(x.base) or sp.expand(d.value - c * entry) != 0:
+        return None
+    u_k = u[x.indices]
+    return Built(mul(c, _deriv(f, u_k)), identity=sp.Eq(_deriv(u_k, x), c, evaluate=False), notes=(("term", f), ("through", u_k), ("variable", x), ("slope", c)), label="jacobian")
+
+
 def layer_derivative(p: Planner, node: sp.Basic) -> Built | None:
     """d z_i / d p -> delta_ik c for a layer linear in its parameters (z_i := sum_m W_im x_m +
     b_i): the parameter W_kd or b_k stands in the unit i = k only, multiplied by c (x_d, or 1)."""
@@ -1067,6 +1095,7 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("softmax_jacobian", softmax_jacobian),
     ("elementwise_jacobian", elementwise_jacobian),
     ("layer_derivative", layer_derivative),
+    ("scaled_logit", scaled_logit),
     ("chain_rule_sum", chain_rule_sum),
     ("definition", definition_rule),
     ("quotient_rule", quotient_rule),
@@ -1199,6 +1228,13 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
             ne = Case(sp.Ne(i, k, evaluate=False), substitute(ne.value, {a: i}))
         if k == i or k in _bound(node.function) or not node.function.has(term) or node.function.has(ExcludedSum):
             continue  # (a k summed inside the term is no single index to split at)
+        # A factor the chain rule brought beside the Jacobian (1/T by z_k through z_k / T) is
+        # part of the derivative by the variable: each case is put in with it.
+        scaled = [m for m in sp.preorder_traversal(node.function) if isinstance(m, sp.Mul) and len(m.args) == 2 and term in m.args and not m.args[0 if m.args[1] == term else 1].has(i)]
+        if scaled:
+            c = scaled[0].args[0] if scaled[0].args[1] == term else scaled[0].args[1]
+            term = scaled[0]
+            eq, ne = (Case(case.condition, mul(c, case.value)) for case in (eq, ne))
         others = substitute(node.function, {term: ne.value})
         if not _monomial(evaluated(others), keep=_is_error):
             return None  # the cases leave brackets: sifting reads better

@@ -106,7 +106,13 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
         problem = replace(problem, definitions=tuple(definitions))
     # substitute, not xreplace: a product left unevaluated (dE/dz_i (delta_ik x_d)) keeps its shape.
     steps = (
-        replace(s, lhs=rules.substitute(s.lhs, same), rhs=rules.substitute(s.rhs, same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        replace(
+            s,
+            lhs=rules.substitute(s.lhs, same),
+            rhs=rules.substitute(s.rhs, same),
+            identity=s.identity.xreplace(same) if s.identity is not None else None,
+            cases=tuple(replace(c, condition=c.condition.xreplace(same), value=rules.substitute(c.value, same)) for c in s.cases),
+        )
         for s in plan(problem).steps
     )
     return tuple(s for s in steps if s.lhs != s.rhs or s.cases)

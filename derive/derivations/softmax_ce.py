@@ -73,6 +73,8 @@ def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...
     options; with them, the rules composed by hand, each applied to the previous step's result."""
     if not (temperature or smoothing):
         return planned()
+    if temperature and not smoothing:
+        return tempered()
     then = rules.Chain()
     at = setting(temperature, smoothing)
 
@@ -117,6 +119,19 @@ def planned() -> tuple[Step, ...]:
     from derive.derivations import planned as from_spec
 
     return from_spec("softmax-ce")
+
+
+def tempered() -> tuple[Step, ...]:
+    """softmax-ce --temperature's steps as the planner derives them from the catalog's spec file
+    (derive/catalog/softmax-ce-temperature.toml), whose scaled logit s_i is written z~_i here;
+    the Jacobian it cites is the softmax one by z~, its underbrace says so."""
+    from derive.derivations import planned as from_spec
+
+    names = {sp.IndexedBase("s"): scaled, sp.Symbol("T"): T}
+    return tuple(
+        replace(s, labels=tuple(Label(x.path, "scaled_jacobian") for x in s.labels)) if s.rule == "softmax_jacobian" else s
+        for s in from_spec("softmax-ce-temperature", names=names)
+    )
 
 
 def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Definition) -> Concrete:
