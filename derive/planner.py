@@ -190,6 +190,8 @@ class Planner:
         if find(e, lambda n: combine_sums(self, n) is not None):
             e = self._apply(e, "combine_sums", lambda n: combine_sums(self, n) is not None, lambda n: combine_sums(self, n))
         e = self._collect(e)
+        if used:
+            e = self._written_out(e)
         self._cases(e)
         return tuple(self.steps)
 
@@ -313,6 +315,17 @@ class Planner:
                 continue
             lhs, rhs = a.statement.args
             leaf = lhs.function if isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) else None
+            if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)):
+                # The sum of a quantity defined linearly from the leaf (a smoothed target) holds
+                # the leaf's sum once it is written by its definition.
+                for d in self._given(leaf.base):
+                    try:
+                        step = rules.linear_sum(e, d)
+                    except RuleError:
+                        continue
+                    self.steps.append(replace(step, notes=(("term", d.symbol), ("value", d.value))))
+                    e = step.rhs
+                    break
             if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)) and find(e, lambda n: expose(self, n, leaf) is not None):
                 e = self._apply(e, "distribute", lambda n: expose(self, n, leaf) is not None, lambda n: expose(self, n, leaf))
                 e = self._tidy(e)
@@ -323,6 +336,38 @@ class Planner:
                 self.steps.append(Step(rule="normalisation" if a.key == "normalised" else "assumption", lhs=e, rhs=new, assumptions=(a.key,), identity=a.statement, notes=(("statement", a.statement),)))
                 return new
         return None
+
+    def _given(self, base: sp.Basic | None = None) -> list[Definition]:
+        """The definitions of indexed quantities made from given ones alone, without a sum, that
+        the variable does not reach (a smoothed target y'_i := (1 - eps) y_i + eps / H); with
+        ``base``, those that use it."""
+        return [
+            d for d in self.problem.definitions[1:]
+            if isinstance(d.symbol, sp.Indexed) and not _bound(d.value) and not any(h in self.defined for h in _heads(d.value))
+            and not self.depends(d.symbol, self.wrt) and (base is None or d.value.has(base))
+        ]
+
+    def _written_out(self, e: sp.Expr) -> sp.Expr:
+        """Such a quantity left in the result only at single entries (no longer in a sum) is
+        written by its definition, so that the result is in the given quantities; a minus in
+        front of the bracket that leaves goes to its terms."""
+        for d in self._given():
+            base = d.symbol.base
+            entries = [n for n in sp.preorder_traversal(e) if isinstance(n, sp.Indexed) and n.base == base]
+            if not entries or any(t.has(base) for t in e.atoms(sp.Sum, ExcludedSum)):
+                continue
+            first = entries[0]
+            value = self.definition_at(first)
+            new, _ = rewrite(e, lambda n: isinstance(n, sp.Indexed) and n.base == base, lambda n: self.definition_at(n))
+            self.steps.append(Step(rule="definition", lhs=e, rhs=new, identity=sp.Eq(first, value, evaluate=False), notes=(("term", first), ("value", value))))
+            e = new
+            try:
+                step = rules.distribute_sign(e)
+            except RuleError:
+                continue
+            self.steps.append(step)
+            e = step.rhs
+        return e
 
     def _guard(self) -> None:
         if len(self.steps) > MAX_STEPS:

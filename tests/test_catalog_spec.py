@@ -82,36 +82,49 @@ def log_softmax_by_hand() -> tuple:
     return tuple(then.steps)
 
 
-def softmax_ce_temperature_by_hand() -> tuple:
-    """softmax-ce --temperature's chain as it was composed by hand before the planner."""
+def softmax_ce_options_by_hand(temperature: bool, smoothing: bool) -> tuple:
+    """softmax-ce's chain with its options as it was composed by hand before the planner."""
     from dataclasses import replace
 
-    from derive.model import Case, Label
+    from derive.model import Case, Definition, Label
 
     then = rules.Chain()
-    at = softmax_ce.setting(temperature=True)
-    e = then(rules.definition(sp.Derivative(E, z[k]), softmax_ce.LOSS))
+    at = softmax_ce.setting(temperature, smoothing)
+    e = then(rules.definition(sp.Derivative(E, z[k]), softmax_ce.SMOOTHED_LOSS if smoothing else softmax_ce.LOSS))
     e = then(rules.sum_rule(e))
     e = then(rules.constant_factor(e, at))
     e = then(rules.chain_rule(e, at))
     e = then(rules.log_derivative(e))
-    # The chain rule through z~_k = z_k / T gives 1/T; the Jacobian is then the softmax one in z~.
-    through = rules.scaled_logit(e, at, softmax_ce.SCALED)
-    e = then(through)
-    jacobian = rules.softmax_jacobian(e, replace(at, wrt=softmax_ce.scaled[k]))
-    e = then(replace(jacobian, labels=tuple(Label(x.path, "scaled_jacobian") for x in jacobian.labels)))
-    # By z_k, the Jacobian is 1/T times the one by z~_k: its cases go into the split sum.
-    factor = through.identity.rhs
-    term = rules.mul(factor, jacobian.identity.rhs)
-    cases = tuple(Case(c.condition, rules.mul(factor, c.value)) for c in jacobian.cases)
+    if temperature:
+        # The chain rule through z~_k = z_k / T gives 1/T; the Jacobian is then the softmax one in z~.
+        through = rules.scaled_logit(e, at, softmax_ce.SCALED)
+        e = then(through)
+        jacobian = rules.softmax_jacobian(e, replace(at, wrt=softmax_ce.scaled[k]))
+        e = then(replace(jacobian, labels=tuple(Label(x.path, "scaled_jacobian") for x in jacobian.labels)))
+        # By z_k, the Jacobian is 1/T times the one by z~_k: its cases go into the split sum.
+        factor = through.identity.rhs
+        term = rules.mul(factor, jacobian.identity.rhs)
+        cases = tuple(Case(c.condition, rules.mul(factor, c.value)) for c in jacobian.cases)
+    else:
+        jacobian = rules.softmax_jacobian(e, at)
+        e = then(jacobian)
+        term, cases = jacobian.identity.rhs, jacobian.cases
     e = then(rules.split_sum(e, term, cases))
     e = then(rules.algebra(e))
     e = then(rules.factor_out(e, at))
     e = then(rules.complement_sum(e))
     e = then(rules.expand(e))
     e = then(rules.cancel(e))
+    if smoothing:
+        e = then(rules.linear_sum(e, softmax_ce.SMOOTHED))
     e = then(rules.normalisation(e, softmax_ce.NORMALISED.statement))
-    then(rules.common_factor(e))
+    if temperature:
+        e = then(rules.common_factor(e))
+    if smoothing:
+        d = softmax_ce.SMOOTHED
+        at_k = Definition(d.key, d.symbol.xreplace({i: k}), rules.substitute(d.value, {i: k}))
+        e = then(rules.definition(e, at_k))
+        e = then(rules.distribute_sign(e))
     return tuple(then.steps)
 
 
@@ -184,7 +197,9 @@ REFERENCES = {
     "log-softmax": (log_softmax.steps, log_softmax_by_hand, set()),
     "softmax": (softmax.steps, softmax_by_hand, {"sifting"}),
     "mse-softmax": (mse_softmax.steps, mse_softmax_by_hand, {"power_rule"}),
-    "softmax-ce --temperature": (lambda: softmax_ce.steps(temperature=True), softmax_ce_temperature_by_hand, set()),
+    "softmax-ce --temperature": (lambda: softmax_ce.steps(temperature=True), lambda: softmax_ce_options_by_hand(True, False), set()),
+    "softmax-ce --label-smoothing": (lambda: softmax_ce.steps(smoothing=True), lambda: softmax_ce_options_by_hand(False, True), set()),
+    "softmax-ce --temperature --label-smoothing": (lambda: softmax_ce.steps(True, True), lambda: softmax_ce_options_by_hand(True, True), set()),
     "dense-softmax-ce": (lambda: dense_softmax_ce.chain("W_kd"), lambda: dense_by_hand("W_kd"), {"sifting"}),
     "dense-softmax-ce bias": (lambda: dense_softmax_ce.chain("b_k"), lambda: dense_by_hand("b_k"), {"sifting"}),
 }
@@ -192,7 +207,7 @@ REFERENCES = {
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_the_spec_file_is_shipped(name):
-    assert catalog_spec(name.replace(" --", "-").split()[0]).is_file()
+    assert catalog_spec(name.replace(" --", "-").replace("dense-softmax-ce bias", "dense-softmax-ce")).is_file()
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -310,3 +325,22 @@ def test_the_scaled_logit_is_a_chain_rule_step_of_its_own():
     assert all(c.value.has(1 / T) for c in split.cases)
     assert sp.simplify(d.steps[-1].rhs - (o[k] - sp.IndexedBase("y")[k]) / T) == 0
     d.check()
+
+
+def test_a_smoothed_target_is_summed_by_its_definition_and_written_out_at_the_end():
+    """The assumption about sum_i y_i reaches sum_i q_i through q's definition (linear_sum); once
+    q is left only at single entries, it is written by its definition, the minus distributed.
+    Without the assumption, the general form keeps q and nothing is written out."""
+    import derive
+
+    d = derive.grad(spec=catalog_spec("softmax-ce-label-smoothing"))
+    rules_ = [s.rule for s in d.steps]
+    assert rules_ == [s.rule for s in softmax_ce.steps(smoothing=True)]
+    assert rules_[-4:] == ["linear_sum", "normalisation", "definition", "distribute_sign"]
+    y_, eps, H = sp.IndexedBase("y"), sp.Symbol("epsilon"), sp.Symbol("H", integer=True, positive=True)
+    assert sp.expand(d.steps[-1].rhs - (o[k] - (1 - eps) * y_[k] - eps / H)) == 0
+    assert not d.steps[-1].rhs.has(sp.IndexedBase("q"))
+    d.check()
+    general = derive.grad("E = -sum_i q_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)", "q_i = (1 - epsilon)*y_i + epsilon/H", wrt="z_k")
+    assert {"linear_sum", "distribute_sign"}.isdisjoint(s.rule for s in general.steps)
+    assert general.steps[-1].rhs.has(sp.IndexedBase("q")) and general.steps[-1].rule != "definition"

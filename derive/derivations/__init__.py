@@ -104,14 +104,25 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
         if by:
             raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
         problem = replace(problem, definitions=tuple(definitions))
-    # substitute, not xreplace: a product left unevaluated (dE/dz_i (delta_ik x_d)) keeps its shape.
+    def renamed(e: sp.Basic) -> sp.Basic:
+        """``e`` with the language's names replaced by the entry's: a product or sum left
+        unevaluated (dE/dz_i (delta_ik x_d)) keeps its shape, one SymPy had evaluated is
+        evaluated again (its order is that of the new names)."""
+        if not e.args or isinstance(e, (sp.Indexed, sp.Tuple, sp.Derivative, sp.KroneckerDelta)) or not e.has(*same):
+            return rules.substitute(e, same)
+        args = [renamed(a) for a in e.args]
+        if isinstance(e, (sp.Add, sp.Mul)):
+            canonical = e.func(*e.args)
+            return e.func(*args) if canonical.func == e.func and canonical.args == e.args else e.func(*args, evaluate=False)
+        return rules._rebuild(e, args)
+
     steps = (
         replace(
             s,
-            lhs=rules.substitute(s.lhs, same),
-            rhs=rules.substitute(s.rhs, same),
-            identity=s.identity.xreplace(same) if s.identity is not None else None,
-            cases=tuple(replace(c, condition=c.condition.xreplace(same), value=rules.substitute(c.value, same)) for c in s.cases),
+            lhs=renamed(s.lhs),
+            rhs=renamed(s.rhs),
+            identity=sp.Eq(renamed(s.identity.lhs), renamed(s.identity.rhs), evaluate=False) if s.identity is not None else None,
+            cases=tuple(replace(c, condition=c.condition.xreplace(same), value=renamed(c.value)) for c in s.cases),
         )
         for s in plan(problem).steps
     )
