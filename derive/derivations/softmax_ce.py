@@ -1,10 +1,12 @@
 """Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k, for a symbolic number of classes H.
 
-The steps follow the order of reasoning of the classic derivation: sum rule, constant factor,
-chain rule, derivative of the log, the softmax Jacobian with its two cases, splitting the sum at
-i = k, the algebra, and only at the end the assumption that the target sums to one.
+The planner derives the steps from derive/catalog/softmax-ce.toml, in the order of reasoning of
+the classic derivation: sum rule, constant factor, chain rule, derivative of the log, the softmax
+Jacobian with its two cases, splitting the sum at i = k, the algebra, and only at the end the
+assumption that the target sums to one.
 
-Two options change the setting, and each adds steps to the same chain:
+Two options change the setting, and each adds steps to the same chain (planned from
+softmax-ce-temperature.toml, softmax-ce-label-smoothing.toml, or both options' file):
 
 - ``temperature`` T: the outputs are the softmax of the scaled logits z~_i = z_i / T. The chain
   rule through z~_k brings the factor dz~_k / dz_k = 1 / T, the softmax Jacobian is taken with
