@@ -39,8 +39,12 @@ stays one bracketed factor, so the split that follows can find it."""
 
 
 FIRST = frozenset({"sum_rule"})
-"""Rules taken before the derivative that comes first in reading order: a sum is taken apart
-before the derivatives beside it are evaluated."""
+"""Rules taken before an elementary derivative that comes first in reading order (ELEMENTARY):
+a sum is taken apart before the derivatives beside it are evaluated."""
+
+ELEMENTARY = frozenset({"exp_derivative", "log_derivative", "power_rule", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "variable_derivative", "linear_derivative"})
+"""The derivatives of the elementary functions and of the variable itself, which a sum beside
+them is taken apart before."""
 
 
 NUMBERS_FIRST = frozenset({"softmax_jacobian"})
@@ -166,11 +170,13 @@ class Planner:
             if not nodes:
                 break
             # The first derivative in reading order decides, except that a sum is taken apart
-            # first wherever it stands: the elementary derivatives it brings are then taken in
-            # one step with those beside it (the quotient rule's e^{z_i} and sum_j e^{z_j}).
+            # before an elementary derivative beside it: the elementary derivatives the sum
+            # brings are then taken in one step with it (the quotient rule's e^{z_i} and
+            # sum_j e^{z_j}).
             chosen = [self.choose(n) for n in nodes]
             soon = [c for c in chosen if c[0] not in LAST] or chosen
-            name, _ = next((c for c in soon if c[0] in FIRST), soon[0])
+            lead = nodes[chosen.index(soon[0])]
+            name, _ = next((c for c, n in zip(chosen, nodes) if c[0] in FIRST and c in soon and _same_kind(n, lead)), soon[0]) if soon[0][0] in ELEMENTARY else soon[0]
             if name in NUMBERS_FIRST and find(e, _numbers_meet):
                 e = self._numbers(e)
             if name in SIFT_FIRST and find(e, lambda n: sifting(self, n) is not None):
@@ -372,6 +378,14 @@ class Planner:
     def _guard(self) -> None:
         if len(self.steps) > MAX_STEPS:
             raise PlanError(f"the plan did not finish within {MAX_STEPS} steps (last rule: {self.steps[-1].rule})")
+
+
+def _same_kind(total: sp.Derivative, lead: sp.Derivative) -> bool:
+    """Whether the derivative ``total`` is of a sum of terms of the kind of ``lead``'s function
+    (sum_j e^{z_j} beside e^{z_i}): taken apart, its terms' derivatives come with ``lead``'s."""
+    f = total.expr
+    terms = sp.Add.make_args(f.function) if isinstance(f, sp.Sum) else f.args if isinstance(f, sp.Add) else ()
+    return bool(terms) and all(type(t) is type(lead.expr) for t in terms) and not isinstance(lead.expr, (sp.Add, sp.Mul))
 
 
 def _awkward(e: sp.Expr) -> tuple[int, int]:

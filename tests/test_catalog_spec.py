@@ -344,3 +344,18 @@ def test_a_smoothed_target_is_summed_by_its_definition_and_written_out_at_the_en
     general = derive.grad("E = -sum_i q_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)", "q_i = (1 - epsilon)*y_i + epsilon/H", wrt="z_k")
     assert {"linear_sum", "distribute_sign"}.isdisjoint(s.rule for s in general.steps)
     assert general.steps[-1].rhs.has(sp.IndexedBase("q")) and general.steps[-1].rule != "definition"
+
+
+def test_a_sum_is_taken_apart_first_only_beside_derivatives_of_its_own_kind():
+    """softmax: the quotient rule leaves d e^{z_i}/dz_k and d sum_j e^{z_j}/dz_k; the sum rule
+    comes first, so both exponentials are differentiated in one step. A sum of other terms (the
+    deviations x_m - mu of a batch norm) waits beside a power rule, in reading order."""
+    from derive.planner import _same_kind
+
+    assert [s.rule for s in softmax.steps()][2:4] == ["sum_rule", "exp_derivative"]
+    j, m = (sp.Symbol(name, integer=True, positive=True) for name in "jm")
+    H = sp.Symbol("H", integer=True, positive=True)
+    x, mu, v, eps = sp.IndexedBase("x"), sp.Symbol("mu"), sp.Symbol("v"), sp.Symbol("epsilon")
+    assert _same_kind(sp.Derivative(sp.Sum(sp.exp(z[j]), (j, 1, H)), z[k]), sp.Derivative(sp.exp(z[i]), z[k]))
+    assert not _same_kind(sp.Derivative(sp.Sum(x[m] - mu, (m, 1, H)), x[k]), sp.Derivative((eps + v) ** sp.Rational(-1, 2), x[k]))
+    assert not _same_kind(sp.Derivative(x[m] - mu, x[k]), sp.Derivative(sp.exp(z[i]), z[k]))
