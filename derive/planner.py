@@ -38,6 +38,36 @@ FLATTEN = frozenset({"constant_factor", "log_derivative", "exp_derivative", "pow
 stays one bracketed factor, so the split that follows can find it."""
 
 
+FIRST = frozenset({"sum_rule"})
+"""Rules taken before an elementary derivative that comes first in reading order (ELEMENTARY):
+a sum is taken apart before the derivatives beside it are evaluated."""
+
+ELEMENTARY = frozenset({"exp_derivative", "log_derivative", "power_rule", "sigmoid_derivative", "tanh_derivative", "softplus_derivative", "variable_derivative", "linear_derivative"})
+"""The derivatives of the elementary functions and of the variable itself, which a sum beside
+them is taken apart before."""
+
+
+NUMBERS_FIRST = frozenset({"softmax_jacobian"})
+"""Rules before which the numbers of a sum meet those in front of it (1/2 sum_i 2 f_i -> sum_i
+f_i): a full Jacobian keeps the sum through several steps, which should carry no 1/2 and 2
+(a diagonal Jacobian collapses the sum at once, and the numbers cancel with it)."""
+
+
+LAST = frozenset({"derived_result"})
+"""Rules taken only when no other derivative is left to take: a result is cited once the sum it
+stands in has collapsed, at its own index."""
+
+SIFT_FIRST = frozenset({"derived_result"})
+"""Rules before which the sums a Kronecker delta collapses are collapsed (sum_i dE/dz_i delta_ik
+x_d -> x_d dE/dz_k): the result is cited at one index, not inside a sum."""
+
+RESULTS = ("softmax-ce",)
+"""Catalog entries whose result, in its general form (before any assumption), a derivation may
+cite where it needs the same derivative of the same quantity, defined the same way, on its way
+to another variable: dE/dz_k of softmax-ce for a layer before the softmax. Never for the entry's
+own variable."""
+
+
 class PlanError(DeriveError):
     """No rule applies: the message names the sub-expression (exit code 1)."""
 
@@ -140,8 +170,18 @@ class Planner:
             nodes = [at(e, p) for p in find(e, lambda n: isinstance(n, sp.Derivative))]
             if not nodes:
                 break
-            first = nodes[0]
-            name, _ = self.choose(first)
+            # The first derivative in reading order decides, except that a sum is taken apart
+            # before an elementary derivative beside it: the elementary derivatives the sum
+            # brings are then taken in one step with it (the quotient rule's e^{z_i} and
+            # sum_j e^{z_j}).
+            chosen = [self.choose(n) for n in nodes]
+            soon = [c for c in chosen if c[0] not in LAST] or chosen
+            lead = nodes[chosen.index(soon[0])]
+            name, _ = next((c for c, n in zip(chosen, nodes) if c[0] in FIRST and c in soon and _same_kind(n, lead)), soon[0]) if soon[0][0] in ELEMENTARY else soon[0]
+            if name in NUMBERS_FIRST and find(e, _numbers_meet):
+                e = self._numbers(e)
+            if name in SIFT_FIRST and find(e, lambda n: sifting(self, n) is not None):
+                e = self._apply(e, "sifting", lambda n: sifting(self, n) is not None, lambda n: sifting(self, n))
             e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
             if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
                 e = self._apply(e, "outputs", lambda n: outputs(self, n) is not None and not _inside_derivative(e, n), lambda n: outputs(self, n))
@@ -157,22 +197,41 @@ class Planner:
         if find(e, lambda n: combine_sums(self, n) is not None):
             e = self._apply(e, "combine_sums", lambda n: combine_sums(self, n) is not None, lambda n: combine_sums(self, n))
         e = self._collect(e)
+        if used:
+            e = self._written_out(e)
         self._cases(e)
         return tuple(self.steps)
+
+    def _numbers(self, e: sp.Expr) -> sp.Expr:
+        """c sum_i (n f_i) -> c (n sum_i f_i) -> (c n) sum_i f_i: a number comes out of the sum
+        and meets the one in front."""
+        inner = lambda n: isinstance(n, sp.Sum) and any(_numbers_meet(m) and m.args[1] is n for m in sp.preorder_traversal(e))
+        e = self._apply(e, "factor_out", inner, lambda n: _number_out(n))
+        return self._apply(e, "algebra", lambda n: isinstance(n, sp.Mul) and n.args[0].is_Number and len(n.args) == 2 and isinstance(n.args[1], sp.Mul) and n.args[1].args[0].is_Number, lambda n: Built(evaluated(n)))
 
     def _tidy(self, e: sp.Expr) -> sp.Expr:
         """The algebra rules until none applies, then multiply out and cancel."""
         while True:
             for name, rule in ALGEBRA_RULES:
                 if find(e, lambda n, r=rule: r(self, n) is not None):
-                    e = self._apply(e, name, lambda n, r=rule: r(self, n) is not None, lambda n, r=rule: r(self, n))
+                    if name == "algebra":
+                        # Once worth a step, the factors of every term are multiplied, not only
+                        # those of the term that made it worth one.
+                        e = self._apply(e, name, _product_to_evaluate, lambda n: Built(evaluated(n), notes=(("product", n),)))
+                    else:
+                        e = self._apply(e, name, lambda n, r=rule: r(self, n) is not None, lambda n, r=rule: r(self, n))
                     self._guard()
                     break
             else:
                 break
-        keep = tuple(sorted(e.atoms(sp.Sum, ExcludedSum), key=sp.default_sort_key))
+        # An error o_k - y_k stays whole, written one way wherever it stands, so that the terms
+        # it is in can cancel.
+        written, _ = rewrite(e, lambda n: _is_error(n) and not _bound(n), lambda n: sp.Add(*n.args))
+        sums = written.atoms(sp.Sum, ExcludedSum)
+        errors = {a for a in _outside(written, (sp.Sum, ExcludedSum)) if _is_error(a)}
+        keep = tuple(sorted(sums | errors, key=sp.default_sort_key))
         try:
-            step = rules.expand(e, keep)
+            step = replace(rules.expand(written, keep), lhs=e)
         except RuleError:
             step = None
         if step is not None and step.labels:  # multiplying out pays only when terms cancel
@@ -180,7 +239,9 @@ class Planner:
             e = step.rhs
             self.steps.append(replace(rules.cancel(e, keep), notes=(("expression", e),)))
             e = self.steps[-1].rhs
-        elif isinstance(e, sp.Add) and sp.Add(*e.args) != e:
+        elif isinstance(e, sp.Add) and len(sp.Add.make_args(sp.Add(*e.args))) < len(e.args):
+            # Only where terms combine or cancel: a sum that SymPy would merely reorder or
+            # evaluate in place prints as it did, and a step that shows nothing new is no step.
             self.steps.append(Step(rule="cancel", lhs=e, rhs=sp.Add(*e.args), notes=(("expression", e),)))
             e = self.steps[-1].rhs
         return e
@@ -190,13 +251,21 @@ class Planner:
         signed = lambda x: rewrite(x, lambda n: isinstance(n, sp.Mul) and n.args[0] == -1, _sign_inside)[0]
         factored = sp.factor_terms(e)
         # factor_terms also splits sums; it is taken only where it finds a factor every term shares.
-        candidates = [signed(e)] + ([signed(factored)] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
         # Over one denominator, a bracket of fractions is one bracket: gamma ((g_n - S/N) / s -
         # u_n T / (N s)) is gamma / (N s) (N g_n - S - u_n T), the form implementations use.
         common = signed(sp.together(e))
         if isinstance(e, (sp.Mul, sp.Add)) and isinstance(common, sp.Mul) and common != e and _size(common) < _size(e) and _printed_minus(common) <= _printed_minus(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=common, notes=(("expression", e),)))
             return common
+        forms = [e] + ([factored] if isinstance(factored, sp.Mul) and isinstance(e, sp.Add) else [])
+        try:
+            # The shared factor taken out of the terms as they stand (d o_i - o_i o_k -> o_i (d - o_k)):
+            # preferred where it reads as well, since it keeps the order the reader saw.
+            forms.insert(1, rules.common_factor(e).rhs)
+        except RuleError:
+            pass
+        # A leading minus goes into a bracket where that reads better, and only there.
+        candidates = [c for f in forms for c in (signed(f), f)]
         new = min(candidates, key=_awkward)
         if new != e and _awkward(new) < _awkward(e):
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
@@ -259,6 +328,17 @@ class Planner:
                 continue
             lhs, rhs = a.statement.args
             leaf = lhs.function if isinstance(lhs, sp.Sum) and isinstance(lhs.function, sp.Indexed) else None
+            if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)):
+                # The sum of a quantity defined linearly from the leaf (a smoothed target) holds
+                # the leaf's sum once it is written by its definition.
+                for d in self._given(leaf.base):
+                    try:
+                        step = rules.linear_sum(e, d)
+                    except RuleError:
+                        continue
+                    self.steps.append(replace(step, notes=(("term", d.symbol), ("value", d.value))))
+                    e = step.rhs
+                    break
             if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)) and find(e, lambda n: expose(self, n, leaf) is not None):
                 e = self._apply(e, "distribute", lambda n: expose(self, n, leaf) is not None, lambda n: expose(self, n, leaf))
                 e = self._tidy(e)
@@ -269,6 +349,38 @@ class Planner:
                 self.steps.append(Step(rule="normalisation" if a.key == "normalised" else "assumption", lhs=e, rhs=new, assumptions=(a.key,), identity=a.statement, notes=(("statement", a.statement),)))
                 return new
         return None
+
+    def _given(self, base: sp.Basic | None = None) -> list[Definition]:
+        """The definitions of indexed quantities made from given ones alone, without a sum, that
+        the variable does not reach (a smoothed target y'_i := (1 - eps) y_i + eps / H); with
+        ``base``, those that use it."""
+        return [
+            d for d in self.problem.definitions[1:]
+            if isinstance(d.symbol, sp.Indexed) and not _bound(d.value) and not any(h in self.defined for h in _heads(d.value))
+            and not self.depends(d.symbol, self.wrt) and (base is None or d.value.has(base))
+        ]
+
+    def _written_out(self, e: sp.Expr) -> sp.Expr:
+        """Such a quantity left in the result only at single entries (no longer in a sum) is
+        written by its definition, so that the result is in the given quantities; a minus in
+        front of the bracket that leaves goes to its terms."""
+        for d in self._given():
+            base = d.symbol.base
+            entries = [n for n in sp.preorder_traversal(e) if isinstance(n, sp.Indexed) and n.base == base]
+            if not entries or any(t.has(base) for t in e.atoms(sp.Sum, ExcludedSum)):
+                continue
+            first = entries[0]
+            value = self.definition_at(first)
+            new, _ = rewrite(e, lambda n: isinstance(n, sp.Indexed) and n.base == base, lambda n: self.definition_at(n))
+            self.steps.append(Step(rule="definition", lhs=e, rhs=new, identity=sp.Eq(first, value, evaluate=False), notes=(("term", first), ("value", value))))
+            e = new
+            try:
+                step = rules.distribute_sign(e)
+            except RuleError:
+                continue
+            self.steps.append(step)
+            e = step.rhs
+        return e
 
     def _guard(self) -> None:
         if len(self.steps) > MAX_STEPS:
@@ -282,11 +394,53 @@ def _printed_minus(e: sp.Expr) -> int:
     return latex(e).count(r"\left(-")
 
 
+def _same_kind(total: sp.Derivative, lead: sp.Derivative) -> bool:
+    """Whether the derivative ``total`` is of a sum of terms of the kind of ``lead``'s function
+    (sum_j e^{z_j} beside e^{z_i}): taken apart, its terms' derivatives come with ``lead``'s."""
+    f = total.expr
+    terms = sp.Add.make_args(f.function) if isinstance(f, sp.Sum) else f.args if isinstance(f, sp.Add) else ()
+    return bool(terms) and all(type(t) is type(lead.expr) for t in terms) and not isinstance(lead.expr, (sp.Add, sp.Mul))
+
+
 def _awkward(e: sp.Expr) -> tuple[int, int]:
     """How hard a result is to read: brackets that start with a minus (-1 + h), then size."""
-    minus = sum(1 for a in sp.preorder_traversal(e) if isinstance(a, sp.Add) and a.could_extract_minus_sign())
+    minus = sum(1 for a in sp.preorder_traversal(e) if isinstance(a, sp.Add) and _leading(a).could_extract_minus_sign())
     lead = 1 if isinstance(e, sp.Mul) and e.args[0] == -1 else 0
     return (minus + lead, _size(e))
+
+
+def _outside(e: sp.Basic, kinds: tuple) -> list:
+    """The sub-terms of ``e`` that are not inside a term of one of ``kinds``."""
+    if isinstance(e, kinds):
+        return []
+    out = [e]
+    if e.args and not isinstance(e, (sp.Indexed, sp.Tuple)):
+        for a in e.args:
+            out += _outside(a, kinds)
+    return out
+
+
+def _numbers_meet(n: sp.Basic) -> bool:
+    """c sum_i (n f_i) with numbers c and n other than 1 and -1."""
+    if not (isinstance(n, sp.Mul) and len(n.args) == 2 and n.args[0].is_Number and abs(n.args[0]) != 1 and isinstance(n.args[1], sp.Sum)):
+        return False
+    body = n.args[1].function
+    return isinstance(body, sp.Mul) and any(f.is_Number and abs(f) != 1 for f in body.args)
+
+
+def _number_out(node: sp.Sum) -> Built:
+    number = sp.Mul(*[f for f in node.function.args if f.is_Number])
+    rest = [f for f in node.function.args if not f.is_Number]
+    return Built(mul(number, sp.Sum(_product(rest), *node.limits)), notes=(("factor", number), ("index", node.limits[0][0])))
+
+
+def _leading(a: sp.Add) -> sp.Expr:
+    """The term a sum is printed with first: its first as written, or, in SymPy's own order, the
+    first of the polynomial as read (as derive.latex prints it)."""
+    rebuilt = sp.Add(*a.args)
+    if isinstance(rebuilt, sp.Add) and rebuilt.args == a.args:
+        return a.as_ordered_terms()[0]
+    return a.args[0]
 
 
 def _sign_inside(e: sp.Expr) -> sp.Expr:
@@ -510,6 +664,9 @@ def _times_inner(p: Planner, outer: sp.Expr, inner: sp.Expr, x: sp.Expr) -> tupl
     teacher writes it); else the chain rule's du/dx is left for the next rule."""
     if inner == x:
         return outer, ()
+    own = variable_derivative(p, _deriv(inner, x))
+    if own is not None and own.new.has(sp.KroneckerDelta):
+        return mul(own.new, outer), (("chain", inner), ("delta", own.new))
     slope = _slope(p, inner, x)
     if slope is not None:
         new = outer if slope == 1 else neg(outer) if slope == -1 else mul(slope, outer)
@@ -619,6 +776,8 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     f, x = node.expr, _var(node)
     if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed)):
         return None
+    if f.base == _head(p.problem.quantity):
+        return None  # the derivation of the Jacobian itself cites no lemma for it
     shape = softmax_of(p.defined[f.base])
     if shape is None:
         return None
@@ -752,6 +911,143 @@ def _limit_of(p: Planner, ix: sp.Symbol) -> sp.Expr:
     raise PlanError(f"index {ix} has no range")
 
 
+def _results() -> tuple[tuple[str, tuple[Definition, ...], sp.Expr, sp.Expr], ...]:
+    """(name, definitions, variable, general form) of each entry of RESULTS, planned once."""
+    global _RESULTS
+    if _RESULTS is None:
+        from derive import spec as specs
+        from derive.files import catalog_spec
+
+        _RESULTS = ()  # the results are planned without citing one another
+        found = []
+        for name in RESULTS:
+            problem = specs.problem(specs.read(catalog_spec(name)))
+            found.append((name, problem.definitions, problem.wrt, plan(problem).general))
+        _RESULTS = tuple(found)
+    return _RESULTS
+
+
+_RESULTS: tuple | None = None
+
+
+def _citable(p: Planner, quantity: sp.Basic) -> tuple[str, sp.Expr, sp.Expr] | None:
+    """(name, variable, general form) of a result of RESULTS about ``quantity`` whose definitions
+    are this problem's, where this problem's variable is another one."""
+    if not isinstance(quantity, sp.Symbol) or quantity not in p.defined:
+        return None
+    for name, definitions, variable, general in _results():
+        if definitions[0].symbol != quantity or _head(variable) == _head(p.wrt):
+            continue
+        own = {_head(d.symbol): d for d in definitions}
+        reached = {quantity} | set(p.reach(quantity))
+        same = True
+        for h in reached:
+            theirs, ours = own.get(h), p.defined.get(h)
+            if h == _head(variable):
+                same = ours is not None and theirs is None
+            elif (theirs is None) != (ours is None) or (theirs is not None and (theirs.symbol != ours.symbol or _canonical(theirs.value) != _canonical(ours.value))):
+                same = False
+            if not same:
+                break
+        if same:
+            return name, variable, general
+    return None
+
+
+def derived_result(p: Planner, node: sp.Basic) -> Built | None:
+    """dE/du_m -> its value by a result derived (and verified) on its own: the general form of a
+    catalog entry of RESULTS (dE/dz_k = o_k sum_i y_i - y_k, at any index m)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    cited = _citable(p, node.expr)
+    x = _var(node)
+    if cited is None or not isinstance(x, sp.Indexed) or x.base != _head(cited[1]):
+        return None
+    _, variable, general = cited
+    value = general
+    mapping = {a: b for a, b in zip(variable.indices, x.indices) if a != b}
+    if mapping:
+        value = substitute(_rename_bound(general, set(x.free_symbols)), mapping)
+    return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", node),))
+
+
+def through_result(p: Planner, node: sp.Basic) -> Built | None:
+    """dE/dx -> sum_i dE/du_i du_i/dx where a cited result gives dE/du_i and x reaches E only
+    through u, whose definition holds x: the chain rule through every entry of u, the result's
+    variable (every logit z_i, for a weight of the layer before a softmax)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    cited = _citable(p, node.expr)
+    x = _var(node)
+    if cited is None:
+        return None
+    u = _head(cited[1])
+    if not isinstance(u, sp.IndexedBase) or u not in p.defined or _head(x) not in _heads(p.defined[u].value):
+        return None
+    if any(_head(x) in _heads(p.defined[h].value) for h in p.reach(node.expr) if h in p.defined and h != u):
+        return None
+    pattern = p.defined[u].symbol
+    taken = set(x.free_symbols) | _bound(node)
+    fresh = []
+    for ix in pattern.indices:
+        s_ = ix if ix not in taken else p.fresh(ix, taken)
+        taken.add(s_)
+        fresh.append(s_)
+    u_i = u[tuple(fresh)]
+    new = mul(_deriv(node.expr, u_i), _deriv(u_i, x))
+    for s_, ix in reversed(list(zip(fresh, pattern.indices))):
+        new = sp.Sum(new, (s_, 1, p.problem.ranges.get(ix, _limit_of(p, ix))))
+    return Built(new, notes=(("term", node.expr), ("through", u_i), ("variable", x)))
+
+
+def scaled_logit(p: Planner, node: sp.Basic) -> Built | None:
+    """d f / d x_k -> c d f / d u_k where f depends on x only through u, a multiple of x entry by
+    entry (u_m := c x_m, c = 1/T for a temperature): only u_k holds x_k, and du_k/dx_k = c."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed) and len(x.indices) == 1):
+        return None
+    value = p.defined[f.base].value
+    if value.has(x.base):
+        return None
+    bases = {h for h in _heads(value) if h in p.defined and (h == x.base or x.base in p.reach(h))}
+    if len(bases) != 1:
+        return None
+    u = bases.pop()
+    d = p.defined[u]
+    if not isinstance(d.symbol, sp.Indexed) or len(d.symbol.indices) != 1 or _bound(d.value):
+        return None
+    entry = x.base[d.symbol.indices[0]]
+    if d.value.atoms(sp.Indexed) != {entry} or any(h in p.defined for h in _heads(d.value)):
+        return None
+    c = sp.diff(d.value, entry)
+    if c == 0 or c.has(x.base) or sp.expand(d.value - c * entry) != 0:
+        return None
+    u_k = u[x.indices]
+    return Built(mul(c, _deriv(f, u_k)), identity=sp.Eq(_deriv(u_k, x), c, evaluate=False), notes=(("term", f), ("through", u_k), ("variable", x), ("slope", c)), label="jacobian")
+
+
+def layer_derivative(p: Planner, node: sp.Basic) -> Built | None:
+    """d z_i / d p -> delta_ik c for a layer linear in its parameters (z_i := sum_m W_im x_m +
+    b_i): the parameter W_kd or b_k stands in the unit i = k only, multiplied by c (x_d, or 1)."""
+    if not isinstance(node, sp.Derivative):
+        return None
+    f, x = node.expr, _var(node)
+    if not (isinstance(f, sp.Indexed) and p.is_defined(f) and isinstance(x, sp.Indexed) and len(f.indices) == 1):
+        return None
+    d = p.defined[f.base]
+    if not isinstance(d.symbol, sp.Indexed) or any(p.depends(h, x) for h in _heads(d.value) if h != x.base):
+        return None
+    try:
+        value = rules.layer_entry(d, x, f.indices[0])
+    except RuleError:
+        return None
+    if value.has(x.base):
+        return None
+    return Built(value, identity=sp.Eq(node, value, evaluate=False), cases=rules.layer_cases(value), notes=(("term", f), ("variable", x)), label="jacobian")
+
+
 def linear_derivative(p: Planner, node: sp.Basic) -> Built | None:
     """d (a x + b) / dx -> a: an expression linear in the variable, with constant a and b."""
     f, x = node.expr, _var(node)
@@ -787,6 +1083,18 @@ def product_rule(p: Planner, node: sp.Basic) -> Built | None:
     return Built(add(*terms), notes=(("term", f), ("variable", x)))
 
 
+def quotient_rule(p: Planner, node: sp.Basic) -> Built | None:
+    """d (u / v) / dx -> (du/dx v - u dv/dx) / v^2 when both u and v depend on x."""
+    f, x = node.expr, _var(node)
+    if not isinstance(f, sp.Mul):
+        return None
+    u, v = _num_den(f)
+    if v == 1 or not p.depends(u, x) or not p.depends(v, x):
+        return None
+    new = mul(add(mul(_deriv(u, x), v), neg(mul(u, _deriv(v, x)))), sp.Pow(v, -2, evaluate=False))
+    return Built(new, notes=(("numerator", u), ("denominator", v), ("variable", x)))
+
+
 def power_rule(p: Planner, node: sp.Basic) -> Built | None:
     """d u^n / dx -> n u^(n-1) du/dx for an exponent n that does not depend on x."""
     f, x = node.expr, _var(node)
@@ -809,9 +1117,12 @@ def _elementary(kind: type, outer: Callable[[sp.Expr, sp.Expr], sp.Expr], identi
         u = f.args[0]
         s = sp.Symbol("u", positive=True)
         new, chain = _times_inner(p, outer(f, u), u, x)
+        # By an entry of the variable, the step's own instance says more than the rule (the
+        # Kronecker delta is the point): d e^{z_i}/d z_k = delta_ik e^{z_i}.
+        stated = sp.Eq(node, new, evaluate=False) if dict(chain).get("delta") is not None else sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False)
         return Built(
             new,
-            identity=sp.Eq(sp.Derivative(kind(s), s), identity(s), evaluate=False),
+            identity=stated,
             notes=(("term", f), ("variable", x)) + chain,
         )
 
@@ -846,6 +1157,8 @@ erf_derivative = _elementary(sp.erf, lambda f, u: mul(2 / sp.sqrt(sp.pi), sp.exp
 
 DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("zero_derivative", zero_derivative),
+    ("derived_result", derived_result),
+    ("chain_rule_sum", through_result),
     ("variable_derivative", variable_derivative),
     ("linear_derivative", linear_derivative),
     ("definition", defined_scalar),
@@ -855,8 +1168,11 @@ DERIVATIVE_RULES: tuple[tuple[str, Rule], ...] = (
     ("chain_rule", chain_rule),
     ("softmax_jacobian", softmax_jacobian),
     ("elementwise_jacobian", elementwise_jacobian),
+    ("layer_derivative", layer_derivative),
+    ("scaled_logit", scaled_logit),
     ("chain_rule_sum", chain_rule_sum),
     ("definition", definition_rule),
+    ("quotient_rule", quotient_rule),
     ("product_rule", product_rule),
     ("power_rule", power_rule),
     ("log_derivative", log_derivative),
@@ -876,6 +1192,8 @@ ELEMENTWISE = ("variable_derivative", "linear_derivative", "exp_derivative", "si
 def outputs(p: Planner, node: sp.Basic) -> Built | None:
     """f(v_i) -> o_i where o_i := f(v_i) is defined: the derivative of an elementwise function,
     written with its own output (sigma(z_i) (1 - sigma(z_i)) is o_i (1 - o_i))."""
+    if isinstance(node, sp.Mul) and not node.has(sp.Derivative):
+        return _quotient_back(p, node)
     if not isinstance(node, sp.Function) or isinstance(node, sp.Derivative) or node.has(sp.Derivative):
         return None
     for d in p.problem.definitions:
@@ -886,6 +1204,26 @@ def outputs(p: Planner, node: sp.Basic) -> Built | None:
             out = d.symbol.xreplace(mapping)
             return Built(out, identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", node), ("name", out)))
     return None
+
+
+def _quotient_back(p: Planner, node: sp.Mul) -> Built | None:
+    """u_m / v -> o_m in a product, where o_i := u_i / v is defined (e^{z_m} / sum_j e^{z_j} is
+    the softmax output o_m)."""
+    for d in p.problem.definitions:
+        if _num_den(d.value)[1] == 1:
+            continue
+        found = rules.read_back_at(node, d)
+        if found is not None:
+            index, _ = found
+            out = d.symbol.xreplace({d.symbol.indices[0]: index})
+            return Built(rules.read_back(node, d), identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", substitute(d.value, {d.symbol.indices[0]: index})), ("name", out)))
+    return None
+
+
+def split_fraction(p: Planner, node: sp.Basic) -> Built | None:
+    """(a v - b c) / v^2 -> a / v - (b / v)(c / v): what the quotient rule left, as fractions
+    over v (that a definition may name)."""
+    return Built(rules.fraction_split(node)) if rules.fraction_parts(node) is not None else None
 
 
 def _match_indices(pattern: sp.Expr, e: sp.Expr, indices: tuple) -> dict | None:
@@ -928,9 +1266,19 @@ def simplify_terms(p: Planner, node: sp.Basic) -> Built | None:
     if node.has(sp.Derivative):
         return None
     new = evaluated(node)
-    if new == node or _size(new) >= _size(node):
+    # Worth a step where factors cancel or combine, or where a sign inside a factor comes to the
+    # front of its term ((-o_i o_k)(o_i - y_i) -> -o_i o_k (o_i - y_i)), ready to leave a sum.
+    signed = any(isinstance(a, sp.Mul) and a.args[0] == -1 for a in node.args)
+    if new == node or (_size(new) >= _size(node) and not signed):
         return None
     return Built(new, notes=(("product", node),))
+
+
+def _product_to_evaluate(n: sp.Basic) -> bool:
+    """A product that evaluating changes (not a number times a bracket, kept whole)."""
+    if not isinstance(n, sp.Mul) or n.has(sp.Derivative) or (len(n.args) == 2 and n.args[0].is_Number and isinstance(n.args[1], sp.Add)):
+        return False
+    return evaluated(n) != n
 
 
 def _size(e: sp.Basic) -> int:
@@ -953,10 +1301,17 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
             term = substitute(term, {a: i})
             eq = Case(sp.Eq(i, k, evaluate=False), substitute(eq.value, {a: i}))
             ne = Case(sp.Ne(i, k, evaluate=False), substitute(ne.value, {a: i}))
-        if k == i or not node.function.has(term) or node.function.has(ExcludedSum):
-            continue
+        if k == i or k in _bound(node.function) or not node.function.has(term) or node.function.has(ExcludedSum):
+            continue  # (a k summed inside the term is no single index to split at)
+        # A factor the chain rule brought beside the Jacobian (1/T by z_k through z_k / T) is
+        # part of the derivative by the variable: each case is put in with it.
+        scaled = [m for m in sp.preorder_traversal(node.function) if isinstance(m, sp.Mul) and len(m.args) == 2 and term in m.args and not m.args[0 if m.args[1] == term else 1].has(i)]
+        if scaled:
+            c = scaled[0].args[0] if scaled[0].args[1] == term else scaled[0].args[1]
+            term = scaled[0]
+            eq, ne = (Case(case.condition, mul(c, case.value)) for case in (eq, ne))
         others = substitute(node.function, {term: ne.value})
-        if not _monomial(evaluated(others)):
+        if not _monomial(evaluated(others), keep=_is_error):
             return None  # the cases leave brackets: sifting reads better
         _, lo, hi = node.limits[0]
         own = substitute(substitute(node.function, {term: eq.value}), {i: k})
@@ -970,8 +1325,17 @@ def split_sum(p: Planner, node: sp.Basic) -> Built | None:
     return None
 
 
-def _monomial(e: sp.Expr) -> bool:
-    return not any(isinstance(a, sp.Add) for a in sp.preorder_traversal(e))
+def _monomial(e: sp.Expr, keep: Callable[[sp.Basic], bool] = lambda a: False) -> bool:
+    """No bracket in ``e`` (but those ``keep`` accepts, which stay whole)."""
+    return not any(isinstance(a, sp.Add) and not keep(a) for a in sp.preorder_traversal(e))
+
+
+def _is_error(e: sp.Basic) -> bool:
+    """A bracket of entries alone, o_i - y_i (an error, a difference): it is read as one
+    quantity, so it stays whole where brackets are multiplied out."""
+    if not isinstance(e, sp.Add) or len(e.args) < 2:
+        return False
+    return all(isinstance(t, sp.Indexed) or (isinstance(t, sp.Mul) and len(t.args) == 2 and t.args[0] == -1 and isinstance(t.args[1], sp.Indexed)) for t in e.args)
 
 
 def distribute(p: Planner, node: sp.Basic) -> Built | None:
@@ -1170,6 +1534,7 @@ ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (
     ("outputs", outputs),
     ("split_sum", split_sum),
     ("sifting", sifting),
+    ("split_fraction", split_fraction),
     ("algebra", simplify_terms),
     ("factor_out", factor_out),
     ("distribute", distribute),

@@ -805,9 +805,10 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: d
     if s.notes and not (own or {}).get(s.rule, {}).get("why"):
         # A planned step's justification speaks of its own terms: the first sentence whose
         # placeholders the step fills (why_chain needs the inner function the chain rule brings,
-        # why_linear also its constant derivative, taken in the same step).
+        # why_linear also its constant derivative, why_delta the Kronecker delta of an entry of
+        # the variable, each taken in the same step).
         notes = {key: latex(value) for key, value in s.notes}
-        for key in ("why_linear", "why_chain", "why_step"):
+        for key in ("why_delta", "why_linear", "why_chain", "why_step"):
             if key in rule and set(re.findall(r"%\((\w+)\)s", rule[key])) <= set(notes):
                 why = rule[key] % notes
                 break
@@ -1132,7 +1133,9 @@ def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any],
             for x in p.definitions
             if (x.symbol, x.key) not in {(s.symbol, s.key) for s in shown}  # the same, up to its bound letters
         ],
-        "steps": [_step(n, s, subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
+        # A part the catalog words (as the document itself) speaks with its sentences, not with
+        # those a planned step's notes fill in.
+        "steps": [_step(n, s if p.name not in about.get("part", {}) else replace(s, notes=()), subject, words, fmt, rules_, [t.rule for t in p.steps[: n - 1]].count(s.rule), named(p.steps, n - 1, p.setting)) for n, s in enumerate(p.steps, 1)],
         "result": f"{subject} = {latex(p.result.rhs)}",
         "after": prose(own["after"], fmt) if "after" in own else None,
     }

@@ -702,53 +702,60 @@ def sifting(expr: sp.Expr) -> Step:
     return step
 
 
+def fraction_parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | None:
+    """(a, b, c, v) when ``e`` is (a v - b c) / v^2, else None."""
+    if not (isinstance(e, sp.Mul) and len(e.args) == 2):
+        return None
+    top, bottom = e.args
+    if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
+        return None
+    v = bottom.base
+    first, second = (_factors(t) for t in top.args)
+    if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
+        return None
+    return mul(*first[:-1]), second[1], second[2], v
+
+
+def fraction_split(e: sp.Mul) -> sp.Expr:
+    """(a v - b c) / v^2 -> a / v - (b / v)(c / v)."""
+    a, b, c, v = fraction_parts(e)
+    over = lambda x: mul(*(x.args if isinstance(x, sp.Mul) else (x,)), sp.Pow(v, -1, evaluate=False))
+    return add(over(a), neg(mul(over(b), over(c))))
+
+
 def split_fraction(expr: sp.Expr) -> Step:
     """(a v - b c) / v^2 -> a / v - (b / v)(c / v): one fraction over v^2 as fractions over v."""
-
-    def parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | None:
-        if not (isinstance(e, sp.Mul) and len(e.args) == 2):
-            return None
-        top, bottom = e.args
-        if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
-            return None
-        v = bottom.base
-        first, second = (_factors(t) for t in top.args)
-        if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
-            return None
-        return mul(*first[:-1]), second[1], second[2], v
-
-    def build(e: sp.Mul) -> sp.Expr:
-        a, b, c, v = parts(e)
-        over = lambda x: mul(*(x.args if isinstance(x, sp.Mul) else (x,)), sp.Pow(v, -1, evaluate=False))
-        return add(over(a), neg(mul(over(b), over(c))))
-
-    step, _ = _apply("split_fraction", expr, lambda e: parts(e) is not None, build)
+    step, _ = _apply("split_fraction", expr, lambda e: fraction_parts(e) is not None, fraction_split)
     return step
+
+
+def read_back_at(e: sp.Basic, d: Definition) -> tuple[sp.Basic, list] | None:
+    """(m, the factors of d's value at m) when the product ``e`` holds every factor of the
+    value of d at an index m (e^{z_m} and 1 / sum_j e^{z_j} of o_m's), else None."""
+    if not isinstance(e, sp.Mul) or not isinstance(d.symbol, sp.Indexed) or len(d.symbol.indices) != 1:
+        return None
+    pattern = d.symbol.indices[0]
+    value = d.value if isinstance(d.value, sp.Mul) else sp.Mul(d.value)
+    for index in sorted({x.indices[0] for x in e.atoms(sp.Indexed) if len(x.indices) == 1}, key=sp.default_sort_key):
+        wanted = [f.xreplace({pattern: index}) for f in value.args]
+        if all(f in e.args for f in wanted):
+            return index, wanted
+    return None
+
+
+def read_back(e: sp.Mul, d: Definition) -> sp.Expr:
+    """The product ``e`` with d's value at m replaced by d's symbol at m, where it stood."""
+    index, wanted = read_back_at(e, d)
+    first = min(e.args.index(f) for f in wanted)
+    rest = [f for f in e.args if f not in wanted]
+    out = d.symbol.xreplace({d.symbol.indices[0]: index})
+    kept = rest[:first] + [out] + rest[first:]
+    return mul(*kept) if len(kept) > 1 else out
 
 
 def outputs(expr: sp.Expr, d: Definition) -> Step:
     """e^{z_m} / sum_j e^{z_j} -> o_m: a definition read backwards, wherever its value appears."""
-    pattern = d.symbol.indices[0]
-    value = d.value if isinstance(d.value, sp.Mul) else sp.Mul(d.value)
-
-    def hit(e: sp.Basic) -> tuple[sp.Basic, list] | None:
-        if not isinstance(e, sp.Mul):
-            return None
-        for index in sorted({x.indices[0] for x in e.atoms(sp.Indexed)}, key=sp.default_sort_key):
-            wanted = [f.xreplace({pattern: index}) for f in value.args]
-            if all(f in e.args for f in wanted):
-                return index, wanted
-        return None
-
-    def build(e: sp.Mul) -> sp.Expr:
-        index, wanted = hit(e)
-        first = min(e.args.index(f) for f in wanted)
-        rest = [f for f in e.args if f not in wanted]
-        out = d.symbol.xreplace({pattern: index})
-        kept = rest[:first] + [out] + rest[first:]
-        return mul(*kept) if len(kept) > 1 else out
-
-    step, _ = _apply("outputs", expr, lambda e: hit(e) is not None, build, identity=sp.Eq(d.value, d.symbol, evaluate=False))
+    step, _ = _apply("outputs", expr, lambda e: read_back_at(e, d) is not None, lambda e: read_back(e, d), identity=sp.Eq(d.value, d.symbol, evaluate=False))
     return step
 
 
@@ -815,6 +822,51 @@ def chain_rule_sum(expr: sp.Expr, setting: Setting, through: sp.Indexed) -> Step
     return step
 
 
+def layer_entry(layer: Definition, p: sp.Indexed, i: sp.Basic) -> sp.Expr:
+    """d z_i / d p for a layer linear in its parameters (z_i = sum_m W_im x_m + b_i): read off the
+    definition term by term, a parameter entry P_{i m} meets P_{k d} where i = k (a Kronecker
+    delta) and, for a summation index m, picks the term m = d. RuleError where the layer is not
+    such a layer in p."""
+    unit = layer.symbol.indices[0]
+    value = layer.value.xreplace({unit: i})
+    out = []
+    for term in sp.Add.make_args(value):
+        summed = term.limits[0][0] if isinstance(term, sp.Sum) else None
+        factors = _factors(term.function if summed is not None else term)
+        hits = [f for f in factors if isinstance(f, sp.Indexed) and f.base == p.base]
+        if not hits:
+            if term.has(p.base):
+                raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not a product with {p.base} as a factor")
+            continue
+        if len(hits) > 1 or any(f.has(p.base) for f in factors if f is not hits[0]):
+            raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not linear in {p.base}")
+        deltas, picked = [], {}
+        for a, b in zip(hits[0].indices, p.indices):
+            if a == summed:
+                picked[a] = b
+            elif a != b:
+                deltas.append(sp.KroneckerDelta(a, b))
+        if summed is not None and summed not in picked:
+            raise RuleError(f"rule layer_derivative: the sum over {summed} in {sp.sstr(term)} does not pick one term")
+        rest = [f.xreplace(picked) for f in factors if f is not hits[0]]
+        out.append(mul(*deltas, *rest) if len(deltas) + len(rest) > 1 else (deltas + rest)[0])
+    if len(out) != 1:
+        raise RuleError(f"rule layer_derivative: {p} must appear in exactly one term of {sp.sstr(layer.value)}")
+    return out[0]
+
+
+def layer_cases(value: sp.Expr) -> tuple[Case, ...]:
+    """The two cases of a layer's derivative with one Kronecker delta (none without one)."""
+    deltas = sorted(value.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
+    if len(deltas) != 1:
+        return ()
+    d = deltas[0]
+    return (
+        Case(sp.Eq(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(1)}))),
+        Case(sp.Ne(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(0)}))),
+    )
+
+
 def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: str = "layer") -> Step:
     """d z_i / d p -> delta_ik c: a layer linear in its parameters (z_i = sum_m W_im x_m + b_i)
     holds the parameter p = W_kd or b_k in the unit i = k only, multiplied by c (x_d, or 1).
@@ -823,34 +875,7 @@ def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: 
     P_{k d} where i = k (a Kronecker delta) and, for a summation index m, picks the term m = d.
     """
     p = setting.wrt
-    unit = layer.symbol.indices[0]
-
-    def derivative(i: sp.Basic) -> sp.Expr:
-        value = layer.value.xreplace({unit: i})
-        out = []
-        for term in sp.Add.make_args(value):
-            summed = term.limits[0][0] if isinstance(term, sp.Sum) else None
-            factors = _factors(term.function if summed is not None else term)
-            hits = [f for f in factors if isinstance(f, sp.Indexed) and f.base == p.base]
-            if not hits:
-                if term.has(p.base):
-                    raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not a product with {p.base} as a factor")
-                continue
-            if len(hits) > 1 or any(f.has(p.base) for f in factors if f is not hits[0]):
-                raise RuleError(f"rule layer_derivative: {sp.sstr(term)} is not linear in {p.base}")
-            deltas, picked = [], {}
-            for a, b in zip(hits[0].indices, p.indices):
-                if a == summed:
-                    picked[a] = b
-                elif a != b:
-                    deltas.append(sp.KroneckerDelta(a, b))
-            if summed is not None and summed not in picked:
-                raise RuleError(f"rule layer_derivative: the sum over {summed} in {sp.sstr(term)} does not pick one term")
-            rest = [f.xreplace(picked) for f in factors if f is not hits[0]]
-            out.append(mul(*deltas, *rest) if len(deltas) + len(rest) > 1 else (deltas + rest)[0])
-        if len(out) != 1:
-            raise RuleError(f"rule layer_derivative: {p} must appear in exactly one term of {sp.sstr(layer.value)}")
-        return out[0]
+    derivative = lambda i: layer_entry(layer, p, i)
 
     def applies(e: sp.Basic) -> bool:
         return isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Indexed) and e.expr.base == layer.symbol.base and e.variables == (p,)
@@ -860,14 +885,7 @@ def layer_derivative(expr: sp.Expr, setting: Setting, layer: Definition, label: 
         raise RuleError(f"rule layer_derivative does not apply to {sp.sstr(expr)}")
     first = found[0]
     value = derivative(first.expr.indices[0])
-    deltas = sorted(value.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
-    cases: tuple[Case, ...] = ()
-    if len(deltas) == 1:
-        d = deltas[0]
-        cases = (
-            Case(sp.Eq(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(1)}))),
-            Case(sp.Ne(*d.args, evaluate=False), evaluated(substitute(value, {d: sp.Integer(0)}))),
-        )
+    cases = layer_cases(value)
     step, paths = _apply(
         "layer_derivative", expr, applies, lambda e: derivative(e.expr.indices[0]),
         identity=sp.Eq(first, value, evaluate=False), cases=cases,

@@ -199,12 +199,22 @@ def test_the_summary_and_the_general_form_are_the_derivations(ce3):
     assert "holds for any target: $`\\frac{\\partial E}{\\partial z_k} = o_k \\sum_{i=1}^{H} y_i - y_k`$" in text
 
 
-def test_label_smoothing_that_no_longer_sums_to_one_is_refused(monkeypatch):
-    """eps / (H + 1): the steps stay consistent and pass their checks; the summary's
-    sum_i y'_i = 1 does not hold, and the document is refused."""
+def test_label_smoothing_that_no_longer_sums_to_one_is_refused(monkeypatch, tmp_path):
+    """eps / (H + 1), planted in the spec file the steps are planned from and in the module's
+    definition: the steps stay consistent and pass their checks; the summary's sum_i y'_i = 1
+    does not hold, and the document is refused."""
+    from derive import files
+
     eps = softmax_ce.EPSILON
     planted = replace(softmax_ce.SMOOTHED, value=rules.add(rules.mul(rules.add(sp.Integer(1), rules.neg(eps)), y[i]), rules.mul(eps, sp.Pow(H + 1, -1))))
     monkeypatch.setattr(softmax_ce, "SMOOTHED", planted)
+    shipped = files.catalog_spec("softmax-ce-label-smoothing")
+    spec = tmp_path / "softmax-ce-label-smoothing.toml"
+    text = shipped.read_text(encoding="utf-8")
+    assert "epsilon/H\"" in text
+    spec.write_text(text.replace("epsilon/H\"", "epsilon/(H + 1)\""), encoding="utf-8")
+    real = files.catalog_spec
+    monkeypatch.setattr(files, "catalog_spec", lambda name: spec if name == "softmax-ce-label-smoothing" else real(name))
     d = derive.derivation("softmax-ce", label_smoothing=0.1)
     d.check()
     with pytest.raises(DeriveError, match="the wording says"):

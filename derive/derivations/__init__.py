@@ -74,7 +74,7 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {"gelu": {"approximate": ("non
 the first value is the entry's own file."""
 
 
-def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -> tuple:
+def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, wrt: str | None = None) -> tuple:
     """A catalog entry's steps as the planner derives them from its spec file
     (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
     one symbol throughout, the catalog's. ``names`` maps more of the language's names to what the
@@ -84,7 +84,10 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
     ``written``: definitions as the entry's document writes them, each the spec's definition of
     the same symbol in the order of terms a reader expects (the language hands SymPy's order on:
     (1 - y_i) ln(1 - o_i) + y_i ln o_i). Each must be the spec's once SymPy evaluates it, or the
-    plan is refused."""
+    plan is refused.
+
+    ``wrt``: another variable the spec file lists (its ``wrt`` is a list), whose steps are a part
+    of the entry's document (b_k beside W_kd)."""
     from dataclasses import replace
 
     import sympy as sp
@@ -97,7 +100,13 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
     from derive.symbols import E
 
     same = {sp.Symbol("E"): E} | dict(names or {})
-    problem = specs.problem(specs.read(catalog_spec(name)))
+    given = specs.read(catalog_spec(name))
+    if wrt is not None:
+        chosen = [v for v in specs.variables(given) if v.wrt.strip() == wrt]
+        if not chosen:
+            raise DeriveError(f"{name}: the spec file lists no variable {wrt}")
+        given = chosen[0]
+    problem = specs.problem(given)
     if written:
         by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
         definitions = []
@@ -109,8 +118,26 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None) -
         if by:
             raise DeriveError(f"{name}: the spec file defines no {', '.join(sorted(map(str, by)))}")
         problem = replace(problem, definitions=tuple(definitions))
+    def renamed(e: sp.Basic) -> sp.Basic:
+        """``e`` with the language's names replaced by the entry's: a product or sum left
+        unevaluated (dE/dz_i (delta_ik x_d)) keeps its shape, one SymPy had evaluated is
+        evaluated again (its order is that of the new names)."""
+        if not e.args or isinstance(e, (sp.Indexed, sp.Tuple, sp.Derivative, sp.KroneckerDelta)) or not e.has(*same):
+            return rules.substitute(e, same)
+        args = [renamed(a) for a in e.args]
+        if isinstance(e, (sp.Add, sp.Mul)):
+            canonical = e.func(*e.args)
+            return e.func(*args) if canonical.func == e.func and canonical.args == e.args else e.func(*args, evaluate=False)
+        return rules._rebuild(e, args)
+
     steps = (
-        replace(s, lhs=s.lhs.xreplace(same), rhs=s.rhs.xreplace(same), identity=s.identity.xreplace(same) if s.identity is not None else None)
+        replace(
+            s,
+            lhs=renamed(s.lhs),
+            rhs=renamed(s.rhs),
+            identity=sp.Eq(renamed(s.identity.lhs), renamed(s.identity.rhs), evaluate=False) if s.identity is not None else None,
+            cases=tuple(replace(c, condition=c.condition.xreplace(same), value=renamed(c.value)) for c in s.cases),
+        )
         for s in plan(problem).steps
     )
     return tuple(s for s in steps if s.lhs != s.rhs or s.cases)

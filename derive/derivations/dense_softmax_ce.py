@@ -1,11 +1,12 @@
 """A dense layer before softmax and cross-entropy: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k,
 for a symbolic number of classes H and of inputs D.
 
-The weights: the chain rule through every logit z_i, the derivative of the layer (z_i holds W_kd
-only when i = k), the sifting property of the Kronecker delta, then the gradient with respect to
-the logits, taken from the softmax-ce derivation, and the normalisation of the target. The bias
-is a second, shorter chain of the same rules; over a training set the error and its gradient are
-sums over the examples, a third.
+The planner derives the weights' and the bias' steps from derive/catalog/dense-softmax-ce.toml:
+the chain rule through every logit z_i, the derivative of the layer (z_i holds W_kd only when
+i = k), the sifting property of the Kronecker delta, then the gradient with respect to the
+logits, cited from the softmax-ce derivation, and the normalisation of the target. Over a
+training set the error and its gradient are sums over the examples, a third chain composed here
+(see training_set).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Mapping, Sequence
 import sympy as sp
 
 from derive import instance, rules
-from derive.derivations import softmax_ce
+from derive.derivations import planned
 from derive.derivations.softmax_ce import LOSS, NORMALISED, SOFTMAX
 from derive.concrete import numbers
 from derive.errors import UsageError
@@ -45,20 +46,16 @@ WEIGHTS = Setting(wrt=W[k, d], definitions=(LOSS, SOFTMAX, LAYER), intermediates
 BIAS = Setting(wrt=b[k], definitions=(LOSS, SOFTMAX, LAYER), intermediates=(o, z), ranges=INPUTS)
 
 
-def logit_gradient() -> sp.Eq:
-    """dE/dz_k = o_k sum_i y_i - y_k: the general form the softmax-ce derivation reaches (any target)."""
-    return softmax_ce.build().general
+LABELS = {"W_kd": "layer_weights", "b_k": "layer_bias"}
+"""The underbrace of each parameter's layer derivative, by the variable of the spec file."""
 
 
-def chain(subject: sp.Expr, setting: Setting, label: str, result: sp.Eq) -> tuple[Step, ...]:
-    """One parameter's gradient: through the logits, the layer, the sifting, the logits' gradient."""
-    then = rules.Chain()
-    e = then(rules.chain_rule_sum(subject, setting, z[i]))
-    e = then(rules.layer_derivative(e, setting, LAYER, label))
-    e = then(rules.sifting(e))
-    e = then(rules.derived_result(e, result, k))
-    then(rules.normalisation(e, NORMALISED.statement))
-    return tuple(then.steps)
+def chain(variable: str) -> tuple[Step, ...]:
+    """One parameter's gradient, planned from the catalog's spec file
+    (derive/catalog/dense-softmax-ce.toml): through every logit, the layer, the sifting, the
+    logits' gradient cited from softmax-ce, the normalisation of the target."""
+    steps = planned("dense-softmax-ce", names={sp.Symbol("D", integer=True, positive=True): D}, wrt=variable)
+    return tuple(replace(s, labels=tuple(replace(l, key=LABELS[variable]) if l.key == "jacobian" else l for l in s.labels)) for s in steps)
 
 
 # --- over a training set: E = sum_n E_n, every quantity of example n carries the index n ----------
@@ -92,7 +89,11 @@ def each_normalised(size: int) -> dict[sp.Basic, sp.Expr]:
 
 
 def training_set(result: sp.Eq) -> Derivation:
-    """dE/dW_kd for E = sum_n E_n: the sum rule, then the result for one example, at each n."""
+    """dE/dW_kd for E = sum_n E_n: the sum rule, then the result for one example, at each n.
+
+    Composed here, not planned: its last step cites the weights' result of this same document
+    at every example n (E_n, o_nk, x_nd), and the planner cites the results of catalog entries
+    only, each at its own index."""
     subject = sp.Derivative(E, W[k, d])
     then = rules.Chain()
     e = then(rules.definition(subject, TOTAL))
@@ -190,9 +191,8 @@ def build(
         values, count = lets(let, given.classes, count if inputs is not None else None)
     if given is not None and given.classes * count > MAX_WEIGHTS:
         raise UsageError(f"at most {MAX_WEIGHTS} weights: {given.classes} classes and {count} inputs make {given.classes * count} (every entry is checked)")
-    general = logit_gradient()
-    steps = chain(sp.Derivative(E, W[k, d]), WEIGHTS, "layer_weights", general)
-    bias_steps = chain(sp.Derivative(E, b[k]), BIAS, "layer_bias", general)
+    steps = chain("W_kd")
+    bias_steps = chain("b_k")
     weights = sp.Eq(sp.Derivative(E, W[k, d]), steps[-1].rhs, evaluate=False)
     bias = Derivation("bias", sp.Derivative(E, b[k]), (), (NORMALISED,), bias_steps, BIAS, general=_before_last(bias_steps))
     d_ = Derivation(

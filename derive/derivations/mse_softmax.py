@@ -1,21 +1,22 @@
 """Squared error through a softmax layer, for a symbolic number of classes H: the gradient is
 dE/dz_k = o_k ((o_k - y_k) - sum_i o_i (o_i - y_i)), not o_k - y_k.
 
-The same path as softmax-ce (sum rule, chain rule, the softmax Jacobian with its two cases,
-splitting the sum at i = k) with the power rule in place of the derivative of the log. The 2 of
-the power rule cancels the 1/2 of the error, but nothing cancels the softmax Jacobian: squared
+The planner derives the steps from derive/catalog/mse-softmax.toml: the same path as softmax-ce
+(sum rule, chain rule, the softmax Jacobian with its two cases, splitting the sum at i = k) with
+the power rule in place of the derivative of the log. The 2 of the power rule cancels the 1/2 of
+the error before the Jacobian comes in, but nothing cancels the softmax Jacobian: squared
 error is not the canonical partner of softmax, and the factor o_k stays in the gradient. No
 assumption on the target is needed.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 import sympy as sp
 
-from derive import concrete, instance, rules
+from derive import instance
+from derive.derivations import planned
 from derive.derivations.softmax_ce import SOFTMAX, jacobian_of
 from derive.derivations.softmax_ce import SETTING as CROSS_ENTROPY
 from derive.model import Claim, Comparison, Counterexample, Definition, Derivation, Example, Step
@@ -25,31 +26,11 @@ from derive.symbols import E, H, i, k, o, y, z
 LOSS = Definition("squared_error", E, sp.Rational(1, 2) * sp.Sum((o[i] - y[i]) ** 2, (i, 1, H)))
 SETTING = Setting(wrt=z[k], definitions=(LOSS, SOFTMAX))
 SUBJECT = sp.Derivative(E, z[k])
-ERROR = o[k] - y[k]
-"""The error of output k: kept whole while the brackets are multiplied out."""
 
 
 def steps() -> tuple[Step, ...]:
-    """Compose the rules, each applied to the previous step's result."""
-    then = rules.Chain()
-
-    e = then(rules.definition(SUBJECT, LOSS))
-    e = then(rules.sum_rule(e))
-    e = then(rules.chain_rule(e, SETTING))
-    e = then(rules.power_rule(e))
-    # The 2 of the power rule leaves the sum (a number needs no "no i" underbrace) and cancels the 1/2.
-    e = then(replace(rules.factor_out(e, SETTING), labels=()))
-    e = then(rules.algebra(e))
-    jacobian = rules.softmax_jacobian(e, SETTING)
-    e = then(jacobian)
-    e = then(rules.split_sum(e, jacobian.identity.rhs, jacobian.cases))
-    e = then(rules.algebra(e))
-    e = then(rules.factor_out(e, SETTING))
-    e = then(rules.complement_sum(e))
-    e = then(rules.expand(e, keep=(ERROR,)))
-    e = then(rules.cancel(e, keep=(ERROR,)))
-    then(rules.common_factor(e))
-    return tuple(then.steps)
+    """The steps, planned from the catalog's spec file (derive/catalog/mse-softmax.toml)."""
+    return planned("mse-softmax")
 
 
 SHORTCUT = o[k] - y[k]

@@ -1,10 +1,12 @@
 """Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k, for a symbolic number of classes H.
 
-The steps follow the order of reasoning of the classic derivation: sum rule, constant factor,
-chain rule, derivative of the log, the softmax Jacobian with its two cases, splitting the sum at
-i = k, the algebra, and only at the end the assumption that the target sums to one.
+The planner derives the steps from derive/catalog/softmax-ce.toml, in the order of reasoning of
+the classic derivation: sum rule, constant factor, chain rule, derivative of the log, the softmax
+Jacobian with its two cases, splitting the sum at i = k, the algebra, and only at the end the
+assumption that the target sums to one.
 
-Two options change the setting, and each adds steps to the same chain:
+Two options change the setting, and each adds steps to the same chain (planned from
+softmax-ce-temperature.toml, softmax-ce-label-smoothing.toml, or both options' file):
 
 - ``temperature`` T: the outputs are the softmax of the scaled logits z~_i = z_i / T. The chain
   rule through z~_k brings the factor dz~_k / dz_k = 1 / T, the softmax Jacobian is taken with
@@ -27,7 +29,7 @@ import sympy as sp
 from derive import concrete, rules
 from derive.derivations import option_text
 from derive.errors import UsageError
-from derive.model import Assumption, Case, Claim, Concrete, Definition, Derivation, Example, Label, Pitfall, RuleMatrix, Step
+from derive.model import Assumption, Claim, Concrete, Definition, Derivation, Example, Label, Pitfall, RuleMatrix, Step
 from derive.setting import Setting
 from derive.symbols import E, H, i, j, k, o, y, z
 
@@ -69,47 +71,12 @@ def setting(temperature: bool = False, smoothing: bool = False) -> Setting:
 
 
 def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...]:
-    """The steps: planned from the catalog's spec file (derive/catalog/softmax-ce.toml) without
-    options; with them, the rules composed by hand, each applied to the previous step's result."""
+    """The steps, planned from the catalog's spec file: derive/catalog/softmax-ce.toml without
+    options, softmax-ce-temperature.toml, softmax-ce-label-smoothing.toml or both options'
+    softmax-ce-temperature-label-smoothing.toml with them."""
     if not (temperature or smoothing):
         return planned()
-    then = rules.Chain()
-    at = setting(temperature, smoothing)
-
-    e = then(rules.definition(sp.Derivative(E, z[k]), SMOOTHED_LOSS if smoothing else LOSS))
-    e = then(rules.sum_rule(e))
-    e = then(rules.constant_factor(e, at))
-    e = then(rules.chain_rule(e, at))
-    e = then(rules.log_derivative(e))
-    if temperature:
-        # The chain rule through z~_k = z_k / T gives 1/T; the Jacobian is then the softmax one in z~.
-        through = rules.scaled_logit(e, at, SCALED)
-        e = then(through)
-        jacobian = rules.softmax_jacobian(e, replace(at, wrt=scaled[k]))
-        e = then(replace(jacobian, labels=tuple(Label(x.path, "scaled_jacobian") for x in jacobian.labels)))
-        # By z_k, the Jacobian is 1/T times the one by z~_k: its cases go into the split sum.
-        factor = through.identity.rhs
-        term = rules.mul(factor, jacobian.identity.rhs)
-        cases = tuple(Case(c.condition, rules.mul(factor, c.value)) for c in jacobian.cases)
-    else:
-        jacobian = rules.softmax_jacobian(e, at)
-        e = then(jacobian)
-        term, cases = jacobian.identity.rhs, jacobian.cases
-    e = then(rules.split_sum(e, term, cases))
-    e = then(rules.algebra(e))
-    e = then(rules.factor_out(e, at))
-    e = then(rules.complement_sum(e))
-    e = then(rules.expand(e))
-    e = then(rules.cancel(e))
-    if smoothing:
-        e = then(rules.linear_sum(e, SMOOTHED))
-    e = then(rules.normalisation(e, NORMALISED.statement))
-    if temperature:
-        e = then(rules.common_factor(e))
-    if smoothing:
-        e = then(rules.definition(e, _at_k(SMOOTHED)))
-        e = then(rules.distribute_sign(e))
-    return tuple(then.steps)
+    return optioned(temperature, smoothing)
 
 
 def planned() -> tuple[Step, ...]:
@@ -117,6 +84,24 @@ def planned() -> tuple[Step, ...]:
     from derive.derivations import planned as from_spec
 
     return from_spec("softmax-ce")
+
+
+def optioned(temperature: bool, smoothing: bool) -> tuple[Step, ...]:
+    """softmax-ce's steps with its options, as the planner derives them from the spec file of
+    the options given. The spec's scaled logit s_i is written z~_i here and its smoothed target
+    q_i is y'_i, whose definition keeps the order of terms of SMOOTHED; the Jacobian the plan
+    cites with a temperature is the softmax one by z~, its underbrace says so."""
+    from derive.derivations import planned as from_spec
+
+    s_, q = sp.IndexedBase("s"), sp.IndexedBase("q")
+    names = {s_: scaled, q: smoothed, sp.Symbol("T"): T, sp.Symbol("epsilon"): EPSILON}
+    spelled = {smoothed: q, EPSILON: sp.Symbol("epsilon")}
+    written = (Definition(SMOOTHED.key, q[i], rules.substitute(SMOOTHED.value, spelled)),) if smoothing else ()
+    name = "softmax-ce" + "-temperature" * temperature + "-label-smoothing" * smoothing
+    return tuple(
+        replace(s, labels=tuple(Label(x.path, "scaled_jacobian") for x in s.labels)) if temperature and s.rule == "softmax_jacobian" else s
+        for s in from_spec(name, written=written, names=names)
+    )
 
 
 def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Definition) -> Concrete:
@@ -151,12 +136,6 @@ def cases_matrix(step: Step, n: int, parameters: dict | None = None) -> RuleMatr
     step's checks verify each case where its condition holds)."""
     same, other = (c.value.xreplace(parameters).doit() if parameters else c.value for c in step.cases)
     return RuleMatrix(n, i, k, same, other)
-
-
-def _at_k(d: Definition) -> Definition:
-    """An indexed definition at the index k (y'_k := (1 - eps) y_k + eps / H)."""
-    pattern = d.symbol.indices[0]
-    return Definition(d.key, d.symbol.xreplace({pattern: k}), rules.substitute(d.value, {pattern: k}))
 
 
 def pitfall() -> Pitfall:
