@@ -56,7 +56,10 @@ gradient = [sp.simplify(sp.diff(E, z[k]).subs(normal)) for k in range(n)]
 json.dump([str(g) for g in gradient], sys.stdout)
 """
 
-CATALOG = ["softmax-ce", "softmax", "log-softmax", "sigmoid-bce", "sse-linear", "mse-softmax", "dense-softmax-ce"]
+sys.path.insert(0, str(ROOT))
+from derive.derivations import CATALOG as _ENTRIES  # noqa: E402  (no SymPy: the catalog's names only)
+
+CATALOG = list(_ENTRIES)
 """Every catalog entry (``derive list``)."""
 
 SOFTMAX = "o_i = exp(z_i)/sum_j exp(z_j)"

@@ -73,6 +73,7 @@ def grad(
     range: "Mapping[str, str] | None" = None,
     spec: "Path | str | None" = None,
     upstream: str | None = None,
+    reduction: str | None = None,
 ) -> "Derivation":
     """Derive the gradient of your own definitions, step by step (the ``derive grad`` command).
 
@@ -112,6 +113,7 @@ def grad(
             [f"{k}={v}" for k, v in (size or {}).items()],
             classes,
             upstream,
+            reduction,
         )
     )
 

@@ -295,6 +295,7 @@ def grad_command(
     size: Annotated[Optional[list[str]], typer.Option("--size", metavar="NAME=VALUE", help="A size of the worked example beside H: N=2, D=4. Repeatable.", show_default=False)] = None,
     range_: Annotated[Optional[list[str]], typer.Option("--range", metavar="INDEX=1..LIMIT", help="An index's range, overriding the conventions: n=1..B. Repeatable.", show_default=False)] = None,
     classes: Annotated[Optional[int], typer.Option("--classes", "-n", metavar="N", parser=lambda v: _parse_classes(v), help="H for a worked example (default: symbolic H).", show_default=False)] = None,
+    reduction: Annotated[Optional[str], typer.Option("--reduction", metavar="sum|mean", help="The first definition is a loss of one example: derive its sum or mean over a batch of N (every indexed quantity per example).", show_default=False)] = None,
     upstream: Annotated[Optional[str], typer.Option("--upstream", metavar="Y=G", help="The first definition is a layer with output Y inside a network, given the upstream gradient G = dL/dY: differentiate L = sum G Y.", show_default=False)] = None,
     spec: Annotated[Optional[Path], typer.Option("--spec", metavar="FILE", help="Read the definitions and options from a TOML file.", show_default=False)] = None,
     format: Annotated[Optional[Format], FORMAT] = None,
@@ -316,13 +317,13 @@ def grad_command(
 
     _markdown(markdown)
     if spec is not None:
-        if definitions or wrt or assume or range_ or upstream:
+        if definitions or wrt or assume or range_ or upstream or reduction:
             raise UsageError("--spec gives the definitions, --wrt, --assume, --range and --upstream itself; give them in the file or on the command line, not both")
         given = specs.read(spec)
         extra = specs.from_arguments(["-"], "-", lets=let or [], sizes=size or [], classes=classes)
         given = specs.with_example(given, extra)
     else:
-        given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes, upstream)
+        given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes, upstream, reduction)
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"{specs.file_stem(given)}.{fmt.value}")
     with _early_pdf(fmt, templates):
@@ -416,6 +417,7 @@ OPTIONS: dict[str, Any] = {
         "W=1,2;3,4;5,6 (a matrix, rows by ';'), gamma=2 (a number). Given quantities without numbers get distinct defaults.",
     ),
     "size": typer.Option(metavar="NAME=VALUE", help="A size of the worked example beside the classes, repeatable: N=4, D=3."),
+    "reduction": typer.Option(metavar="sum|mean", help="The loss of a batch of N examples, summed or averaged (frameworks default to mean): the gradient by z_nk gains 1/N for mean."),
     "gamma": typer.Option(metavar="GAMMA", help="The focusing parameter of the worked example (default 2); the steps keep gamma a symbol."),
     "approximate": typer.Option(metavar="FORM", help="none (the exact form, the default) or tanh (the tanh approximation, as approximate='tanh' in PyTorch)."),
 }

@@ -44,6 +44,9 @@ class Spec:
     title: str | None = None
     describe: tuple[tuple[str, str], ...] = ()
     """Name -> its role in words, for the notation list (``y`` -> ``the target, one-hot``)."""
+    reduction: str | None = None
+    """``sum`` or ``mean``: the quantity is that of one example, and the derivation is of its sum
+    or mean over a batch of N (every indexed quantity per example, the scalars shared)."""
     upstream: tuple[str, str] | None = None
     """(y, g): the first definition is a layer y inside a network, and the quantity differentiated
     is a loss L downstream of it with the given upstream gradient g = dL/dy, L = sum g y."""
@@ -55,7 +58,7 @@ class Spec:
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -106,6 +109,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         title=data.get("title"),
         describe=table("describe", str),
         overview=table("overview", str),
+        reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
     )
 
@@ -154,6 +158,16 @@ def parse_upstream(text: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+REDUCTIONS = ("sum", "mean")
+
+
+def parse_reduction(text: object) -> str:
+    value = str(text).strip().lower()
+    if value not in REDUCTIONS:
+        raise UsageError(f"--reduction takes sum or mean, not {text!r}")
+    return value
+
+
 def _no_upstream(data: Mapping[str, Any], where: str) -> None:
     if "upstream" in data:
         raise UsageError(f"{where}: upstream must be a string like \"y=g\"")
@@ -178,6 +192,7 @@ def from_arguments(
     sizes: Sequence[str] = (),
     classes: int | None = None,
     upstream: str | None = None,
+    reduction: str | None = None,
 ) -> Spec:
     """A spec from the command line's strings."""
     if not definitions:
@@ -204,6 +219,7 @@ def from_arguments(
         sizes=tuple(parsed_sizes),
         classes=classes,
         upstream=parse_upstream(upstream) if upstream is not None else None,
+        reduction=parse_reduction(reduction) if reduction is not None else None,
     )
 
 
@@ -288,10 +304,40 @@ def problem(spec: Spec) -> "Problem":
         lhs, rhs = parse_equation(text, overrides)
         key = spec.assume_keys[n - 1] if n <= len(spec.assume_keys) else ("normalised" if _is_normalisation(lhs, rhs) else f"assumption{n}")
         assumptions.append(Assumption(key, sp.Eq(lhs, rhs, evaluate=False)))
+    if spec.reduction is not None:
+        definitions, wrt, assumptions = _batched(spec.reduction, definitions, wrt, assumptions)
+        ranges.setdefault(index_symbol("n"), size_symbol("N"))
     from derive.planner import hygienic
 
     free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
     return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges)
+
+
+def _batched(reduction: str, definitions: list, wrt, assumptions: list):
+    """The derivation over a batch of N examples: every indexed quantity gains the example index
+    n in front (z_k is z_nk, an assumption holds in every row), and the quantity is the sum or
+    the mean of its value per example. The scalars (a temperature, gamma) are shared."""
+    import sympy as sp
+
+    from derive.lang import index_symbol, size_symbol
+    from derive.model import Assumption, Definition
+
+    n, N = index_symbol("n"), size_symbol("N")
+    everything = [wrt, *(x for d in definitions for x in (d.symbol, d.value)), *(a.statement for a in assumptions)]
+    if any(e.has(n) for e in everything) or any(e.has(N) for e in everything):
+        raise UsageError("--reduction puts the examples of a batch at the index n = 1..N: the definitions must not use n or N already")
+    if isinstance(definitions[0].symbol, sp.Indexed):
+        raise UsageError("--reduction sums or averages a loss, a scalar: the first definition defines an indexed quantity")
+
+    def per_example(e):
+        return e.replace(lambda x: isinstance(x, sp.Indexed), lambda x: x.base[(n, *x.indices)])
+
+    first, *rest = definitions
+    body = sp.Sum(per_example(first.value), (n, 1, N))
+    total = Definition(first.key, first.symbol, body / N if reduction == "mean" else body)
+    out = [total] + [Definition(d.key, per_example(d.symbol), per_example(d.value)) for d in rest]
+    rows = [Assumption(a.key, sp.Eq(per_example(a.statement.lhs), a.statement.rhs, evaluate=False)) for a in assumptions]
+    return out, per_example(wrt) if isinstance(wrt, sp.Indexed) else wrt, rows
 
 
 def _upstream(upstream: tuple[str, str], definitions: list, seen: dict, overrides: dict):

@@ -506,3 +506,29 @@ def test_a_bad_upstream_is_one_line_exit_2(tmp_path, upstream, message):
     run = subprocess.run([sys.executable, "-m", "derive", "grad", "y_n = tanh(x_n)", "--upstream", upstream, "--wrt", "x_n", "-o", str(out)], capture_output=True, text=True)
     assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("reduction, scale", [("mean", "1/N"), ("sum", "1")])
+def test_a_reduction_over_a_batch(reduction, scale):
+    d = derive.grad(CE, SOFTMAX, wrt="z_k", assume=[NORMALISED], reduction=reduction)
+    assert d.check().passed
+    assert str(d.subject.variables[0]) == "z[n, k]"
+    assert sp.sstr(d.assumptions[0].statement) == "Eq(Sum(y[n, i], (i, 1, H)), 1)"  # the target sums to one in every row
+    n, k = (sp.Symbol(s, integer=True, positive=True) for s in "nk")
+    o, y = sp.IndexedBase("o"), sp.IndexedBase("y")
+    assert sp.simplify(d.result.rhs - parse_expression(scale) * (o[n, k] - y[n, k])) == 0
+
+
+def test_a_reduction_on_a_catalog_loss_gains_one_over_n():
+    d = derive.derivation("tanh-sse", reduction="mean", classes=3, size=["N=2"])
+    assert d.check().passed and d.result.rhs.has(size_symbol("N"))
+    example = json.loads(derive.render(d, "json"))["example"]
+    assert len(example["gradient"]) == 2 and len(example["gradient"][0]) == 3  # rows n, columns k
+
+
+@pytest.mark.parametrize("args, message", [(["--reduction", "median"], "takes sum or mean"), (["--reduction", "mean", "--assume", "sum_n y_n = 1"], "must not use n or N")])
+def test_a_bad_reduction_is_one_line_exit_2(tmp_path, args, message):
+    out = tmp_path / "r.md"
+    run = subprocess.run([sys.executable, "-m", "derive", "grad", CE, SOFTMAX, "--wrt", "z_k", *args, "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not out.exists()

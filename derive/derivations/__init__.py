@@ -55,9 +55,9 @@ CATALOG: dict[str, Entry] = {
         "derive.derivations.dense_softmax_ce",
         ("inputs", "let"),
     ),
-    "focal": Entry("Focal loss through a softmax layer, for any focusing parameter gamma (gamma = 0 is cross-entropy)", PLANNED, ("gamma", "let", "size"), spec=True),
-    "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("let", "size"), spec=True),
-    "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("let", "size"), spec=True),
+    "focal": Entry("Focal loss through a softmax layer, for any focusing parameter gamma (gamma = 0 is cross-entropy)", PLANNED, ("gamma", "reduction", "let", "size"), spec=True),
+    "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("reduction", "let", "size"), spec=True),
+    "tanh-sse": Entry("Half the squared error through tanh outputs: dE/dz_k = (o_k - y_k)(1 - o_k^2)", PLANNED, ("reduction", "let", "size"), spec=True),
     "batch-norm": Entry("Batch normalisation backward, one feature over a batch of N: the gradients by x_n, gamma and beta", PLANNED, ("let", "size"), spec=True),
     "layer-norm": Entry("Layer normalisation backward, one example over D features: the gradients by x_d, gamma_d and beta_d", PLANNED, ("let", "size"), spec=True),
     "attention": Entry(

@@ -26,6 +26,7 @@ def build(
     target: Sequence | None = None,
     let: Sequence[str] | None = None,
     size: Sequence[str] | None = None,
+    reduction: str | None = None,
     **options: object,
 ) -> Derivation:
     from derive import assemble
@@ -64,6 +65,10 @@ def build(
             # Ours: every position attended but the second, which a mask exists to show.
             lets.append(f"{leaf}={','.join('0' if n == 2 else '1' for n in range(1, int(classes) + 1))}")
         _check_mask(name, dict(given.lets), lets)
+    if reduction is not None:
+        from dataclasses import replace
+
+        given = replace(given, reduction=specs.parse_reduction(reduction))
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
 
