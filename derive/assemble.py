@@ -7,20 +7,53 @@ import sympy as sp
 
 from derive import spec as specs
 from derive.model import Derivation
+from derive.errors import UsageError
 from derive.planner import plan
 
 
 def build(spec: specs.Spec) -> Derivation:
     """Plan the steps of ``spec`` and assemble its derivation (unchecked: ``check()`` verifies);
     each further variable of the spec is a part of it, planned the same way."""
+    from dataclasses import replace
+
     first, *others = specs.variables(spec)
     main = _derivation(first)
     if not others:
-        return main
-    from dataclasses import replace
+        return replace(main, parts=_special(spec)) if spec.special else main
 
     parts = tuple(replace(_derivation(s), name=f"by {s.wrt.strip()}") for s in others)
-    return replace(main, parts=parts)
+    return replace(main, parts=parts + _special(spec))
+
+
+def _special(spec: specs.Spec) -> tuple[Derivation, ...]:
+    """Each special case of the spec (gamma = 0) as a part: the definitions with the name set to
+    its value, planned and verified again from the start, so the document shows what the result
+    becomes there by steps of its own rather than by substituting into it."""
+    from dataclasses import replace
+
+    from derive.lang import parse_expression, parse_variable
+    from derive.model import Definition
+
+    out = []
+    for name, text in spec.special:
+        problem = specs.problem(replace(spec, also=(), special=(), classes=None, lets=(), sizes=()))
+        symbol, value = parse_variable(name), parse_expression(text)
+        if not any(d.value.has(symbol) for d in problem.definitions):
+            raise UsageError(f"special case {name} = {text}: no definition uses {name}")
+        changed = tuple(Definition("special", d.symbol, d.value.xreplace({symbol: value})) if d.value.has(symbol) else d for d in problem.definitions)
+        special = replace(problem, definitions=changed)
+        planned = plan(special)
+        out.append(
+            Derivation(
+                name=f"at {name} = {text}",
+                subject=sp.Derivative(special.quantity, special.wrt),
+                definitions=tuple(d for d in changed if d.key == "special"),
+                assumptions=tuple(a for a in special.assumptions if any(a.key in s.assumptions for s in planned.steps)),
+                steps=planned.steps,
+                setting=specs.setting(special),
+            )
+        )
+    return tuple(out)
 
 
 def _derivation(spec: specs.Spec) -> Derivation:

@@ -1120,7 +1120,12 @@ def _loss_example(d: Derivation) -> dict[str, Any]:
 def _part(p: Derivation, words: dict[str, Any], fmt: str, about: dict[str, Any], shown: tuple = ()) -> dict[str, Any]:
     """A further result of the document (``Derivation.parts``): its own section, with its wording
     from [derivation.NAME.part.PART] (title, text, and rule sentences of its own under rule.ID)."""
-    own = about.get("part", {}).get(p.name) or {key: text % {"variable": latex(p.setting.wrt), "variable_text": _plain_name(p.setting.wrt)} for key, text in words["user"]["part"].items()}
+    from derive.lang import parse_expression, parse_variable
+
+    generic = words["user"]["special" if p.name.startswith("at ") else "part"]
+    case = p.name[3:].split(" = ") if p.name.startswith("at ") else ("", "")
+    values = {"variable": latex(p.setting.wrt), "variable_text": _plain_name(p.setting.wrt), "case": latex(sp.Eq(parse_variable(case[0]), parse_expression(case[1]), evaluate=False)) if case[0] else "", "case_text": p.name[3:]}
+    own = about.get("part", {}).get(p.name) or {key: text % values for key, text in generic.items()}
     rules_ = {key: about.get("rule", {}).get(key, {}) | v for key, v in own.get("rule", {}).items()}
     subject = latex(p.subject)
     return {

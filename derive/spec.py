@@ -44,6 +44,9 @@ class Spec:
     title: str | None = None
     describe: tuple[tuple[str, str], ...] = ()
     """Name -> its role in words, for the notation list (``y`` -> ``the target, one-hot``)."""
+    special: tuple[tuple[str, str], ...] = ()
+    """Name -> value: a special case shown after the result, derived again with the name set to
+    the value (focal loss at gamma = 0 is the cross-entropy)."""
     reduction: str | None = None
     """``sum`` or ``mean``: the quantity is that of one example, and the derivation is of its sum
     or mean over a batch of N (every indexed quantity per example, the scalars shared)."""
@@ -58,7 +61,7 @@ class Spec:
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -109,6 +112,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         title=data.get("title"),
         describe=table("describe", str),
         overview=table("overview", str),
+        special=tuple((k, str(v)) for k, v in table("special", (int, float, str))),
         reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
     )

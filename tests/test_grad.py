@@ -532,3 +532,16 @@ def test_a_bad_reduction_is_one_line_exit_2(tmp_path, args, message):
     run = subprocess.run([sys.executable, "-m", "derive", "grad", CE, SOFTMAX, "--wrt", "z_k", *args, "-o", str(out)], capture_output=True, text=True)
     assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_focal_at_gamma_zero_gives_back_output_minus_target(tmp_path):
+    d = derive.derivation("focal")
+    (special,) = [p for p in d.parts if p.name == "at gamma = 0"]
+    k = sp.Symbol("k", integer=True, positive=True)
+    assert sp.sstr(special.result.rhs) == "o[k] - y[k]" and special.steps[-1].rule == "normalisation"
+    assert any(c.what.startswith("at gamma = 0: step") for c in d.check().checks)
+    assert "## At gamma = 0" in derive.render(d, "md")
+    spec = tmp_path / "s.toml"
+    spec.write_text('definitions = ["E = 1/2*sum_i (o_i - y_i)^2", "o_i = tanh(z_i)"]\nwrt = "z_k"\nspecial = { gamma = 0 }\n')
+    with pytest.raises(UsageError, match="no definition uses gamma"):
+        derive.grad(spec=spec)
