@@ -454,13 +454,14 @@ def test_the_deviations_from_a_mean_sum_to_zero_and_a_wrong_zero_is_caught(monke
 
 
 @pytest.mark.parametrize("name", ["focal", "batch-norm", "layer-norm"])
-def test_the_spec_files_beside_the_catalog_are_derived_and_verified(name):
+def test_a_catalog_spec_file_works_through_derive_grad_spec(name):
     from derive.files import catalog_spec
 
     sizes = {"focal": None, "batch-norm": {"N": 3}, "layer-norm": {"D": 3}}
     d = derive.grad(spec=catalog_spec(name), size=sizes[name], classes=3 if name == "focal" else None)
     assert d.check().passed and d.worked is not None
-    assert len(d.parts) == (0 if name == "focal" else 2)
+    assert [p.name for p in d.parts] == (["at gamma = 0"] if name == "focal" else [p.name for p in derive.derivation(name).parts])
+    assert len(d.parts) == (1 if name == "focal" else 2)
 
 
 def test_batch_norm_ends_in_the_compact_form_implementations_use():
