@@ -18,11 +18,8 @@ def build(spec: specs.Spec) -> Derivation:
 
     first, *others = specs.variables(spec)
     main = _derivation(first)
-    if not others:
-        return replace(main, parts=_special(spec)) if spec.special else main
-
-    parts = tuple(replace(_derivation(s), name=f"by {s.wrt.strip()}") for s in others)
-    return replace(main, parts=parts + _special(spec))
+    parts = tuple(replace(_derivation(s), name=f"by {s.wrt.strip()}") for s in others) + _special(spec)
+    return replace(main, parts=parts) if parts else main
 
 
 def _special(spec: specs.Spec) -> tuple[Derivation, ...]:
@@ -35,8 +32,8 @@ def _special(spec: specs.Spec) -> tuple[Derivation, ...]:
     from derive.model import Definition
 
     out = []
+    problem = specs.problem(replace(spec, also=(), special=(), classes=None, lets=(), sizes=())) if spec.special else None
     for name, text in spec.special:
-        problem = specs.problem(replace(spec, also=(), special=(), classes=None, lets=(), sizes=()))
         symbol, value = parse_variable(name), parse_expression(text)
         if not any(d.value.has(symbol) for d in problem.definitions):
             raise UsageError(f"special case {name} = {text}: no definition uses {name}")
@@ -65,7 +62,7 @@ def _derivation(spec: specs.Spec) -> Derivation:
     if any(s.assumptions for s in planned.steps) and planned.general != last:
         general = sp.Eq(subject, planned.general, evaluate=False)
     worked = None
-    if spec.classes is not None or ((spec.lets or spec.sizes) and not _uses_classes(problem)):
+    if spec.classes is not None or ((spec.lets or spec.sizes) and not specs.uses_classes(problem)):
         from derive import worked as examples
 
         worked = examples.build(problem, spec, subject, last, planned.general if general is not None else None)
@@ -84,14 +81,6 @@ def _derivation(spec: specs.Spec) -> Derivation:
         worked=worked,
         words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in _described(spec)),
     )
-
-
-def _uses_classes(problem) -> bool:
-    """Whether H is a size of this problem: H itself, or an index over the classes."""
-    from derive.symbols import H
-
-    over = [ix for ix, limit in problem.ranges.items() if limit == H]
-    return any(e.has(H, *over) for d in problem.definitions for e in (d.symbol, d.value)) or problem.wrt.has(H, *over)
 
 
 def _described(spec: specs.Spec) -> tuple[tuple[str, str], ...]:

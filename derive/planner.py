@@ -1498,7 +1498,7 @@ def mean_deviation(p: Planner, node: sp.Basic) -> Built | None:
         if len(factors) != 1 or len(factors[0].limits) != 1 or factors[0].limits[0][1:] != (lo, hi):
             continue
         total = factors[0]
-        if sp.simplify(d.value / total * hi) != 1:
+        if d.value * hi != total:  # mu := (1/N) sum_j a_j: N mu is the sum itself
             continue
         term = substitute(total.function, {total.limits[0][0]: j})
         if sp.expand(node.function - (term - d.symbol)) == 0:

@@ -371,6 +371,14 @@ def _upstream(upstream: tuple[str, str], definitions: list, seen: dict, override
     return Definition("given", lhs, rhs)
 
 
+def uses_classes(p: "Problem") -> bool:
+    """Whether H is a size of this problem: H itself, or an index over the classes."""
+    from derive.symbols import H
+
+    over = [ix for ix, limit in p.ranges.items() if limit == H]
+    return any(e.has(H, *over) for d in p.definitions for e in (d.symbol, d.value)) or p.wrt.has(H, *over)
+
+
 def _key(lhs, rhs) -> str:
     """The wording of a definition: a softmax is a softmax, whatever its letters."""
     from derive.planner import softmax_of

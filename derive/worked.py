@@ -18,6 +18,7 @@ import mpmath
 import sympy as sp
 
 from derive.numeric import Evaluator
+from derive import spec as specs
 from derive.errors import UsageError
 from derive.model import Definition
 
@@ -212,7 +213,7 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     for s in sorted(limits, key=str):
         if s != H:
             sizes[s] = named.pop(str(s), DEFAULT_SIZE)
-    if H in sizes and H not in limits and not any(d.value.has(H) for d in problem.definitions):
+    if H in sizes and not specs.uses_classes(problem):
         del sizes[H]  # --classes of a derivation with no classes: not a size of its example
     if named:
         raise UsageError(f"--size {next(iter(named))}: no such size in these definitions (sizes: {', '.join(sorted(map(str, sizes)))})")

@@ -5,14 +5,17 @@ of ``derive grad`` (``--let NAME=VALUES``, ``--size NAME=VALUE``, ``--classes N`
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
 from typing import Sequence
 
 from derive.errors import UsageError
 from derive.model import Derivation
 
 
+@lru_cache(maxsize=None)
 def spec(name: str):
-    """The entry's spec as shipped."""
+    """The entry's spec as shipped (read once: the overview asks for it per row)."""
     from derive import spec as specs
     from derive.files import catalog_spec
 
@@ -46,8 +49,6 @@ def build(
     given = spec(name)
     asked = classes is not None or size or let or options or logits is not None or target is not None
     if not asked:
-        from dataclasses import replace
-
         given = replace(given, lets=(), sizes=())  # the file's numbers are those of a worked example
     lets = []
     # --logits and --target name the leaves z and y, where the entry has them.
@@ -66,8 +67,6 @@ def build(
             lets.append(f"{leaf}={','.join('0' if n == 2 else '1' for n in range(1, int(classes) + 1))}")
         _check_mask(name, dict(given.lets), lets)
     if reduction is not None:
-        from dataclasses import replace
-
         given = replace(given, reduction=specs.parse_reduction(reduction))
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
