@@ -778,11 +778,11 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
         return None
     if f.base == _head(p.problem.quantity):
         return None  # the derivation of the Jacobian itself cites no lemma for it
-    shape = softmax_of(p.defined[f.base])
+    shape = weighted_softmax_of(p.defined[f.base])
     if shape is None:
         return None
-    v, g, batch = shape
-    if v != x.base or len(x.indices) != len(f.indices):
+    v, g, batch, weight = shape
+    if v != x.base or len(x.indices) != len(f.indices) or weight is not None and p.depends(weight, x):
         return None
     i = f.indices[-1]
     k = x.indices[-1]
@@ -797,7 +797,8 @@ def softmax_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     eq_value = _product([*batch_deltas, mul(o_k, add(sp.Integer(1), neg(o_k))), *([scale] if scale != 1 else [])])
     ne_value = _product([*batch_deltas, neg(mul(f, o_k)), *([scale] if scale != 1 else [])])
     cases = (Case(sp.Eq(i, k, evaluate=False), eq_value), Case(sp.Ne(i, k, evaluate=False), ne_value)) if i != k else ()
-    return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=(("term", f), ("variable", x)), label="jacobian")
+    notes = (("term", f), ("variable", x)) + ((("weight", weight.xreplace(dict(zip(p.defined[f.base].symbol.indices, f.indices)))),) if weight is not None else ())
+    return Built(compact, identity=sp.Eq(node, compact, evaluate=False), cases=cases, notes=notes, label="jacobian")
 
 
 def elementwise_jacobian(p: Planner, node: sp.Basic) -> Built | None:
@@ -838,14 +839,30 @@ def elementwise_jacobian(p: Planner, node: sp.Basic) -> Built | None:
 
 def softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Expr], tuple] | None:
     """(v, g, batch) when d is o_{..i} := e^{g(v_{..i})} / sum_j e^{g(v_{..j})}, else None."""
+    shape = weighted_softmax_of(d)
+    return shape[:3] if shape is not None and shape[3] is None else None
+
+
+def weighted_softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Expr], tuple, sp.Indexed | None] | None:
+    """(v, g, batch, m_i) when d is o_{..i} := m_i e^{g(v_{..i})} / sum_j m_j e^{g(v_{..j})} (a
+    softmax with weights: a mask), (v, g, batch, None) for a plain softmax, else None."""
     if not isinstance(d.symbol, sp.Indexed):
         return None
     num, den = _num_den(d.value)
-    if not (isinstance(num, sp.exp) and isinstance(den, sp.Sum)):
+    if not isinstance(den, sp.Sum) or len(den.limits) != 1:
         return None
     i = d.symbol.indices[-1]
     j = den.limits[0][0]
-    if not isinstance(den.function, sp.exp) or substitute(den.function, {j: i}) != num:
+    if substitute(den.function, {j: i}) != num:
+        return None
+    weight = None
+    if isinstance(num, sp.Mul):
+        rest = [a for a in num.args if not isinstance(a, sp.exp)]
+        exps = [a for a in num.args if isinstance(a, sp.exp)]
+        if len(exps) != 1 or len(rest) != 1 or not isinstance(rest[0], sp.Indexed) or rest[0].indices != d.symbol.indices:
+            return None
+        weight, num = rest[0], exps[0]
+    if not isinstance(num, sp.exp):
         return None
     inner = num.args[0]
     entries = inner.atoms(sp.Indexed)
@@ -858,7 +875,9 @@ def softmax_of(d: Definition) -> tuple[sp.IndexedBase, Callable[[sp.Expr], sp.Ex
     template = inner.xreplace({entry: u})
     if template.has(i):
         return None
-    return entry.base, (lambda x, t=template, u=u: t.xreplace({u: x})), tuple(d.symbol.indices[:-1])
+    if weight is not None and weight.base in (entry.base, _head(d.symbol)):
+        return None
+    return entry.base, (lambda x, t=template, u=u: t.xreplace({u: x})), tuple(d.symbol.indices[:-1]), weight
 
 
 def _num_den(e: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
@@ -1194,6 +1213,8 @@ def outputs(p: Planner, node: sp.Basic) -> Built | None:
     written with its own output (sigma(z_i) (1 - sigma(z_i)) is o_i (1 - o_i))."""
     if isinstance(node, sp.Mul) and not node.has(sp.Derivative):
         return _quotient_back(p, node)
+    if isinstance(node, sp.Sum) and not node.has(sp.Derivative):
+        return _sum_back(p, node)
     if not isinstance(node, sp.Function) or isinstance(node, sp.Derivative) or node.has(sp.Derivative):
         return None
     for d in p.problem.definitions:
@@ -1203,6 +1224,19 @@ def outputs(p: Planner, node: sp.Basic) -> Built | None:
         if mapping is not None:
             out = d.symbol.xreplace(mapping)
             return Built(out, identity=sp.Eq(d.value, d.symbol, evaluate=False), notes=(("term", node), ("name", out)))
+    return None
+
+
+def _sum_back(p: Planner, node: sp.Sum) -> Built | None:
+    """sum_j a_j V_jc -> o_c where o_c := sum_j a_j V_jc is defined (the output of attention,
+    written with its own name where the result holds it)."""
+    for d in p.problem.definitions:
+        if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Sum) or d.symbol.base == _head(p.problem.quantity):
+            continue
+        mapping = _match_indices(d.value, node, d.symbol.indices)
+        if mapping is not None:
+            out = d.symbol.xreplace(mapping)
+            return Built(out, identity=sp.Eq(node, out, evaluate=False), notes=(("term", node), ("name", out)))
     return None
 
 

@@ -43,3 +43,40 @@ def test_a_bad_mask_is_refused(mask, message):
 def test_the_document_states_the_precondition(example):
     md = derive.render(example, "md")
     assert "At least one position must be attended" in md and "gradients by its key and by its value are 0" in md
+
+
+def test_the_gradients_are_written_with_the_weights(example):
+    """dL/dq_d and dL/dK_kd read as implementations write them: the weights a_j (through the
+    masked softmax's Jacobian, a_j (delta_ij - a_i)) and the outputs o_c, no exponentials."""
+    q, k = example.result.rhs, example.parts[0].result.rhs
+    base = {str(x.base): x.base for x in q.atoms(sp.Indexed)}
+    ix = {str(s): s for s in q.free_symbols | {x for x in sp.preorder_traversal(q) if isinstance(x, sp.Symbol)}}
+    g, V, a, K = (base[n] for n in "gVaK")
+    c, j, i, d, H, D = (ix[n] for n in ("c", "j", "i", "d", "H", "D"))
+    assert sp.sstr(q) == sp.sstr(sp.Sum(g[c] * sp.Sum(V[j, c] * a[j] * (K[j, d] - sp.Sum(a[i] * K[i, d], (i, 1, H))), (j, 1, H)), (c, 1, D)) / sp.sqrt(D))
+    assert not q.has(sp.exp) and not k.has(sp.exp) and "o[c]" in sp.sstr(k)
+    jacobians = [s for s in example.steps if s.rule == "softmax_jacobian"]
+    assert len(jacobians) == 1 and sp.sstr(jacobians[0].identity.rhs) == sp.sstr(a[j] * (sp.KroneckerDelta(i, j) - a[i]))
+
+
+def test_a_wrong_masked_jacobian_is_caught(monkeypatch):
+    """The weighted softmax's Jacobian is checked like any step: without its - a_i term (the
+    diagonal alone) the derivation fails its checks."""
+    from derive import planner
+    from derive.errors import VerificationError
+
+    real = planner.softmax_jacobian
+
+    def diagonal_only(p, node):
+        built = real(p, node)
+        if built is None or not dict(built.notes).get("weight"):
+            return built
+        wrong = built.new.xreplace({a: 0 for a in built.new.atoms(sp.Indexed) if a != node.expr})
+        return planner.Built(wrong, identity=sp.Eq(node, wrong, evaluate=False), notes=built.notes, label=built.label)
+
+    monkeypatch.setattr(planner, "softmax_jacobian", diagonal_only)
+    monkeypatch.setattr(planner, "DERIVATIVE_RULES", tuple((n, diagonal_only if r is real else r) for n, r in planner.DERIVATIVE_RULES))
+    monkeypatch.setenv("DERIVE_NO_CACHE", "1")
+    d = derive.grad(spec="derive/catalog/attention.toml", wrt="q_d", classes=3)
+    with pytest.raises(VerificationError):
+        d.check()
