@@ -49,7 +49,11 @@ class Setting:
         return (*self.outer, self.index) if self.index is not None else tuple(self.outer)
 
     def limit(self, index: sp.Symbol) -> sp.Symbol:
-        """The upper limit of an index: H, unless ``ranges`` says otherwise."""
+        """The upper limit of an index: H, unless ``ranges`` says otherwise. An index the planner
+        renamed (n' beside n, a sum's index that would shadow another) runs where its letter does."""
+        if index not in self.ranges and index.name.endswith("'"):
+            letter = index.name.rstrip("'")
+            return next((hi for ix, hi in self.ranges.items() if ix.name == letter), self.classes)
         return self.ranges.get(index, self.classes)
 
     def depends(self, expr: sp.Basic) -> bool:

@@ -16,9 +16,12 @@ from dataclasses import replace
 import mpmath
 import pytest
 import sympy as sp
+from typer.testing import CliRunner
 
 import derive
 from derive import planner
+from derive.cli import app
+from derive.derivations import file_stem
 from derive.errors import UsageError, VerificationError
 from derive.lang import parse_expression, size_symbol
 from derive.numeric import at_random
@@ -525,6 +528,38 @@ def test_a_reduction_on_a_catalog_loss_gains_one_over_n():
     assert d.check().passed and d.result.rhs.has(size_symbol("N"))
     example = json.loads(derive.render(d, "json"))["example"]
     assert len(example["gradient"]) == 2 and len(example["gradient"][0]) == 3  # rows n, columns k
+
+
+@pytest.mark.parametrize("name, per_example", [("softmax-ce", "o[n, k] - y[n, k]"), ("sigmoid-bce", "o[n, k] - y[n, k]"), ("sse-linear", "o[n, k] - y[n, k]"), ("mse-softmax", "((o[n, k] - y[n, k]) - Sum((o[n, i] - y[n, i])*o[n, i], (i, 1, H)))*o[n, k]")])
+def test_a_reduction_on_a_module_entry_is_its_spec_over_a_batch(name, per_example):
+    """The loss entries built by modules take --reduction too: the mean over a batch divides
+    each example's gradient by N, the sum does not; the worked example has a row per example."""
+    mean = derive.derivation(name, reduction="mean", classes=3)
+    total = derive.derivation(name, reduction="sum")
+    assert mean.check().passed and total.check().passed
+    N = size_symbol("N")
+    assert sp.simplify(mean.result.rhs * N - total.result.rhs) == 0 and not total.result.rhs.has(N)
+    assert sp.sstr(total.result.rhs) == per_example
+    assert "averaged over a batch of N examples" in derive.render(mean, "md").splitlines()[0]
+    example = json.loads(derive.render(mean, "json"))["example"]
+    assert [len(row) for row in example["gradient"]] == [3, 3]
+
+
+def test_a_reduction_on_a_module_entry_from_the_command_line(tmp_path):
+    run = CliRunner().invoke(app, ["sse-linear", "--reduction", "mean", "--classes", "3", "-o", str(tmp_path / "s.json"), "--format", "json"])
+    assert run.exit_code == 0, run.output
+    assert len(json.loads((tmp_path / "s.json").read_text())["example"]["gradient"]) == 2
+    bad = CliRunner().invoke(app, ["softmax-ce", "--reduction", "median", "-o", str(tmp_path / "b.md")])
+    assert bad.exit_code == 2 and "takes sum or mean" in bad.output and not (tmp_path / "b.md").exists()
+    assert file_stem("softmax-ce", 3, {"reduction": "mean"}) == "softmax-ce-3-reductionmean"
+
+
+def test_a_reduction_on_softmax_ce_keeps_its_temperature():
+    """--temperature 2 --reduction mean: softmax-ce's temperature spec over a batch, with T = 2
+    in the worked example (the steps keep T a symbol)."""
+    d = derive.derivation("softmax-ce", temperature=2, reduction="mean", classes=3)
+    assert sp.sstr(d.result.rhs) == "(o[n, k] - y[n, k])/(N*T)"
+    assert [v for b, v in d.worked.given if str(b) == "T"] == [2]
 
 
 @pytest.mark.parametrize("args, message", [(["--reduction", "median"], "takes sum or mean"), (["--reduction", "mean", "--assume", "sum_n y_n = 1"], "must not use n or N")])

@@ -40,15 +40,16 @@ CATALOG: dict[str, Entry] = {
     "softmax-ce": Entry(
         "Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k",
         "derive.derivations.softmax_ce",
-        ("temperature", "label_smoothing"),
+        ("temperature", "label_smoothing", "reduction"),
     ),
     "softmax": Entry("The softmax Jacobian: do_i/dz_k = o_i (delta_ik - o_k)", "derive.derivations.softmax"),
     "log-softmax": Entry("The log-softmax Jacobian: d ln o_i/dz_k = delta_ik - o_k", "derive.derivations.log_softmax"),
-    "sigmoid-bce": Entry("Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k", "derive.derivations.sigmoid_bce"),
-    "sse-linear": Entry("Squared error through linear outputs: dE/dz_k = o_k - y_k", "derive.derivations.sse_linear"),
+    "sigmoid-bce": Entry("Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k", "derive.derivations.sigmoid_bce", ("reduction",)),
+    "sse-linear": Entry("Squared error through linear outputs: dE/dz_k = o_k - y_k", "derive.derivations.sse_linear", ("reduction",)),
     "mse-softmax": Entry(
         "Squared error through a softmax layer: the gradient is NOT o_k - y_k, but o_k ((o_k - y_k) - sum_i o_i (o_i - y_i))",
         "derive.derivations.mse_softmax",
+        ("reduction",),
     ),
     "dense-softmax-ce": Entry(
         "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
@@ -204,7 +205,31 @@ def build(name: str, classes: int | None = None, logits=None, target=None, **opt
             raise UsageError(f"{name} takes no {option_name(key)}{takes}")
     if entry.spec:
         return import_module(entry.module).build(name, classes=classes, logits=logits, target=target, **given)
+    if given.get("reduction") is not None:
+        return _over_a_batch(name, classes, logits, target, given)
     return import_module(entry.module).build(classes=classes, logits=logits, target=target, **given)
+
+
+BATCHED: dict[str, dict[str, str]] = {"softmax-ce": {"temperature": "T", "label_smoothing": "epsilon"}}
+"""The loss entries built by a module whose --reduction is their spec file over a batch: each
+option a spec file of its own (softmax-ce-temperature.toml), its value the worked example's
+number of the letter given here."""
+
+
+def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivation":
+    """A module entry's loss summed or averaged over a batch of N: its spec file, derived by the
+    planner over the batch (the module's pitfall and counterexample are of one example)."""
+    from derive.derivations import from_spec
+
+    options = {key: value for key, value in given.items() if key != "reduction"}
+    letters = BATCHED.get(name, {})
+    spec_name = "-".join([name, *(key.replace("_", "-") for key in entry_options(name) if key in options)])
+    lets = [f"{letters[key]}={option_text(value)}" for key, value in options.items()]
+    return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"])
+
+
+def entry_options(name: str) -> tuple[str, ...]:
+    return CATALOG[name].options
 
 
 def suggestions(name: str, names: Iterable[str], most: int = 3) -> list[str]:

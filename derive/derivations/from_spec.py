@@ -35,7 +35,7 @@ def build(
     from derive import assemble
     from derive import spec as specs
 
-    from derive.derivations import VARIANTS
+    from derive.derivations import CATALOG, VARIANTS
 
     for key, values in VARIANTS.get(name, {}).items():
         value = options.pop(key, None)
@@ -67,7 +67,12 @@ def build(
             lets.append(f"{leaf}={','.join('0' if n == 2 else '1' for n in range(1, int(classes) + 1))}")
         _check_mask(name, dict(given.lets), lets)
     if reduction is not None:
-        given = replace(given, reduction=specs.parse_reduction(reduction))
+        reduction = specs.parse_reduction(reduction)
+        over = {"mean": "averaged", "sum": "summed"}[reduction]
+        given = replace(given, reduction=reduction, title=f"{given.title}, {over} over a batch of N examples" if given.title else None)
+        if not CATALOG[name].spec if name in CATALOG else True:
+            # A module entry's own wording speaks of one example's indices (z_k, not z_nk).
+            given = replace(given, name=f"{given.name}-{reduction}")
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
 
