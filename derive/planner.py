@@ -339,6 +339,8 @@ class Planner:
                     self.steps.append(replace(step, notes=(("term", d.symbol), ("value", d.value))))
                     e = step.rhs
                     break
+            if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)) and find(e, lambda n: nest(self, n, leaf) is not None):
+                e = self._apply(e, "factor_out", lambda n: nest(self, n, leaf) is not None, lambda n: nest(self, n, leaf))
             if leaf is not None and not find(e, lambda n: _same_sum(n, lhs)) and find(e, lambda n: expose(self, n, leaf) is not None):
                 e = self._apply(e, "distribute", lambda n: expose(self, n, leaf) is not None, lambda n: expose(self, n, leaf))
                 e = self._tidy(e)
@@ -1412,6 +1414,29 @@ def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
         if isinstance(f, sp.Add) and any(not t.has(i) for t in f.args):
             return _split_over(node, fs, n)
     return None
+
+
+def nest(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
+    """sum_{n,i} c_n y_ni -> sum_n c_n sum_i y_ni: a double sum taken apart where the leaf's own
+    index runs innermost, the factors free of it outside, so that an assumption about
+    sum_i y_ni can be used (a batch: o_nk x_nd does not depend on i)."""
+    if not isinstance(node, sp.Sum) or len(node.limits) < 2:
+        return None
+    entries = [x for x in node.function.atoms(sp.Indexed) if x.base == leaf.base]
+    if not entries:
+        return None
+    limits = {lim[0]: lim for lim in node.limits}
+    own = entries[0].indices[-1]
+    if own not in limits or any(x.indices[-1] != own for x in entries):
+        return None
+    fs = _factors(node.function)
+    const = [f for f in fs if not f.has(own)]
+    rest = [f for f in fs if f.has(own)]
+    if not const or not rest:
+        return None
+    outer = [lim for lim in node.limits if lim[0] != own]
+    new = sp.Sum(mul(*const, sp.Sum(_product(rest), limits[own])), *outer)
+    return Built(new, notes=(("factor", _product(const)), ("index", own)))
 
 
 def combine_sums(p: Planner, node: sp.Basic) -> Built | None:

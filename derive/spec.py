@@ -50,6 +50,9 @@ class Spec:
     reduction: str | None = None
     """``sum`` or ``mean``: the quantity is that of one example, and the derivation is of its sum
     or mean over a batch of N (every indexed quantity per example, the scalars shared)."""
+    shared: tuple[str, ...] = ()
+    """With a reduction: the leaves every example of the batch shares (a layer's weights W and
+    bias b); every other indexed quantity is per example."""
     upstream: tuple[str, str] | None = None
     """(y, g): the first definition is a layer y inside a network, and the quantity differentiated
     is a loss L downstream of it with the given upstream gradient g = dL/dy, L = sum g y."""
@@ -61,7 +64,7 @@ class Spec:
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special", "shared"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -114,6 +117,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         overview=table("overview", str),
         special=tuple((k, str(v)) for k, v in table("special", (int, float, str))),
         reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
+        shared=strings("shared") if "shared" in data else (),
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
     )
 
@@ -309,7 +313,7 @@ def problem(spec: Spec) -> "Problem":
         key = spec.assume_keys[n - 1] if n <= len(spec.assume_keys) else ("normalised" if _is_normalisation(lhs, rhs) else f"assumption{n}")
         assumptions.append(Assumption(key, sp.Eq(lhs, rhs, evaluate=False)))
     if spec.reduction is not None:
-        definitions, wrt, assumptions = _batched(spec.reduction, definitions, wrt, assumptions)
+        definitions, wrt, assumptions = _batched(spec.reduction, definitions, wrt, assumptions, spec.shared)
         ranges.setdefault(index_symbol("n"), size_symbol("N"))
     from derive.planner import hygienic
 
@@ -317,10 +321,11 @@ def problem(spec: Spec) -> "Problem":
     return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges)
 
 
-def _batched(reduction: str, definitions: list, wrt, assumptions: list):
+def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: tuple[str, ...] = ()):
     """The derivation over a batch of N examples: every indexed quantity gains the example index
     n in front (z_k is z_nk, an assumption holds in every row), and the quantity is the sum or
-    the mean of its value per example. The scalars (a temperature, gamma) are shared."""
+    the mean of its value per example. The scalars (a temperature, gamma) are shared, and so are
+    the leaves named in ``shared`` (a layer's weights)."""
     import sympy as sp
 
     from derive.lang import index_symbol, size_symbol
@@ -333,8 +338,13 @@ def _batched(reduction: str, definitions: list, wrt, assumptions: list):
     if isinstance(definitions[0].symbol, sp.Indexed):
         raise UsageError("--reduction sums or averages a loss, a scalar: the first definition defines an indexed quantity")
 
+    defined = {str(getattr(d.symbol, "base", d.symbol)) for d in definitions}
+    for name in shared:
+        if name in defined:
+            raise UsageError(f"shared {name}: {name} is defined, and what is defined from per-example quantities is per example; share a leaf (a layer's weights)")
+
     def per_example(e):
-        return e.replace(lambda x: isinstance(x, sp.Indexed), lambda x: x.base[(n, *x.indices)])
+        return e.replace(lambda x: isinstance(x, sp.Indexed) and str(x.base) not in shared, lambda x: x.base[(n, *x.indices)])
 
     first, *rest = definitions
     body = sp.Sum(per_example(first.value), (n, 1, N))

@@ -554,6 +554,28 @@ def test_a_reduction_on_a_module_entry_from_the_command_line(tmp_path):
     assert file_stem("softmax-ce", 3, {"reduction": "mean"}) == "softmax-ce-3-reductionmean"
 
 
+def test_a_batch_shares_the_layer_it_names():
+    """dense-softmax-ce --reduction mean: the examples share W and b (the spec's ``shared``), so
+    the gradient by W_kd sums over the batch, (1/N) sum_n (o_nk - y_nk) x_nd, the double sum
+    taken apart so that each example's target sums to one."""
+    d = derive.derivation("dense-softmax-ce", reduction="mean", classes=3)
+    assert str(d.subject.variables[0]) == "W[k, d]"
+    assert sp.sstr(d.result.rhs) == "Sum((o[n, k] - y[n, k])*x[n, d], (n, 1, N))/N"
+    assert sp.sstr(d.parts[0].result.rhs) == "Sum(o[n, k] - y[n, k], (n, 1, N))/N"
+    assert any(s.rule == "factor_out" and dict(s.notes).get("index") == sp.Symbol("i", integer=True, positive=True) and s.rhs.has(sp.Sum) for s in d.steps)
+    with pytest.raises(UsageError, match="shared o: o is defined"):
+        _spec_with_shared("o")
+
+
+def _spec_with_shared(name):
+    from derive import spec as specs
+
+    given = specs.from_arguments([CE, SOFTMAX], "z_k", [NORMALISED], [], [], [], None, None, "mean")
+    from dataclasses import replace as swap
+
+    return specs.problem(swap(given, shared=(name,)))
+
+
 def test_a_reduction_on_softmax_ce_keeps_its_temperature():
     """--temperature 2 --reduction mean: softmax-ce's temperature spec over a batch, with T = 2
     in the worked example (the steps keep T a symbol)."""

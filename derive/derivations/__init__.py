@@ -54,7 +54,7 @@ CATALOG: dict[str, Entry] = {
     "dense-softmax-ce": Entry(
         "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
         "derive.derivations.dense_softmax_ce",
-        ("inputs", "let"),
+        ("inputs", "let", "reduction"),
     ),
     "focal": Entry("Focal loss through a softmax layer, for any focusing parameter gamma (gamma = 0 is cross-entropy)", PLANNED, ("gamma", "reduction", "let", "size"), spec=True),
     "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("reduction", "let", "size"), spec=True),
@@ -221,15 +221,13 @@ def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivatio
     planner over the batch (the module's pitfall and counterexample are of one example)."""
     from derive.derivations import from_spec
 
-    options = {key: value for key, value in given.items() if key != "reduction"}
     letters = BATCHED.get(name, {})
-    spec_name = "-".join([name, *(key.replace("_", "-") for key in entry_options(name) if key in options)])
-    lets = [f"{letters[key]}={option_text(value)}" for key, value in options.items()]
+    spec_name = "-".join([name, *(key.replace("_", "-") for key in CATALOG[name].options if key in letters and key in given)])
+    lets = [f"{letters[key]}={option_text(value)}" for key, value in given.items() if key in letters]
+    if given.get("inputs") is not None:
+        lets.append(f"x={','.join(map(str, given['inputs']))}")
+    lets += list(given.get("let") or [])
     return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"])
-
-
-def entry_options(name: str) -> tuple[str, ...]:
-    return CATALOG[name].options
 
 
 def suggestions(name: str, names: Iterable[str], most: int = 3) -> list[str]:
