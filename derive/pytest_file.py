@@ -292,7 +292,7 @@ def _from_planned(d: Derivation) -> Source:
     for name in order:
         if name in targets:
             draws[name] = "uniform" if general else "dirichlet"
-        elif name == MASKS.get(d.name) or (name not in variables and w is not None and _binary(values[name])):
+        elif name == MASKS.get(d.name) or (name not in variables and w is not None and name in w.user and _binary(values[name])):
             draws[name] = "mask"
         else:
             draws[name] = "normal"
@@ -335,7 +335,7 @@ def _targets(chains: Sequence[Derivation]) -> set[str]:
 
 
 def _binary(value: Any) -> bool:
-    """Whether an example's array holds only zeros and ones, both: a mask."""
+    """Whether an example's array holds only zeros and ones, both: given so, it is a mask."""
     flat = list(_flat(value)) if isinstance(value, tuple) else []
     return bool(flat) and set(flat) == {0, 1}
 

@@ -290,6 +290,9 @@ def test_command_line(tmp_path):
 W, x, b = sp.IndexedBase("W"), sp.IndexedBase("x"), sp.IndexedBase("b")
 d_, m_ = sp.symbols("d m", integer=True, positive=True)
 D = sp.Symbol("D", integer=True, positive=True)
+N = sp.Symbol("N", integer=True, positive=True)
+n_ = sp.Symbol("n'", integer=True)
+"""An index that the limits do not know: a sum gives its range."""
 T = sp.Symbol("T", positive=True)
 LIMITS = {d_: D, m_: D}
 SOFTMAX = sp.exp(z[i]) / sp.Sum(sp.exp(z[j]), (j, 1, H))
@@ -314,6 +317,13 @@ SOFTMAX = sp.exp(z[i]) / sp.Sum(sp.exp(z[j]), (j, 1, H))
         (sp.exp(-z[k]) ** 2, (k,), "np.exp(-2 * z)"),
         (sp.Pow(o[k] - y[k], -2, evaluate=False), (k,), "1 / (o - y) ** 2"),
         (sp.Mul(-1, o[k], evaluate=False) - 3 * y[k] / 4, (k,), "-o - (3 / 4) * y"),
+        # Several indices in one sum, the innermost first as SymPy keeps them.
+        (sp.Sum(W[i, d_] ** 2, (d_, 1, D), (i, 1, H)), (), "np.sum(np.sum(W ** 2, axis=-1), axis=-1)"),
+        (sp.Sum(y[k] * x[d_], (d_, 1, D), (n_, 1, N)), (k,), "N * np.sum(x * y[:, None], axis=-1)"),
+        (sp.Sum(o[n_], (n_, 1, N)), (), "np.sum(o, axis=-1)"),
+        (sp.sqrt(2) * sp.exp(-x[d_] ** 2 / 2) / sp.sqrt(2 * sp.pi), (d_,), "np.exp((-1 / 2) * x ** 2) / np.sqrt(np.pi)"),
+        (x[d_] / sp.sqrt(D), (d_,), "x / np.sqrt(D)"),
+        (sp.erf(z[k] / sp.sqrt(2)), (k,), "erf((1 / 2) * np.sqrt(2) * z)"),
     ],
 )
 def test_numpy_printer(expr, axes, code):
@@ -333,6 +343,17 @@ def test_the_printed_code_computes_the_expression():
             at = expr.subs({i: r + 1, k: c + 1, H: n}).doit()
             at = at.subs({o[m + 1]: values["o"][m] for m in range(n)} | {y[m + 1]: values["y"][m] for m in range(n)})
             assert got[r, c] == pytest.approx(float(at), rel=1e-12)
+
+
+def test_sums_over_several_indices_compute_the_expression():
+    rng = np.random.default_rng(2)
+    values = {"W": rng.normal(size=(3, 2)), "y": rng.normal(size=3), "x": rng.normal(size=2)}
+    expr = sp.Sum(W[i, d_] ** 2 * y[i], (d_, 1, D), (i, 1, H)) + sp.Sum(y[k] * x[d_], (d_, 1, D), (n_, 1, N))
+    printer = Printer(lambda index: LIMITS.get(index, H))
+    got = eval(printer.code(expr, (k,)), {"np": np, "H": 3, "D": 2, "N": 4, **values})
+    want = [(values["W"] ** 2 * values["y"][:, None]).sum() + 4 * values["y"][c] * values["x"].sum() for c in range(3)]
+    assert got == pytest.approx(want, rel=1e-12)
+    assert printer.used == {N}
 
 
 def test_stable_forms_for_softmax_and_sigmoid():
@@ -362,6 +383,6 @@ def test_numpy_printer_names_what_it_cannot_print(expr, axes, message):
         Printer(lambda index: LIMITS.get(index, H)).code(expr, axes)
 
 
-@pytest.mark.parametrize("name, python", [("z", "z"), (r"\tilde{z}", "z_tilde"), ("y'", "y_prime"), ("epsilon", "epsilon")])
+@pytest.mark.parametrize("name, python", [("z", "z"), (r"\tilde{z}", "z_tilde"), ("y'", "y_prime"), ("epsilon", "epsilon"), ("lambda", "lambda_")])
 def test_identifiers(name, python):
     assert identifier(name) == python
