@@ -89,6 +89,14 @@ ABOUT = {
 }
 """An input of a planned derivation, by how the random points draw it."""
 
+RESERVED = frozenset(
+    "np math os sys importlib pytest softmax log_softmax sigmoid log_sigmoid softplus erf mask forward gradient random_point "
+    "points arguments reference finite_differences tolerance load yours compare_with_reference compare_with_finite_differences "
+    "check your_function INPUTS OPTIONS VARIABLES EXAMPLE VALUE DERIVATIVES SIZES LARGER RANDOM_POINTS SEED STEP RTOL ATOL "
+    "FD_RTOL FD_ATOL EXACT_RTOL EXACT_ATOL IMPL POINTS".split()
+)
+"""The names the file gives its own modules, functions and settings: no quantity may have one."""
+
 TARGET = "y"
 """The input of a catalog module's entry drawn as a target at the file's random points."""
 
@@ -140,6 +148,10 @@ def document(d: Derivation) -> dict[str, Any]:
     dims = _dims(definitions, limit, source.inputs)
     size_code = _size_code(source.inputs, dims)
     known = {s.name for s, _ in source.constants} | {name for name in source.inputs if not dims[name]}
+    names = [*source.inputs, *(_name(q) for q in defined), *(s.name for s, _ in source.constants), *(s.name for s in source.sizes)]
+    taken = sorted({identifier(name) for name in names} & RESERVED)
+    if taken:
+        raise DeriveError(f"the pytest file of {d.name} cannot name a quantity {taken[0]}: the file uses that name itself")
 
     forward = _function(d, limit, [(d.subject.expr, _axes(d.subject.expr, d.setting.indices))], defined, size_code, known)
     gradient = _function(d, limit, [(r["formula"], r["axes"]) for r in results], defined, size_code, known)

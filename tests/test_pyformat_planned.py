@@ -483,6 +483,12 @@ def test_what_the_file_says(folder):
     assert "import math\n" in (folder / "spec_gelu.py").read_text() and "import math\n" not in batch_norm
 
 
+def test_a_quantity_named_like_the_files_own_names_is_refused(built, monkeypatch):
+    monkeypatch.setattr(pytest_file, "RESERVED", pytest_file.RESERVED | {"u"})
+    with pytest.raises(derive.DeriveError, match="cannot name a quantity u: the file uses that name itself"):
+        pytest_file.document(built["spec_batch_norm"])
+
+
 def test_command_line(tmp_path):
     runner = CliRunner()
     path = tmp_path / "check_tanh.py"
