@@ -326,7 +326,7 @@ def _from_planned(d: Derivation) -> Source:
         limit=limit,
         function="jacobian" if _axes(d.subject.expr, d.setting.indices) else "backward",
         command=None,
-        given=tuple(n for n in (w.user if w is not None else ()) if n in order),
+        given=w.user if w is not None else (),
         description=CATALOG[d.name].description if d.name in CATALOG else words.get("title", "The derivative of " + ", ".join(f"{of} by {v}" for v in variables)),
         file=f"{stem}.py",
     )
