@@ -150,11 +150,12 @@ def render(
             MkDocs, MyST, pandoc and Quarto).
 
     ``"py"`` is a self-contained pytest file that checks your backprop code against the
-    derivation (see :mod:`derive.pytest_file`); it needs a concrete number of classes.
+    derivation (see :mod:`derive.pytest_file`); a catalog entry built by a module of its own
+    (softmax-ce, dense-softmax-ce, ...) needs a concrete number of classes for it.
 
     Raises:
         UsageError: an unknown format, a notation that is not valid, a Markdown math syntax with
-            another format than md, or py for a symbolic number of classes.
+            another format than md, or py for such an entry with a symbolic number of classes.
     """
     from derive.rendering import render as _render
 

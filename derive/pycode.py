@@ -6,6 +6,8 @@ expression whose axes are those indices in the order asked for (``o - y``;
 ``o[:, None] * (np.eye(H) - o)``). A sum appends an axis for its index and sums it away again
 (``np.sum(..., axis=-1)``). Indexed quantities are arrays named after their base; H, D and other
 limits are the lengths of those arrays; fixed parameters (a temperature) are module constants.
+A sum over several indices sums each away in turn; pi is ``np.pi``; erf is the file's own
+``erf`` (the standard library's, entry by entry: NumPy has none).
 
 Two patterns are printed as the stable functions the file defines, so that large logits stay
 finite, as they do in the worked example (log-sum-exp): the softmax quotient
@@ -16,6 +18,7 @@ it and of one minus it as ``log_sigmoid(a)`` and ``log_sigmoid(-a)``.
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -38,12 +41,15 @@ class NoNumpyForm(DeriveError):
 
 def identifier(name: str) -> str:
     """A Python name for an indexed base or a symbol: ``\\tilde{z}`` is ``z_tilde``, ``y'`` is
-    ``y_prime``, ``epsilon`` stays ``epsilon``."""
+    ``y_prime``, ``epsilon`` stays ``epsilon``, a keyword of Python gains an underscore
+    (``lambda_``)."""
     decorated = re.fullmatch(r"\\(\w+)\{(\w+)\}", name)
     if decorated:
         return f"{decorated.group(2)}_{decorated.group(1)}"
     text = name.replace("'", "_prime")
     text = re.sub(r"\W", "_", text)
+    if keyword.iskeyword(text):
+        return f"{text}_"
     return text if text.isidentifier() else f"v_{text}"
 
 
@@ -62,6 +68,9 @@ class Printer:
     """The limits (H, D) and parameters the printed code refers to."""
     helpers: set[str] = field(default_factory=set)
     """The file's own functions the printed code calls (softmax, log_softmax, ...)."""
+    bound: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    """The indices of the sums being printed, each with its upper limit (that of a sum's own
+    index, n' = 1..N, which ``limit`` need not know)."""
 
     # --- the entry points -----------------------------------------------------------------------
     def code(self, e: sp.Expr, axes: Axes) -> str:
@@ -110,7 +119,7 @@ class Printer:
 
     def _delta(self, e: sp.KroneckerDelta, axes: Axes) -> tuple[str, int]:
         a, b = e.args
-        if a not in axes or b not in axes or self.limit(a) != self.limit(b):
+        if a not in axes or b not in axes or self._limit(a) != self._limit(b):
             raise NoNumpyForm(f"no NumPy form for {sp.sstr(e)}: both indices must run over the same range")
         return _placed(f"np.eye({self._size(a)})", (a, b), axes), ATOM
 
@@ -129,7 +138,7 @@ class Printer:
     def _mul(self, e: sp.Mul, axes: Axes) -> tuple[str, int]:
         if _negative(e) and e.args[0] == -1:
             return f"-{self._child(_negated(e), axes, UNARY)}", UNARY
-        top = [f for f in e.args if not (isinstance(f, sp.Pow) and f.exp.is_negative and f.exp.is_Integer)]
+        top = [f for f in e.args if not (isinstance(f, sp.Pow) and f.exp.is_negative and f.exp.is_Rational)]
         bottom = [1 / f for f in e.args if f not in top]
         numerator = " * ".join(self._child(f, axes, PRODUCT) for f in top) if top else "1"
         if not bottom:
@@ -156,12 +165,30 @@ class Printer:
         return stable or f"np.log({self.code(x, axes)})", ATOM
 
     def _sum(self, e: sp.Sum, axes: Axes) -> tuple[str, int]:
-        (index, low, high), body = e.limits[0], e.function
-        if len(e.limits) != 1 or low != 1 or high != self.limit(index):
-            raise NoNumpyForm(f"no NumPy form for {sp.sstr(e)}: a sum must run over its index's whole range from 1")
-        if index not in body.free_symbols:
-            return f"{self._size(index)} * {self._child(body, axes, PRODUCT)}", PRODUCT
-        return f"np.sum({self.code(body, (*axes, index))}, axis=-1)", ATOM
+        for index, low, high in e.limits:
+            if low != 1 or not (high.is_Symbol or high == self.limit(index)):
+                raise NoNumpyForm(f"no NumPy form for {sp.sstr(e)}: a sum must run over its index's whole range from 1")
+        outer = dict(self.bound)
+        self.bound.update((index, high) for index, _, high in e.limits)
+        try:
+            return self._summed(e.function, tuple(e.limits), axes)
+        finally:
+            self.bound = outer
+
+    def _summed(self, body: sp.Expr, limits: tuple, axes: Axes) -> tuple[str, int]:
+        """The sum of ``body`` over ``limits``, the innermost first as SymPy keeps them: the
+        outermost index is summed away last."""
+        *inner, (index, _, _) = limits
+        if index not in body.free_symbols - {limit[0] for limit in inner}:
+            text, precedence = self._summed(body, tuple(inner), axes) if inner else self._print(body, axes)
+            return f"{self._size(index)} * {f'({text})' if precedence <= PRODUCT else text}", PRODUCT
+        within = (*axes, index)
+        return f"np.sum({self._summed(body, tuple(inner), within)[0] if inner else self.code(body, within)}, axis=-1)", ATOM
+
+    def _constant(self, e: sp.NumberSymbol, axes: Axes) -> tuple[str, int]:
+        if e not in CONSTANTS:
+            raise NoNumpyForm(f"no NumPy form for the constant {sp.sstr(e)}")
+        return CONSTANTS[e], ATOM
 
     def _excluded_sum(self, e: ExcludedSum, axes: Axes) -> tuple[str, int]:
         return self._print(e.full(), axes)
@@ -208,14 +235,20 @@ class Printer:
         self.helpers.add(f"log_{kind}")
         return f"log_{kind}({written})"
 
+    def _limit(self, index: sp.Symbol) -> sp.Expr:
+        return self.bound.get(index, self.limit(index))
+
     def _size(self, index: sp.Symbol) -> str:
-        limit = self.limit(index)
+        limit = self._limit(index)
         self.used.add(limit)
         return identifier(limit.name)
 
 
-FUNCTIONS = {"sigmoid": "sigmoid", "tanh": "np.tanh", "softplus": "softplus"}
+FUNCTIONS = {"sigmoid": "sigmoid", "tanh": "np.tanh", "softplus": "softplus", "erf": "erf"}
 """Functions of the definition language by name -> the NumPy or helper function of the file."""
+
+CONSTANTS = {sp.pi: "np.pi", sp.E: "np.e"}
+"""The constants of the language -> NumPy's."""
 
 _RULES: dict[type, Callable[..., tuple[str, int]]] = {
     sp.Number: Printer._number,
@@ -228,6 +261,7 @@ _RULES: dict[type, Callable[..., tuple[str, int]]] = {
     sp.exp: Printer._exp,
     sp.log: Printer._log,
     sp.Sum: Printer._sum,
+    sp.NumberSymbol: Printer._constant,
     ExcludedSum: Printer._excluded_sum,
 }
 

@@ -54,8 +54,8 @@ def render(
 
     ``notation``: how the symbols are written (see :func:`derive.notation.resolve`).
     ``markdown``: the math syntax of md, ``"github"`` (the default) or ``"dollars"`` (see
-    :mod:`derive.markdown`). The py format, a pytest file (see :mod:`derive.pytest_file`), needs
-    a concrete number of classes.
+    :mod:`derive.markdown`). The py format is a pytest file (see :mod:`derive.pytest_file`); a
+    catalog entry built by a module of its own needs a concrete number of classes for it.
     """
     from derive import markdown as flavours
 
