@@ -74,6 +74,7 @@ def grad(
     spec: "Path | str | None" = None,
     upstream: str | None = None,
     reduction: str | None = None,
+    shared: Sequence[str] = (),
 ) -> "Derivation":
     """Derive the gradient of your own definitions, step by step (the ``derive grad`` command).
 
@@ -89,6 +90,9 @@ def grad(
         spec: a TOML spec file instead of the arguments above.
         upstream: ``"y=g"``: the first definition is a layer with output y inside a network, given
             the upstream gradient g = dL/dy; the quantity differentiated is L = sum g y.
+        reduction: ``"sum"`` or ``"mean"``: the first definition is one example's loss, derived
+            as its sum or mean over a batch of N (every indexed quantity per example).
+        shared: with a reduction, the given quantities the examples share (``["W", "b"]``).
 
     Raises:
         UsageError: text that does not parse, or a problem that is not well posed.
@@ -114,6 +118,7 @@ def grad(
             classes,
             upstream,
             reduction,
+            shared,
         )
     )
 

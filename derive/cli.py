@@ -296,6 +296,7 @@ def grad_command(
     range_: Annotated[Optional[list[str]], typer.Option("--range", metavar="INDEX=1..LIMIT", help="An index's range, overriding the conventions: n=1..B. Repeatable.", show_default=False)] = None,
     classes: Annotated[Optional[int], typer.Option("--classes", "-n", metavar="N", parser=lambda v: _parse_classes(v), help="H for a worked example (default: symbolic H).", show_default=False)] = None,
     reduction: Annotated[Optional[str], typer.Option("--reduction", metavar="sum|mean", help="The first definition is a loss of one example: derive its sum or mean over a batch of N (every indexed quantity per example).", show_default=False)] = None,
+    shared: Annotated[Optional[list[str]], typer.Option("--shared", metavar="NAMES", help="With --reduction: the given quantities every example of the batch shares, a layer's weights: W,b. Repeatable.", show_default=False)] = None,
     upstream: Annotated[Optional[str], typer.Option("--upstream", metavar="Y=G", help="The first definition is a layer with output Y inside a network, given the upstream gradient G = dL/dY: differentiate L = sum G Y.", show_default=False)] = None,
     spec: Annotated[Optional[Path], typer.Option("--spec", metavar="FILE", help="Read the definitions and options from a TOML file.", show_default=False)] = None,
     format: Annotated[Optional[Format], FORMAT] = None,
@@ -317,13 +318,13 @@ def grad_command(
 
     _markdown(markdown)
     if spec is not None:
-        if definitions or wrt or assume or range_ or upstream or reduction:
+        if definitions or wrt or assume or range_ or upstream or reduction or shared:
             raise UsageError("--spec gives the definitions, --wrt, --assume, --range and --upstream itself; give them in the file or on the command line, not both")
         given = specs.read(spec)
         extra = specs.from_arguments(["-"], "-", lets=let or [], sizes=size or [], classes=classes)
         given = specs.with_example(given, extra)
     else:
-        given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes, upstream, reduction)
+        given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes, upstream, reduction, shared or [])
     fmt = _choose_format(format, output)
     path = _target(fmt, output, Path("output") / f"{specs.file_stem(given)}.{fmt.value}")
     with _early_pdf(fmt, templates):

@@ -201,6 +201,7 @@ def from_arguments(
     classes: int | None = None,
     upstream: str | None = None,
     reduction: str | None = None,
+    shared: Sequence[str] = (),
 ) -> Spec:
     """A spec from the command line's strings."""
     if not definitions:
@@ -228,7 +229,27 @@ def from_arguments(
         classes=classes,
         upstream=parse_upstream(upstream) if upstream is not None else None,
         reduction=parse_reduction(reduction) if reduction is not None else None,
+        shared=_shared(shared, reduction),
     )
+
+
+def _shared(names: Sequence[str], reduction: str | None) -> tuple[str, ...]:
+    """--shared W,b (or repeated): names, each a name of the language, and only with a reduction."""
+    out = tuple(n.strip() for text in names for n in str(text).split(",") if n.strip())
+    if out and reduction is None:
+        raise UsageError("--shared names what the examples of a batch share: give --reduction sum or mean as well")
+    from derive.lang import parse_variable
+
+    names = []
+    for n in out:
+        try:
+            name = parse_variable(n)
+        except UsageError:
+            name = None
+        if name is None or not name.is_Symbol:
+            raise UsageError(f"--shared {n!r}: give the name of a given quantity without indices, a letter or a spelled-out Greek letter (W, b)")
+        names.append(str(name))
+    return tuple(names)
 
 
 def with_example(spec: Spec, extra: Spec) -> Spec:

@@ -567,6 +567,20 @@ def test_a_batch_shares_the_layer_it_names():
         _spec_with_shared("o")
 
 
+def test_shared_on_the_command_line():
+    """derive grad ... --reduction mean --shared W,b: the weights are the batch's."""
+    d = derive.grad(CE, SOFTMAX, "z_i = sum_d W_id*x_d + b_i", wrt="W_kd", assume=[NORMALISED], reduction="mean", shared=["W,b"])
+    assert sp.sstr(d.result.rhs) == "Sum((o[n, k] - y[n, k])*x[n, d], (n, 1, N))/N"
+
+
+@pytest.mark.parametrize("args, message", [(["--shared", "W"], "give --reduction"), (["--reduction", "mean", "--shared", "W_k"], "without indices"), (["--reduction", "mean", "--shared", "o"], "o is defined"), (["--reduction", "mean", "--shared", "1+"], "without indices")])
+def test_a_bad_shared_is_one_line_exit_2(tmp_path, args, message):
+    out = tmp_path / "s.md"
+    run = subprocess.run([sys.executable, "-m", "derive", "grad", CE, SOFTMAX, "--wrt", "z_k", *args, "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def _spec_with_shared(name):
     from derive import spec as specs
 
