@@ -320,18 +320,11 @@ class Derivation:
         return sp.Eq(self.subject, self.steps[-1].rhs, evaluate=False)
 
     def check(self) -> "Report":
-        """Verify every step and the result; raise VerificationError on the first failure.
+        """Verify every step and the result; raise VerificationError on the first failure (see
+        :func:`derive.checking.check`, which keeps the passed report on the derivation)."""
+        from derive.checking import check
 
-        The passed report is kept on the derivation, which is immutable, so rendering it in
-        several formats does the checks (O(H^2) for a concrete H) once.
-        """
-        report = self.__dict__.get("_report")
-        if report is None:
-            from derive.verify import check
-
-            report = check(self)
-            object.__setattr__(self, "_report", report)  # a memo, not a field: equality ignores it
-        return report
+        return check(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
         """Jupyter shows the document: ``text/html`` with MathML, ``text/markdown`` with

@@ -11,7 +11,8 @@
   This is evidence for every H, not a proof: only the sizes written out exactly are proved;
 - the result against central finite differences of the differentiated function itself, computed
   from the definitions and never from a step;
-- for a concrete H, every gradient and Jacobian entry exactly, and the worked example.
+- for a concrete H, every gradient and Jacobian entry exactly, and the worked example (see
+  :mod:`derive.checking`, which runs all of them in order).
 
 A failed check raises :class:`~derive.errors.VerificationError` naming the step and the instance.
 """
@@ -73,7 +74,7 @@ class Check:
 
 @dataclass(frozen=True)
 class Report:
-    """What :func:`check` verified."""
+    """What ``derive.checking.check`` verified."""
 
     name: str
     checks: tuple[Check, ...]
@@ -88,30 +89,7 @@ class Report:
         return "\n".join(lines)
 
 
-def check(d: Derivation) -> Report:
-    """Verify a derivation and its further parts; raise VerificationError on the first failed check."""
-    from derive.shown import checks as shown_checks
-
-    checks = symbolic_checks(d)
-    for part in d.parts:
-        checks.extend(replace(c, what=f"{part.name}: {c.what}") for c in symbolic_checks(part))
-    # What the documents show beyond the steps: the labels, the pitfall's table; and after the
-    # checks of a concrete H, its example's outputs, the error written out, the gradient's sum.
-    checks.extend(_passed(d, shown_checks(d)))
-    from derive.worked import checks as worked_checks
-
-    for x in (d, *d.parts):
-        if x.worked is not None:
-            checks.extend(_passed(d, (replace(c, what=f"{x.name}: {c.what}") if x is not d else c for c in worked_checks(x))))
-    if d.concrete is not None:
-        from derive.concrete import checks as concrete_checks
-
-        checks.extend(_passed(d, concrete_checks(d)))
-    checks.extend(_passed(d, shown_checks(d, concrete=True)))
-    return Report(d.name, tuple(checks))
-
-
-def _passed(d: Derivation, checks: Iterable[Check]) -> Iterator[Check]:
+def passing(d: Derivation, checks: Iterable[Check]) -> Iterator[Check]:
     """Stop at the first failed check: what comes after a wrong step proves nothing."""
     for c in checks:
         if not c.passed:
@@ -124,7 +102,7 @@ def symbolic_checks(d: Derivation) -> list[Check]:
     result is cached (see :mod:`derive.cache`)."""
     from derive import cache
 
-    rows = cache.cached(check_key(d), lambda: [c.__dict__ for c in _passed(d, _symbolic(d))])
+    rows = cache.cached(check_key(d), lambda: [c.__dict__ for c in passing(d, _symbolic(d))])
     return [Check(**row) for row in rows]
 
 
@@ -788,4 +766,4 @@ def evaluate_shared(e: sp.Basic, point: dict, memo: dict) -> mpmath.mpf:
     return out
 
 
-__all__ = ["Check", "Report", "check", "instantiate", "is_zero", "ExcludedSum"]
+__all__ = ["Check", "Report", "instantiate", "is_zero", "ExcludedSum"]
