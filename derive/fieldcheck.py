@@ -317,7 +317,7 @@ class FieldEvaluator(Evaluator):
 def plan(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], index: Mapping[sp.Symbol, int], assumptions: Sequence[str]) -> tuple:
     """What :func:`leaves` draws (as ``numeric.at_random`` draws numbers): each leaf quantity
     with its entries, the scalars, and the entries the assumptions' constraints fix."""
-    from derive.worked import entries, shapes
+    from derive.shapes import entries, shapes
 
     ranges = {}
     for d in setting.definitions:

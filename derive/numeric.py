@@ -235,7 +235,7 @@ def at_random(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int],
         for s in e.free_symbols:
             if isinstance(s, sp.Symbol) and s.is_integer and s not in ranges:
                 ranges[s] = setting.limit(s)
-    from derive.worked import entries, shapes
+    from derive.shapes import entries, shapes
 
     table = shapes(setting.definitions, setting.wrt, ranges)
     values: dict = {}

@@ -9,7 +9,6 @@ defined entry once from its definition.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Mapping, Sequence
@@ -21,6 +20,7 @@ from derive.numeric import Evaluator
 from derive import spec as specs
 from derive.errors import UsageError
 from derive.model import Definition
+from derive.shapes import entries, shapes
 
 DIGITS = 30
 """Digits the example's numbers are shown and stored with."""
@@ -83,50 +83,7 @@ def _lookup(table: object, at: tuple[int, ...], e: sp.Basic) -> object:
     return table
 
 
-# --- the shapes and the numbers -------------------------------------------------------------
-def shapes(definitions: Sequence[Definition], wrt: sp.Indexed, ranges: Mapping[sp.Symbol, sp.Expr]) -> dict[sp.Basic, tuple[sp.Expr, ...]]:
-    """Each given quantity's shape as the limits of its indices (y_i -> (H,), W_im -> (H, M));
-    a scalar has shape ()."""
-    defined = {(d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol) for d in definitions}
-    out: dict[sp.Basic, tuple[sp.Expr, ...]] = {}
-
-    def limit(ix: sp.Symbol, limits: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
-        if ix in limits:
-            return limits[ix]
-        if ix in ranges:
-            return ranges[ix]
-        raise UsageError(f"index {ix} has no range for the worked example")
-
-    def walk(e: sp.Basic, limits: dict) -> None:
-        if isinstance(e, sp.Sum):
-            inner = dict(limits)
-            for idx, lo, hi in e.limits:
-                inner[idx] = hi
-            walk(e.function, inner)
-            return
-        if isinstance(e, sp.Indexed):
-            if e.base not in defined:
-                shape = tuple(limit(i, limits) for i in e.indices)
-                if out.setdefault(e.base, shape) != shape:
-                    raise UsageError(f"{e.base} is used with two shapes: {out[e.base]} and {shape}")
-            return
-        if isinstance(e, sp.Symbol):
-            if not e.is_integer and e not in defined:
-                out.setdefault(e, ())
-            return
-        for a in e.args:
-            walk(a, limits)
-
-    for d in definitions:
-        limits = {i: limit(i, {}) for i in d.symbol.indices} if isinstance(d.symbol, sp.Indexed) else {}
-        walk(d.value, limits)
-    head = getattr(wrt, "base", wrt)
-    if head not in out:
-        out[head] = tuple(limit(i, {}) for i in getattr(wrt, "indices", ()))
-    labels = {b.label for b in out if isinstance(b, sp.IndexedBase)}
-    return {k: v for k, v in out.items() if k not in labels}
-
-
+# --- the numbers -----------------------------------------------------------------------------------
 def parse_numbers(text: str, name: str) -> tuple:
     """``2,1,0.1`` -> a tuple; ``1,2;3,4`` -> rows; ``2`` -> a number. Exact: 0.1 is 1/10."""
     rows = [r for r in text.split(";")]
@@ -187,10 +144,6 @@ def _shape_of(value: object) -> tuple[int, ...]:
     if not isinstance(value, tuple):
         return ()
     return (len(value), *_shape_of(value[0]))
-
-
-def entries(shape: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-    return itertools.product(*(range(1, n + 1) for n in shape))
 
 
 # --- the example ------------------------------------------------------------------------------------
