@@ -269,7 +269,7 @@ class Concrete:
     example: Example | JacobianExample | LayerExample
     of: str | None = "softmax"
     """The function whose Jacobian ``jacobian`` is: a key of ``derive.concrete.JACOBIANS``, whose
-    hand-written checks apply; None for the generic checks of :mod:`derive.instance`."""
+    hand-written checks apply; None for the checks from the definitions (see :mod:`derive.concrete`)."""
     parameters: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
     """Symbols fixed to numbers in this instance (a temperature)."""
     assumptions: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import instance, rules, verify
+from derive import concrete, rules, verify
 from derive.cli import app
 from derive.concrete import layer_example_check
 from derive.derivations import dense_softmax_ce as dense
@@ -261,14 +261,14 @@ def test_a_target_that_does_not_sum_to_one_gets_the_general_forms():
 def test_planted_concrete_errors_are_caught():
     dd = derive.derivation(NAME, classes=4, inputs="3")
     c = dd.concrete
-    assert [x_.passed for x_ in instance.parameter_checks(dd)] == [True, True]
+    assert [x_.passed for x_ in concrete.checks(dd)] == [True, True]
     wrong = replace(c, gradient=c.gradient[:5] + (c.gradient[5] + o[1] * x[1],) + c.gradient[6:])
-    failed = instance.parameter_checks(replace(dd, concrete=wrong))
+    failed = concrete.checks(replace(dd, concrete=wrong))
     assert [x_.passed for x_ in failed] == [False, True] and "W2_3" in failed[0].detail
     swapped = replace(c, gradient=(c.gradient[1],) + c.gradient[1:])  # dE/dW_11 claimed to be dE/dW_12
-    assert not instance.parameter_checks(replace(dd, concrete=swapped))[0].passed
+    assert not concrete.checks(replace(dd, concrete=swapped))[0].passed
     bias = replace(c, gradient=c.gradient[:-1] + (-c.gradient[-1],))
-    assert not instance.parameter_checks(replace(dd, concrete=bias))[0].passed
+    assert not concrete.checks(replace(dd, concrete=bias))[0].passed
     with pytest.raises(VerificationError, match="gradient for H = 4, D = 3"):
         replace(dd, concrete=wrong).check()
 
@@ -300,8 +300,8 @@ def test_reverse_mode_agrees_with_forward_mode():
     a, b_, c = sp.symbols("a b c")
     e = sp.log(sp.exp(a * c) + b_**2) + c**3 / a * sp.exp(b_)
     names = sorted(e.free_symbols, key=str)
-    field = instance.Field(random.Random(1), names, {})
-    derivatives, _ = instance.gradient(field, e, names, {})
+    field = concrete.Field(random.Random(1), names, {})
+    derivatives, _ = concrete.gradient(field, e, names, {})
     for v in names:
         field.differentiate_by(v)
         assert derivatives[v] == field(e).d

@@ -13,7 +13,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import instance, rules, verify
+from derive import concrete, rules, verify
 from derive.cli import app
 from derive.derivations import mse_softmax
 from derive.errors import RuleError, UsageError, VerificationError
@@ -243,18 +243,18 @@ def test_our_example_for_three_classes():
 def test_planted_concrete_errors_are_caught():
     d = derive.derivation(NAME, classes=4)
     c = d.concrete
-    assert [x.passed for x in instance.checks(d)] == [True, True, True]
+    assert [x.passed for x in concrete.checks(d)] == [True, True, True]
     wrong_gradient = replace(c, gradient=c.gradient[:2] + (c.gradient[2] + o[1] * o[3],) + c.gradient[3:])
     jac = c.jacobian
     wrong_jacobian = replace(c, jacobian=RuleMatrix(jac.size, jac.row, jac.col, jac.diagonal, -jac.off))
     ex = c.example
     wrong_example = replace(c, example=replace(ex, gradient=ex.gradient[:1] + (ex.gradient[1] + sp.Float("1e-12"),) + ex.gradient[2:]))
     wrong_loss = replace(c, example=replace(ex, loss=ex.loss + sp.Float("1e-10")))
-    failed = instance.checks(replace(d, concrete=wrong_gradient))
+    failed = concrete.checks(replace(d, concrete=wrong_gradient))
     assert [x.passed for x in failed] == [False, True, True] and "entry 3" in failed[0].detail
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_example))] == [True, True, False]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_example))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
     with pytest.raises(VerificationError, match="gradient for H = 4"):
         replace(d, concrete=wrong_gradient).check()
 

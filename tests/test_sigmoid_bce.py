@@ -13,7 +13,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import instance, rules, verify
+from derive import concrete, rules, verify
 from derive.cli import app
 from derive.derivations import sigmoid_bce
 from derive.errors import RuleError, UsageError, VerificationError
@@ -166,16 +166,16 @@ def test_our_example_for_three_outputs():
 def test_planted_concrete_errors_are_caught():
     d = derive.derivation(NAME, classes=4)
     c = d.concrete
-    assert [x.passed for x in instance.checks(d)] == [True, True, True]
+    assert [x.passed for x in concrete.checks(d)] == [True, True, True]
     wrong_gradient = replace(c, gradient=c.gradient[:2] + (c.gradient[2] + sp.Rational(1, 10**9),) + c.gradient[3:])
     wrong_jacobian = replace(c, jacobian=RuleMatrix(4, i, k, o[i] * (1 - o[i]), -o[i] * o[k]))
     ex = c.example
     wrong_example = replace(c, example=replace(ex, gradient=(ex.gradient[0] + sp.Float("1e-15"),) + ex.gradient[1:]))
     wrong_loss = replace(c, example=replace(ex, loss=ex.loss * (1 + sp.Float("1e-12"))))
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_gradient))] == [False, True, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_example))] == [True, True, False]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_gradient))] == [False, True, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_example))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
     with pytest.raises(VerificationError, match="gradient for H = 4"):
         replace(d, concrete=wrong_gradient).check()
 

@@ -13,7 +13,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import instance, rules
+from derive import concrete, rules
 from derive.cli import app
 from derive.derivations import file_stem, option_text, softmax_ce
 from derive.derivations.softmax_ce import EPSILON, SMOOTHED, T
@@ -145,7 +145,7 @@ def test_a_wrong_smoothed_target_is_caught(built, reports):
 def test_planted_errors_in_the_worked_example_are_caught():
     d = derive.derivation(NAME, classes=4, temperature="0.5", label_smoothing="0.2")
     c = d.concrete
-    assert [x.passed for x in instance.checks(d)] == [True, True, True]
+    assert [x.passed for x in concrete.checks(d)] == [True, True, True]
     ex = c.example
     gradient = replace(c, gradient=(c.gradient[0] + sp.Rational(1, 10**9),) + c.gradient[1:])
     softmax = softmax_ce.concrete.jacobian(4)  # without the 1/T
@@ -153,10 +153,10 @@ def test_planted_errors_in_the_worked_example_are_caught():
     example = replace(c, example=replace(ex, gradient=(ex.gradient[0] * (1 + sp.Float("1e-15")),) + ex.gradient[1:]))
     smoothed = dict(ex.extra)["smoothed_target"]
     target = replace(c, example=replace(ex, extra=tuple((key, (smoothed[0] + sp.Float("1e-12"),) + smoothed[1:]) if key == "smoothed_target" else (key, v) for key, v in ex.extra)))
-    assert [x.passed for x in instance.checks(replace(d, concrete=gradient))] == [False, True, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=jacobian))] == [True, False, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=example))] == [True, True, False]
-    assert [x.passed for x in instance.checks(replace(d, concrete=target))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=gradient))] == [False, True, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=jacobian))] == [True, False, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=example))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=target))] == [True, True, False]
 
 
 # --- the worked example against an independent loss ---------------------------------------------
@@ -207,7 +207,7 @@ def test_worked_example_against_finite_differences(seed):
         assert [float(v) for v in extra["smoothed_target"]] == pytest.approx([float(v) for v in soft], abs=1e-12)
     if "temperature" in options:
         assert float(extra["temperature"]) == float(options["temperature"])
-    assert [x.passed for x in instance.checks(d)] == [True, True, True]
+    assert [x.passed for x in concrete.checks(d)] == [True, True, True]
 
 
 # --- bad values ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import instance, rules, verify
+from derive import concrete, rules, verify
 from derive.cli import app
 from derive.derivations import sse_linear
 from derive.errors import RuleError, UsageError, VerificationError
@@ -134,16 +134,16 @@ def test_our_example_for_three_outputs():
 def test_planted_concrete_errors_are_caught():
     d = derive.derivation(NAME, classes=4)
     c = d.concrete
-    assert [x.passed for x in instance.checks(d)] == [True, True, True]
+    assert [x.passed for x in concrete.checks(d)] == [True, True, True]
     wrong_gradient = replace(c, gradient=c.gradient[:3] + (2 * c.gradient[3],))
     wrong_jacobian = replace(c, jacobian=RuleMatrix(4, i, k, sp.Integer(1), sp.Integer(1)))
     ex = c.example
     wrong_example = replace(c, example=replace(ex, gradient=ex.gradient[:1] + (ex.gradient[1] * (1 + sp.Float("1e-12")),) + ex.gradient[2:]))
     wrong_loss = replace(c, example=replace(ex, loss=2 * ex.loss))
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_gradient))] == [False, True, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_example))] == [True, True, False]
-    assert [x.passed for x in instance.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_gradient))] == [False, True, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_jacobian))] == [True, False, True]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_example))] == [True, True, False]
+    assert [x.passed for x in concrete.checks(replace(d, concrete=wrong_loss))] == [True, True, False]
     with pytest.raises(VerificationError, match="Jacobian for H = 4"):
         replace(d, concrete=wrong_jacobian).check()
 

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import sympy as sp
 
-from derive import instance, rules
+from derive import concrete, rules
 from derive.derivations import planned
 from derive.derivations.softmax_ce import LOSS, NORMALISED, SOFTMAX
 from derive.concrete import numbers
@@ -184,7 +184,7 @@ def build(
         needs = "needs" if len(given_options) == 1 else "need"
         raise UsageError(f"{' and '.join(given_options)} {needs} --classes: the worked example is for a concrete number of classes")
     # Bad input fails before any symbolic work.
-    given = instance.inputs(classes, None, target) if classes is not None else None
+    given = concrete.inputs(classes, None, target) if classes is not None else None
     count = inputs_of(inputs) if inputs is not None else DEFAULT_INPUTS
     values: dict[str, tuple] = {}
     if given is not None and let:
@@ -208,7 +208,7 @@ def build(
     if given is None:
         return d_
     options = (("inputs", sp.Integer(count)),) if inputs is not None else ()
-    return replace(d_, concrete=instance.layer_instance(given, count, d_, bias, x, values), options=options)
+    return replace(d_, concrete=concrete.layer_instance(given, count, d_, bias, x, values), options=options)
 
 
 def _before_last(steps: tuple[Step, ...]) -> sp.Eq:

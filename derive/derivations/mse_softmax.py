@@ -15,7 +15,7 @@ from typing import Sequence
 
 import sympy as sp
 
-from derive import instance
+from derive import concrete
 from derive.derivations import planned
 from derive.derivations.softmax_ce import SOFTMAX, jacobian_of
 from derive.derivations.softmax_ce import SETTING as CROSS_ENTROPY
@@ -75,7 +75,7 @@ def _comparison(key: str, logits: tuple, target: tuple, result: sp.Expr) -> Comp
 
 def build(classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None) -> Derivation:
     # Bad input fails before any symbolic work.
-    given = instance.inputs(classes, logits, target)
+    given = concrete.inputs(classes, logits, target)
     all_steps = steps()
     result = all_steps[-1].rhs
     return Derivation(
@@ -85,6 +85,6 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, jacobian_of(all_steps, given.classes)) if given else None,
+        concrete=concrete.loss_instance(given, SETTING, LOSS, result, jacobian_of(all_steps, given.classes)) if given else None,
         counterexample=counterexample(result),
     )

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import sympy as sp
 
-from derive import instance, rules
+from derive import concrete, rules
 from derive.concrete import numbers
 from derive.derivations import planned
 from derive.errors import UsageError
@@ -51,12 +51,12 @@ MAX_LOGIT = 1000
 """The worked example computes 1 - sigma(z) to full precision with |z| / ln 10 extra digits."""
 
 
-def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
+def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> concrete.Inputs | None:
     """The standard checks, except that each target entry is a probability of its own: any value
     in [0, 1], and they need not sum to one (an all-zero target is a valid multi-label target)."""
     if classes is None:
-        return instance.inputs(classes, logits, target)
-    given = instance.inputs(classes, logits, None)
+        return concrete.inputs(classes, logits, target)
+    given = concrete.inputs(classes, logits, None)
     if any(abs(v) > MAX_LOGIT for v in given.logits):
         raise UsageError(f"--logits entries must lie between -{MAX_LOGIT} and {MAX_LOGIT}: beyond, a sigmoid output is 0 or 1 to more than 400 digits")
     if target is None:
@@ -78,5 +78,5 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
+        concrete=concrete.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
     )

@@ -108,17 +108,15 @@ def appendix(ex: Example, all_steps: Sequence[Step], general: sp.Expr, loss: Def
     """The appendix for a concrete H, written from the derivation: the error from its definition
     with the sum written out, the Jacobian from the cases the split sum put in, the gradient from
     the result, or from the general form when the example's target does not sum to one."""
-    from derive import instance
-
     n = len(ex.logits)
     normal = concrete.normalised(ex.target)
     formula = all_steps[-1].rhs if normal else general
     fixed = {H: sp.Integer(n)}
     return Concrete(
         classes=n,
-        loss=instance._written_out(loss.value, H, n, {}),
+        loss=concrete.written_out(loss.value, H, n, {}),
         jacobian=jacobian_of(all_steps, n),
-        gradient=instance.gradient_vector(formula, n, fixed),
+        gradient=concrete.gradient_vector(formula, n, fixed),
         example=ex,
         assumptions=(NORMALISED.key,) if normal else (),
     )
@@ -246,14 +244,12 @@ def label_smoothing_of(value: object) -> sp.Rational:
 def _with_options(classes, logits, target, temperature, label_smoothing) -> Derivation:
     """softmax-ce at a temperature, with label smoothing, or both: T and eps are symbols in the
     steps, and their values are those of the worked example."""
-    from derive import instance
-
     values = {}
     if temperature is not None:
         values[T] = temperature_of(temperature)
     if label_smoothing is not None:
         values[EPSILON] = label_smoothing_of(label_smoothing)
-    given = instance.inputs(classes, logits, target)  # bad input fails before any symbolic work
+    given = concrete.inputs(classes, logits, target)  # bad input fails before any symbolic work
     tempered, smoothing = T in values, EPSILON in values
     at = setting(tempered, smoothing)
     all_steps = steps(tempered, smoothing)
@@ -266,7 +262,7 @@ def _with_options(classes, logits, target, temperature, label_smoothing) -> Deri
             """y' written out in y: the appendix's checks know the outputs and the targets only."""
             return e.xreplace({smoothed[m]: SMOOTHED.value.xreplace({i: m}) for m in (i, k)})
 
-        concrete_ = instance.loss_instance(
+        concrete_ = concrete.loss_instance(
             given,
             at,
             at.definitions[0],

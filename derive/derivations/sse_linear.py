@@ -15,7 +15,7 @@ from typing import Sequence
 
 import sympy as sp
 
-from derive import instance
+from derive import concrete
 from derive.concrete import numbers
 from derive.derivations import planned
 from derive.derivations.softmax_ce import cases_matrix
@@ -34,12 +34,12 @@ def steps() -> tuple[Step, ...]:
     return planned("sse-linear")
 
 
-def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> instance.Inputs | None:
+def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> concrete.Inputs | None:
     """The standard checks, except that a target is any real number per output (regression):
     negative, all zero, any sum."""
     if classes is None or target is None:
-        return instance.inputs(classes, logits, target)
-    given = instance.inputs(classes, logits, None)
+        return concrete.inputs(classes, logits, target)
+    given = concrete.inputs(classes, logits, None)
     return replace(given, target=numbers(target, "--target", given.classes), given=given.given + ("target",))
 
 
@@ -54,5 +54,5 @@ def build(classes: int | None = None, logits: Sequence | None = None, target: Se
         assumptions=(),
         steps=all_steps,
         setting=SETTING,
-        concrete=instance.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
+        concrete=concrete.loss_instance(given, SETTING, LOSS, result, cases_matrix(next(s for s in all_steps if s.rule == "elementwise_jacobian"), given.classes)) if given else None,
     )
