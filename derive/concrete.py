@@ -57,7 +57,7 @@ until they settle (see :func:`settled`)."""
 
 # --- input ------------------------------------------------------------------------------------
 def classes_of(classes: object) -> int:
-    """Validate a class count."""
+    """Validate a class count: once, where a derivation is asked for (``derive.derivations.build``)."""
     if isinstance(classes, bool) or not isinstance(classes, int):
         try:
             value = float(str(classes))
@@ -303,9 +303,8 @@ def jacobian_instance(name: str, classes: int | None, logits: Sequence | None, t
         if logits is not None:
             raise UsageError("--logits needs --classes: the worked example is for a concrete number of classes")
         return None
-    n = classes_of(classes)
     function = JACOBIANS[name]
-    return Concrete(classes=n, loss=None, jacobian=(matrix or function.matrix)(n), gradient=None, example=jacobian_example(name, n, logits), of=name)
+    return Concrete(classes=classes, loss=None, jacobian=(matrix or function.matrix)(classes), gradient=None, example=jacobian_example(name, classes, logits), of=name)
 
 
 def jacobian_example(name: str, classes: int, logits: Sequence | None = None) -> JacobianExample:
@@ -522,15 +521,15 @@ class Inputs:
     """The numbers the user supplied, by name ("logits", "target")."""
 
 
-def inputs(classes: object, logits: Sequence | None, target: Sequence | None) -> Inputs | None:
-    """Validate --classes, --logits and --target; None when H stays symbolic."""
+def inputs(classes: int | None, logits: Sequence | None, target: Sequence | None) -> Inputs | None:
+    """Validate --logits and --target for ``classes`` classes (already validated, see
+    :func:`classes_of`); None when H stays symbolic."""
     if classes is None:
         if logits is not None or target is not None:
             raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
         return None
-    n = classes_of(classes)
-    z_, t_ = example_numbers(n, logits, target)
-    return Inputs(n, tuple(z_), tuple(t_), tuple(name for name, v in (("logits", logits), ("target", target)) if v is not None))
+    z_, t_ = example_numbers(classes, logits, target)
+    return Inputs(classes, tuple(z_), tuple(t_), tuple(name for name, v in (("logits", logits), ("target", target)) if v is not None))
 
 
 def loss_instance(

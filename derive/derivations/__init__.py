@@ -203,6 +203,10 @@ def build(name: str, classes: int | None = None, logits=None, target=None, **opt
         if key not in entry.options:
             takes = f" (it takes {', '.join(map(option_name, entry.options))})" if entry.options else ""
             raise UsageError(f"{name} takes no {option_name(key)}{takes}")
+    if classes is not None:
+        from derive.concrete import classes_of
+
+        classes = classes_of(classes)  # validated here, once: below, the class count is a number
     if entry.spec:
         return import_module(entry.module).build(name, classes=classes, logits=logits, target=target, **given)
     if given.get("reduction") is not None:

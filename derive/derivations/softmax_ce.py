@@ -189,8 +189,7 @@ def build(
     # Bad input fails before any symbolic work.
     example = None
     if classes is not None:
-        n = concrete.classes_of(classes)
-        example = concrete.example(n, logits, target)
+        example = concrete.example(classes, logits, target)
     all_steps = steps()
     general = next(s for s in all_steps if s.rule == "cancel")
     instance = appendix(example, all_steps, general.rhs, LOSS) if example is not None else None
