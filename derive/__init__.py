@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Mapping
 
     from derive.latex import Notation
-    from derive.model import Derivation
+    from derive.public import Derivation
     from derive.spec import Spec
 
 __version__ = "0.1.0"
@@ -59,8 +59,9 @@ def derivation(
         UsageError: an unknown name or bad parameters.
     """
     from derive.derivations import build
+    from derive.public import public
 
-    return build(name, classes=classes, logits=logits, target=target, **options)
+    return public(build(name, classes=classes, logits=logits, target=target, **options))
 
 
 def grad(
@@ -100,27 +101,27 @@ def grad(
     """
     from derive import spec as specs
     from derive.assemble import build
+    from derive.public import public
 
     if len(definitions) == 1 and isinstance(definitions[0], specs.Spec):
-        return build(definitions[0])
+        return public(build(definitions[0]))
     if spec is not None:
         given = specs.read(spec)
         extra = specs.from_arguments(["-"], "-", lets=[f"{k}={_numbers(v)}" for k, v in (let or {}).items()], sizes=[f"{k}={v}" for k, v in (size or {}).items()], classes=classes)
-        return build(specs.with_example(given, extra))
-    return build(
-        specs.from_arguments(
-            list(definitions),
-            wrt,
-            list(assume),
-            [f"{k}={v}" for k, v in (range or {}).items()],
-            [f"{k}={_numbers(v)}" for k, v in (let or {}).items()],
-            [f"{k}={v}" for k, v in (size or {}).items()],
-            classes,
-            upstream,
-            reduction,
-            shared,
-        )
+        return public(build(specs.with_example(given, extra)))
+    given = specs.from_arguments(
+        list(definitions),
+        wrt,
+        list(assume),
+        [f"{k}={v}" for k, v in (range or {}).items()],
+        [f"{k}={_numbers(v)}" for k, v in (let or {}).items()],
+        [f"{k}={v}" for k, v in (size or {}).items()],
+        classes,
+        upstream,
+        reduction,
+        shared,
     )
+    return public(build(given))
 
 
 def _numbers(value: object) -> str:

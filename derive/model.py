@@ -1,5 +1,8 @@
 """The derivation model: immutable records that hold SymPy objects and no prose.
 
+Plain data: this module imports no check and no document. What a user does with a derivation
+(check it, print it, show it in a notebook) is the public API's (see :mod:`derive.public`).
+
 A :class:`Derivation` is a claim in steps. Each :class:`Step` says ``lhs = rhs`` for the quantity
 the derivation differentiates (its ``subject``), under the assumptions the step names. Wording
 (rule titles, justifications, labels) lives in the templates and is looked up by key.
@@ -14,7 +17,6 @@ import sympy as sp
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.setting import Setting
-    from derive.verify import Report
     from derive.worked import Worked
 
 Path = tuple[int, ...]
@@ -318,36 +320,3 @@ class Derivation:
     def result(self) -> sp.Eq:
         """The final equation: subject = the last step's rhs."""
         return sp.Eq(self.subject, self.steps[-1].rhs, evaluate=False)
-
-    def check(self) -> "Report":
-        """Verify every step and the result; raise VerificationError on the first failure (see
-        :func:`derive.checking.check`, which keeps the passed report on the derivation)."""
-        from derive.checking import check
-
-        return check(self)
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        """Jupyter shows the document: ``text/html`` with MathML, ``text/markdown`` with
-        ``$``/``$$`` math, ``text/latex`` the result as display math, ``text/plain`` the tree
-        (see :mod:`derive.notebook`)."""
-        from derive.notebook import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def __str__(self) -> str:
-        from derive.latex import plain
-
-        lines = [f"{self.name}: {plain(self.subject)}"]
-        for d in self.definitions:
-            lines.append(f"  definition {plain(d.symbol)} = {plain(d.value)}")
-        for a in self.assumptions:
-            lines.append(f"  assumption {a.key}: {plain(a.statement)}")
-        for n, s in enumerate(self.steps, 1):
-            used = f"  [{', '.join(s.assumptions)}]" if s.assumptions else ""
-            lines.append(f"  {n:2}. {s.rule:<17} = {plain(s.rhs)}{used}")
-            for c in s.cases:
-                lines.append(f"        case {plain(c.condition)}: {plain(c.value)}")
-        lines.append(f"  result: {plain(self.result.lhs)} = {plain(self.result.rhs)}")
-        for part in self.parts:
-            lines.append("  " + str(part).replace("\n", "\n  "))
-        return "\n".join(lines)

@@ -67,7 +67,24 @@ def latex(d: "Derivation") -> str:
 
 
 def plain(d: "Derivation") -> str:
-    return str(d)
+    """The steps as a tree: the definitions, the assumptions, each step's rule and right side,
+    the result, then each further part indented (what ``str`` of a derivation gives)."""
+    from derive.latex import plain as text
+
+    lines = [f"{d.name}: {text(d.subject)}"]
+    for x in d.definitions:
+        lines.append(f"  definition {text(x.symbol)} = {text(x.value)}")
+    for a in d.assumptions:
+        lines.append(f"  assumption {a.key}: {text(a.statement)}")
+    for n, s in enumerate(d.steps, 1):
+        used = f"  [{', '.join(s.assumptions)}]" if s.assumptions else ""
+        lines.append(f"  {n:2}. {s.rule:<17} = {text(s.rhs)}{used}")
+        for c in s.cases:
+            lines.append(f"        case {text(c.condition)}: {text(c.value)}")
+    lines.append(f"  result: {text(d.result.lhs)} = {text(d.result.rhs)}")
+    for part in d.parts:
+        lines.append("  " + plain(part).replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 MIMETYPES: dict[str, Callable[["Derivation"], str]] = {

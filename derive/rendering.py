@@ -27,6 +27,7 @@ from derive.derivations import option_text
 from derive.errors import DeriveError, UsageError
 from derive.files import templates_dir
 from derive import notation as naming
+from derive import checking
 from derive.latex import DEFAULT, Notation, latex, printing
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
 from derive.shown import named
@@ -70,9 +71,9 @@ def render(
         from derive import pytest_file
 
         pytest_file.require_concrete(d)  # before the checks: a usage error costs nothing
-        d.check()
+        checking.check(d)
         return render_template(environment(templates), TEMPLATE["py"], pytest_file.document(d))
-    report = d.check()
+    report = checking.check(d)
     env = environment(templates)
     if format == "pdf":
         from derive.pdf import build_pdf
