@@ -22,8 +22,9 @@ Conventions the language fixes:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from derive.lang.names import RANGES, Ranges, index_symbol, size_symbol
 
 if TYPE_CHECKING:  # pragma: no cover
     import sympy as sp
@@ -42,13 +43,6 @@ __all__ = [
     "parse_variable",
     "size_symbol",
 ]
-
-RANGES: dict[str, str] = {"i": "H", "j": "H", "k": "H", "l": "H", "n": "N", "m": "M", "d": "D"}
-"""Each index letter's range 1..size, by the size's name."""
-
-Ranges = Mapping[str, "tuple[sp.Expr, sp.Expr]"]
-"""Index letter -> (lower, upper); takes precedence over :data:`RANGES`, e.g. ``{"n": (1, B)}``."""
-
 
 def parse_definition(text: str, ranges: Ranges | None = None) -> "tuple[sp.Expr, sp.Expr]":
     """Parse ``NAME = EXPRESSION`` into ``(lhs, rhs)``.
@@ -122,17 +116,3 @@ def parse_document(text: str, notation: "Notation | None" = None) -> "Formula":
     from derive.lang.document import parse_document as parse
 
     return parse(text, notation)
-
-
-def index_symbol(name: str) -> "sp.Symbol":
-    """The symbol of the index letter ``name``: a positive integer."""
-    import sympy as sp
-
-    return sp.Symbol(name, integer=True, positive=True)
-
-
-def size_symbol(name: str) -> "sp.Symbol":
-    """The symbol of the size ``name`` (H, N, M, D): a positive integer."""
-    import sympy as sp
-
-    return sp.Symbol(name, integer=True, positive=True)

@@ -29,7 +29,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from derive.cache import directory
 from derive.errors import UsageError
-from derive.lang import index_symbol, size_symbol
+from derive.lang.names import index_symbol, size_symbol
 from derive.lang.parse import _GREEK, _Builder, _quote, _word
 from derive.symbols import ExcludedSum
 

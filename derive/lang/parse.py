@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from derive.cache import directory
 from derive.errors import UsageError
 from derive.functions import FUNCTIONS
-from derive.lang import RANGES, Ranges, index_symbol, size_symbol
+from derive.lang.names import RANGES, Ranges, index_symbol, size_symbol
 
 MAX_LENGTH = 10_000
 """Characters in one text."""
