@@ -33,6 +33,11 @@ P = 2**61 - 1
 """The prime of the field (as in :mod:`derive.modular`)."""
 DIRECTIONS = 2
 """Random directions per random point."""
+SHOW = 8
+"""Vectors, sums and tables longer than this are elided in the middle (by the documents, see
+``rendering.elide``; the checks check what they show)."""
+HEAD, TAIL = 3, 2
+"""How many entries an elided vector keeps at each end."""
 
 Value = "int | list[int]"
 """A number of the field, or one for each value 1..H of the index a vector runs over."""
@@ -154,8 +159,6 @@ def entries(claimed: "RuleVector | Sequence[sp.Expr]", leaves: Mapping[sp.Basic,
 
 def shown(size: int) -> list[int]:
     """The 0-based entries a document shows of a vector of ``size`` (see ``rendering.elide``)."""
-    from derive.rendering import HEAD, SHOW, TAIL
-
     return list(range(size)) if size <= SHOW else [*range(HEAD), *range(size - TAIL, size)]
 
 

@@ -24,6 +24,7 @@ import mpmath
 import sympy as sp
 
 from derive.derivations import option_text
+from derive.directions import HEAD, SHOW, TAIL
 from derive.errors import DeriveError, UsageError
 from derive.files import templates_dir
 from derive import notation as naming
@@ -38,10 +39,6 @@ FORMATS = ("md", "tex", "json", "pdf", "html", "py")
 TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2", "html": "document.html.j2", "py": "document.py.j2"}
 WORDING = "wording.toml"
 
-SHOW = 8
-"""Vectors, sums and tables longer than this are elided in the middle."""
-HEAD, TAIL = 3, 2
-"""How many entries an elided vector keeps at each end."""
 
 
 def render(
