@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from derive.errors import DeriveError, UsageError, VerificationError
+from derive.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -18,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.public import Derivation
     from derive.spec import Spec
 
-__version__ = "0.1.0"
 __all__ = [
     "DeriveError",
     "UsageError",

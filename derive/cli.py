@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Iterator, NoReturn, Optional, Seque
 import typer
 from typer.core import TyperGroup
 
-from derive import __version__
+from derive.version import __version__
 from derive.derivations import CATALOG, file_stem
 from derive.errors import DeriveError, UsageError
 from derive.files import check_writable, is_special, write_atomic

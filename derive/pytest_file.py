@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import sympy as sp
 
-from derive import __version__
+from derive.version import __version__
 from derive.concrete import normalised
 from derive.derivations import CATALOG, file_stem, option_name, option_text
 from derive.errors import DeriveError, UsageError
