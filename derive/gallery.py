@@ -49,22 +49,16 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
 FORMATS = ("md", "tex", "json", "pdf", "html")
 
 
-def filename(name: str, classes: int | None, fmt: str, options: dict[str, object] | None = None) -> str:
-    """The name the command line gives the document by default (see ``file_stem``)."""
-    from derive.derivations import file_stem
-
-    return f"{file_stem(name, classes, options)}.{fmt}"
-
-
 def documents(formats: tuple[str, ...] = FORMATS) -> Iterator[tuple[str, str | bytes]]:
     """(file name, content) for every gallery document."""
     import derive
+    from derive.derivations import file_name
 
     for name, classes, *more in GALLERY:
         options = more[0] if more else {}
         d = derive.derivation(name, classes=classes, **options)
         for fmt in formats:
-            yield filename(name, classes, fmt, options), derive.render(d, fmt)
+            yield file_name(name, classes, fmt, options), derive.render(d, fmt)
     from derive import overview
 
     for fmt in formats:

@@ -128,9 +128,9 @@ which compiles to the PDFs its links name."""
 
 def _link(row: dict[str, Any], fmt: str) -> str:
     """The file of the row's derivation, beside the overview (in output/ for the gallery)."""
-    from derive.gallery import filename
+    from derive.derivations import file_name
 
-    return filename(row["name"], None, LINKS.get(fmt, "pdf"), row["options"])
+    return file_name(row["name"], None, LINKS.get(fmt, "pdf"), row["options"])
 
 
 def linked(
@@ -140,7 +140,7 @@ def linked(
     derivation with the same templates, notation and Markdown math syntax, so that an overview
     written to a fresh folder has no dead link. Nothing for JSON."""
     import derive
-    from derive.gallery import filename
+    from derive.derivations import file_name
 
     fmt = DOCUMENTS.get(format)
     if fmt is None:
@@ -148,7 +148,7 @@ def linked(
     for name, options in entries():
         d = derive.derivation(name, **options)
         syntax = {"markdown": markdown} if fmt == "md" and markdown is not None else {}
-        yield filename(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation, **syntax)
+        yield file_name(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation, **syntax)
 
 
 def render(format: str = "md", templates: Path | str | None = None, notation: Any = None, markdown: str | None = None) -> str | bytes:

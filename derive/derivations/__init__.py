@@ -193,6 +193,12 @@ def file_stem(name: str, classes: int | None = None, options: dict[str, Any] | N
     return stem
 
 
+def file_name(name: str, classes: int | None, fmt: str, options: dict[str, Any] | None = None) -> str:
+    """The name the command line gives the document by default: its stem (see :func:`file_stem`)
+    and the format."""
+    return f"{file_stem(name, classes, options)}.{fmt}"
+
+
 def build(name: str, classes: int | None = None, logits=None, target=None, **options: Any) -> "Derivation":
     """Build a derivation by name; the module's ``build`` does the work."""
     if name not in CATALOG:
