@@ -27,6 +27,7 @@ import mpmath
 import sympy as sp
 
 from derive.model import Derivation, Example, JacobianExample, LayerExample, Step
+from derive.equality import plain, same
 from derive.numeric import Evaluator, at_random
 from derive.setting import Setting, expand_sums
 from derive.symbols import ExcludedSum
@@ -353,8 +354,6 @@ def written_error(d: Derivation) -> Check:
     """The error written out for the concrete H is its definition with the sum written out:
     each term (every one up to EVERY classes, beyond those shown and a sample) and what stands
     in front of them."""
-    from derive.proofread import plain, same
-
     what = "the error written out"
     method = "term by term against the definition of the error with its sum written out for this H"
     c = d.concrete
