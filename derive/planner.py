@@ -95,6 +95,9 @@ class Problem:
     wrt: sp.Expr
     assumptions: tuple[Assumption, ...] = ()
     ranges: Mapping[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    citable: Callable[[], tuple[tuple[str, tuple[Definition, ...], sp.Expr, sp.Expr], ...]] = field(default=lambda: (), compare=False, repr=False)
+    """(name, definitions, variable, general form) of each result of RESULTS a plan may cite,
+    planned once when first asked for: given by whoever reads the catalog (``spec.problem``)."""
 
     @property
     def quantity(self) -> sp.Expr:
@@ -932,31 +935,12 @@ def _limit_of(p: Planner, ix: sp.Symbol) -> sp.Expr:
     raise PlanError(f"index {ix} has no range")
 
 
-def _results() -> tuple[tuple[str, tuple[Definition, ...], sp.Expr, sp.Expr], ...]:
-    """(name, definitions, variable, general form) of each entry of RESULTS, planned once."""
-    global _RESULTS
-    if _RESULTS is None:
-        from derive import spec as specs
-        from derive.files import catalog_spec
-
-        _RESULTS = ()  # the results are planned without citing one another
-        found = []
-        for name in RESULTS:
-            problem = specs.problem(specs.read(catalog_spec(name)))
-            found.append((name, problem.definitions, problem.wrt, plan(problem).general))
-        _RESULTS = tuple(found)
-    return _RESULTS
-
-
-_RESULTS: tuple | None = None
-
-
 def _citable(p: Planner, quantity: sp.Basic) -> tuple[str, sp.Expr, sp.Expr] | None:
     """(name, variable, general form) of a result of RESULTS about ``quantity`` whose definitions
     are this problem's, where this problem's variable is another one."""
     if not isinstance(quantity, sp.Symbol) or quantity not in p.defined:
         return None
-    for name, definitions, variable, general in _results():
+    for name, definitions, variable, general in p.problem.citable():
         if definitions[0].symbol != quantity or _head(variable) == _head(p.wrt):
             continue
         own = {_head(d.symbol): d for d in definitions}

@@ -339,7 +339,27 @@ def problem(spec: Spec) -> "Problem":
     from derive.planner import hygienic
 
     free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
-    return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges)
+    return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges, citable)
+
+
+def citable() -> tuple:
+    """(name, definitions, variable, general form) of each result a plan may cite
+    (``planner.RESULTS``), planned from its spec file once, without citing one another."""
+    global _CITABLE
+    if _CITABLE is None:
+        from derive.files import catalog_spec
+        from derive.planner import RESULTS, plan
+
+        _CITABLE = ()  # the results are planned without citing one another
+        found = []
+        for name in RESULTS:
+            cited = problem(read(catalog_spec(name)))
+            found.append((name, cited.definitions, cited.wrt, plan(cited).general))
+        _CITABLE = tuple(found)
+    return _CITABLE
+
+
+_CITABLE: tuple | None = None
 
 
 def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: tuple[str, ...] = ()):
