@@ -26,7 +26,7 @@ from derive import functions as fn
 from derive import rules
 from derive.errors import DeriveError, RuleError
 from derive.model import Assumption, Case, Definition, Label, Step
-from derive.rules import _factors, add, at, evaluated, find, flatten_products, mul, neg, rewrite, substitute
+from derive.rules import add, at, evaluated, factors_of, find, flatten_products, mul, neg, rewrite, substitute
 from derive.symbols import ExcludedSum
 
 MAX_STEPS = 120
@@ -456,7 +456,7 @@ def _sign_inside(e: sp.Expr) -> sp.Expr:
     rest = list(e.args[1:])
     for n, f in enumerate(rest):
         if isinstance(f, sp.Sum):
-            inner = _factors(f.function)
+            inner = factors_of(f.function)
             for m, g in enumerate(inner):
                 if isinstance(g, sp.Add):
                     inner[m] = sp.Add(*[-t for t in g.args])
@@ -745,7 +745,7 @@ def constant_factor(p: Planner, node: sp.Basic) -> Built | None:
     f, x = node.expr, _var(node)
     if not isinstance(f, sp.Mul):
         return None
-    fs = _factors(f)
+    fs = factors_of(f)
     const = [a for a in fs if not p.depends(a, x)]
     rest = [a for a in fs if p.depends(a, x)]
     if not const or not rest:
@@ -833,7 +833,7 @@ def elementwise_jacobian(p: Planner, node: sp.Basic) -> Built | None:
     own = dict(zip(d.symbol.indices, f.indices))
     slope = substitute(substitute(built.new, {d.value: d.symbol}), own)
     deltas = [sp.KroneckerDelta(a, b) for a, b in zip(f.indices, x.indices) if a != b]
-    compact = _product([*(_factors(slope) if slope != 1 else []), *deltas]) if deltas else slope
+    compact = _product([*(factors_of(slope) if slope != 1 else []), *deltas]) if deltas else slope
     cases = ()
     if len(deltas) == 1:
         i, k = deltas[0].args if deltas[0].args[0] in f.indices else deltas[0].args[::-1]
@@ -1078,7 +1078,7 @@ def product_rule(p: Planner, node: sp.Basic) -> Built | None:
     f, x = node.expr, _var(node)
     if not isinstance(f, sp.Mul):
         return None
-    fs = _factors(f)
+    fs = factors_of(f)
     if len(fs) < 2 or not all(p.depends(a, x) for a in fs):
         return None
     terms = []
@@ -1141,7 +1141,7 @@ def log_product(p: Planner, node: sp.Basic) -> Built | None:
     if not (isinstance(f, sp.log) and isinstance(f.args[0], sp.Mul)):
         return None
     parts = []
-    for a in _factors(f.args[0]):
+    for a in factors_of(f.args[0]):
         if isinstance(a, sp.Pow) and a.exp == -1:
             parts.append(neg(sp.log(a.base)))
         elif a.is_Number and a.is_negative:
@@ -1364,7 +1364,7 @@ def distribute(p: Planner, node: sp.Basic) -> Built | None:
     if not isinstance(node, sp.Sum):
         return None
     bound = {lim[0] for lim in node.limits}
-    fs = _factors(node.function)
+    fs = factors_of(node.function)
     if any(isinstance(f, sp.KroneckerDelta) and bound & set(f.args) for f in fs):
         return None  # the delta is a factor already: sifting takes the sum as it is
     for n, f in enumerate(fs):
@@ -1391,7 +1391,7 @@ def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
     if not isinstance(node, sp.Sum) or len(node.limits) != 1:
         return None
     i = node.limits[0][0]
-    fs = _factors(node.function)
+    fs = factors_of(node.function)
     if not any(f.has(leaf.base) for f in fs if not isinstance(f, sp.Add)):
         return None
     for n, f in enumerate(fs):
@@ -1430,7 +1430,7 @@ def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
         return None
     groups: dict[tuple, list] = {}
     for t in node.args:
-        fs = _factors(t)
+        fs = factors_of(t)
         sums = [f for f in fs if isinstance(f, sp.Sum) and len(f.limits) == 1]
         if len(sums) != 1:
             continue
@@ -1464,7 +1464,7 @@ def sifting(p: Planner, node: sp.Basic) -> Built | None:
     bound = {lim[0] for lim in node.limits}
     terms = node.function.args if isinstance(node.function, sp.Add) else (node.function,)
     for n, (j, lo, hi) in enumerate(node.limits):
-        shared = set.intersection(*({f for f in _factors(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms))
+        shared = set.intersection(*({f for f in factors_of(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms))
         for d in sorted(shared, key=sp.default_sort_key):
             other = d.args[1] if d.args[0] == j else d.args[0]
             if other in bound:
@@ -1497,7 +1497,7 @@ def factor_out(p: Planner, node: sp.Basic) -> Built | None:
         return None
     bound = {node.index} if isinstance(node, ExcludedSum) else {lim[0] for lim in node.limits}
     idx = min(bound, key=str)
-    fs = _factors(node.function)
+    fs = factors_of(node.function)
     const = [f for f in fs if not f.has(*bound)]
     rest = [f for f in fs if f.has(*bound)]
     if not const or not rest:

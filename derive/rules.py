@@ -92,7 +92,7 @@ def neg(term: sp.Basic) -> sp.Expr:
     return mul(sp.Integer(-1), term)
 
 
-def _rebuild(node: sp.Basic, args: Iterable[sp.Basic]) -> sp.Basic:
+def rebuild(node: sp.Basic, args: Iterable[sp.Basic]) -> sp.Basic:
     args = tuple(args)
     if args == node.args:
         return node
@@ -117,7 +117,7 @@ def rewrite(expr: sp.Basic, match: Callable[[sp.Basic], bool], build: Callable[[
             return build(node)
         if not node.args or isinstance(node, (sp.Indexed, sp.Tuple)):
             return node
-        return _rebuild(node, (walk(a, path + (n,)) for n, a in enumerate(node.args)))
+        return rebuild(node, (walk(a, path + (n,)) for n, a in enumerate(node.args)))
 
     return walk(expr, ()), paths
 
@@ -187,7 +187,7 @@ def evaluated(expr: sp.Basic) -> sp.Basic:
     if not expr.args or isinstance(expr, (sp.Indexed, sp.Tuple)):
         return expr
     args = [evaluated(a) for a in expr.args]
-    return expr.func(*args) if isinstance(expr, (sp.Add, sp.Mul, sp.Pow)) else _rebuild(expr, args)
+    return expr.func(*args) if isinstance(expr, (sp.Add, sp.Mul, sp.Pow)) else rebuild(expr, args)
 
 
 def _is_signed_bracket(e: sp.Basic) -> bool:
@@ -577,8 +577,8 @@ def linear_sum(expr: sp.Expr, d: Definition) -> Step:
             if not t.has(idx):
                 terms.append(evaluated(mul(hi - lo + 1, t)))
                 continue
-            const = [f for f in _factors(t) if not f.has(idx)]
-            rest = [f for f in _factors(t) if f.has(idx)]
+            const = [f for f in factors_of(t) if not f.has(idx)]
+            rest = [f for f in factors_of(t) if f.has(idx)]
             inner = sp.Sum(mul(*rest) if len(rest) > 1 else rest[0], (idx, lo, hi))
             terms.append(mul(*const, inner) if const else inner)
         return add(*terms) if len(terms) > 1 else terms[0]
@@ -666,7 +666,7 @@ def sifting(expr: sp.Expr) -> Step:
             return None
         j = e.limits[0][0]
         terms = e.function.args if isinstance(e.function, sp.Add) else (e.function,)
-        found = [{f for f in _factors(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms]
+        found = [{f for f in factors_of(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms]
         shared = set.intersection(*found)
         return min(shared, key=sp.default_sort_key) if shared else None
 
@@ -710,7 +710,7 @@ def fraction_parts(e: sp.Basic) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr] | N
     if not (isinstance(bottom, sp.Pow) and bottom.exp == -2 and isinstance(top, sp.Add) and len(top.args) == 2):
         return None
     v = bottom.base
-    first, second = (_factors(t) for t in top.args)
+    first, second = (factors_of(t) for t in top.args)
     if len(first) < 2 or first[-1] != v or len(second) != 3 or second[0] != -1:
         return None
     return mul(*first[:-1]), second[1], second[2], v
@@ -759,9 +759,10 @@ def outputs(expr: sp.Expr, d: Definition) -> Step:
     return step
 
 
-def _factors(term: sp.Basic) -> list[sp.Basic]:
+def factors_of(term: sp.Basic) -> list[sp.Basic]:
+    """The factors of a product, nested products flattened; a term that is no product is its own factor."""
     if isinstance(term, sp.Mul):
-        return [f for a in term.args for f in _factors(a)]
+        return [f for a in term.args for f in factors_of(a)]
     return [term]
 
 
@@ -771,14 +772,14 @@ def common_factor(expr: sp.Expr) -> Step:
     def shared(e: sp.Basic) -> sp.Basic | None:
         if not isinstance(e, sp.Add):
             return None
-        terms = [_factors(t) for t in e.args]
+        terms = [factors_of(t) for t in e.args]
         return next((f for f in terms[0] if not f.is_Number and all(f in t for t in terms[1:])), None)
 
     def build(e: sp.Add) -> sp.Expr:
         x = shared(e)
         rest = []
         for t in e.args:
-            fs = _factors(t)
+            fs = factors_of(t)
             fs.remove(x)
             sign = [f for f in fs if f == -1]
             fs = [f for f in fs if f != -1]
@@ -832,7 +833,7 @@ def layer_entry(layer: Definition, p: sp.Indexed, i: sp.Basic) -> sp.Expr:
     out = []
     for term in sp.Add.make_args(value):
         summed = term.limits[0][0] if isinstance(term, sp.Sum) else None
-        factors = _factors(term.function if summed is not None else term)
+        factors = factors_of(term.function if summed is not None else term)
         hits = [f for f in factors if isinstance(f, sp.Indexed) and f.base == p.base]
         if not hits:
             if term.has(p.base):

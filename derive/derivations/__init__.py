@@ -129,7 +129,7 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
         if isinstance(e, (sp.Add, sp.Mul)):
             canonical = e.func(*e.args)
             return e.func(*args) if canonical.func == e.func and canonical.args == e.args else e.func(*args, evaluate=False)
-        return rules._rebuild(e, args)
+        return rules.rebuild(e, args)
 
     steps = (
         replace(
