@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import mpmath
 import sympy as sp
 
-from derive import directions, progress
+from derive import directions, modular, progress
 from derive.errors import UsageError
 from derive.model import Concrete, Definition, Derivation, Example, JacobianExample, LayerExample, RuleMatrix, RuleVector, WrittenOut
 from derive.rules import evaluated, rewrite, substitute
@@ -47,6 +47,8 @@ MATRIX_MOST = 100
 H x H matrix); beyond, its entries are computed from the probabilities when a document shows
 them, and the JSON holds the vectors."""
 DIGITS = 30
+"""Digits a worked example's numbers are shown and stored with (a planned derivation's too, see
+:mod:`derive.worked`)."""
 NORMALISED_WITHIN = 1e-9
 """A target whose entries sum to 1 within this counts as normalised."""
 WORKING = DIGITS + 30
@@ -372,8 +374,8 @@ class _LazyRow:
 # --- checks -----------------------------------------------------------------------------------
 POINTS = 2
 """Random points for the exact concrete-H checks."""
-PRIME = 2**61 - 1
-"""Exact checks run in the integers modulo this prime: a wrong entry is a non-zero rational
+PRIME = modular.P
+"""Exact checks run in the integers modulo this prime (that of :mod:`derive.modular`): a wrong entry is a non-zero rational
 function of degree at most 2H, which vanishes at a random point with probability at most
 2H / PRIME (Schwartz-Zippel), below 1e-12 per point for H <= 10^6; a random direction then
 misses it with probability 1 / PRIME (see :mod:`derive.directions`)."""

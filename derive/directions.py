@@ -26,11 +26,12 @@ from typing import Callable, Mapping, Sequence
 
 import sympy as sp
 
+from derive import modular
 from derive.model import RuleMatrix, RuleVector
 from derive.symbols import ExcludedSum
 
-P = 2**61 - 1
-"""The prime of the field (as in :mod:`derive.modular`)."""
+P = modular.P
+"""The prime of the field (that of :mod:`derive.modular`)."""
 DIRECTIONS = 2
 """Random directions per random point."""
 SHOW = 8

@@ -18,12 +18,11 @@ import sympy as sp
 
 from derive.numeric import Evaluator
 from derive import spec as specs
+from derive.concrete import DIGITS
 from derive.errors import UsageError
 from derive.model import Definition
 from derive.shapes import entries, shapes
 
-DIGITS = 30
-"""Digits the example's numbers are shown and stored with."""
 WORKING = 80
 """Digits they are computed with; the finite-difference step is 10^-(WORKING/3)."""
 MAX_ENTRIES = 100_000
