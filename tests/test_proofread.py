@@ -17,7 +17,8 @@ import sympy as sp
 import derive
 from derive import proofread, rendering
 from derive.errors import DeriveError
-from derive.gallery import GALLERY, filename
+from derive.derivations import file_name
+from derive.gallery import GALLERY
 from derive.latex import _DISPATCH, _Printer
 from mathcheck import markdown_formulas
 
@@ -147,7 +148,7 @@ GALLERY_DOCUMENTS = [
 
 @pytest.mark.parametrize(("name", "classes", "options", "fmt"), GALLERY_DOCUMENTS, ids=lambda x: str(x))
 def test_every_formula_of_the_gallery_reads_back_to_what_the_checks_saw(name, classes, options, fmt):
-    text = (OUTPUT / filename(name, classes, fmt, dict(options))).read_text(encoding="utf-8")
+    text = (OUTPUT / file_name(name, classes, fmt, dict(options))).read_text(encoding="utf-8")
     assert problems(derivation(name, classes, options), fmt, text) == []
 
 

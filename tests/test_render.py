@@ -11,7 +11,8 @@ import pytest
 
 import derive
 from derive.errors import DeriveError, UsageError
-from derive.gallery import GALLERY, documents, filename
+from derive.derivations import file_name
+from derive.gallery import GALLERY, documents
 from mathcheck import check_formulas, markdown_formulas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def test_gallery_lists_every_format():
     names = {p.name for p in OUTPUT.iterdir()}
     for name, classes, *options in GALLERY:
         for fmt in ("md", "tex", "pdf", "json", "html"):
-            assert filename(name, classes, fmt, *options) in names
+            assert file_name(name, classes, fmt, *options) in names
 
 
 # --- formats --------------------------------------------------------------------------------------
