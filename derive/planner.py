@@ -1413,7 +1413,7 @@ def nest(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
     own = entries[0].indices[-1]
     if own not in limits or any(x.indices[-1] != own for x in entries):
         return None
-    fs = _factors(node.function)
+    fs = factors_of(node.function)
     const = [f for f in fs if not f.has(own)]
     rest = [f for f in fs if f.has(own)]
     if not const or not rest:
