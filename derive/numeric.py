@@ -703,6 +703,13 @@ def numbers(setting, sizes: tuple[sp.Symbol, ...]) -> Numbers:
 def at_random(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], index: Mapping[sp.Symbol, int], assumptions: Sequence[str], rng) -> list[mpmath.mpf]:
     """``exprs`` evaluated at one random point: every leaf entry drawn from [-3, 3] (a symbol
     known to be positive from [1/2, 3]), then the assumptions imposed by their constraints."""
+    values = draw(setting, exprs, sizes, index, rng)
+    impose(setting, values, sizes, assumptions)
+    return evaluate(setting, exprs, sizes, index, values)
+
+
+def draw(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], index: Mapping[sp.Symbol, int], rng) -> dict:
+    """A random value for every leaf entry of ``exprs`` over ``setting`` (see :func:`at_random`)."""
     from derive.worked import entries
 
     table, scalars = _layout(setting, exprs, tuple(sizes), tuple(index))
@@ -713,6 +720,11 @@ def at_random(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int],
         values[head] = {at: draw() for at in entries(shape)} if shape else draw()
     for s in scalars:
         values[s] = mpmath.mpf(rng.uniform(0.5, 3)) if s.is_positive else mpmath.mpf(rng.uniform(-3, 3))
+    return values
+
+
+def impose(setting, values: dict, sizes: Mapping[sp.Symbol, int], assumptions: Sequence[str]) -> None:
+    """The entries the assumptions' constraints fix, set in ``values`` from the others."""
     for key in assumptions:
         constraint = setting.constraints[key]
         fixed = constraint(int(sizes[setting.classes]), sizes) if getattr(constraint, "rows", None) else constraint(int(sizes[setting.classes]))
@@ -721,6 +733,10 @@ def at_random(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int],
             at = tuple(int(i) for i in entry.indices)
             if at in values[entry.base]:  # a constraint may name rows beyond these sizes
                 values[entry.base][at] = evaluator.value(value)
+
+
+def evaluate(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], index: Mapping[sp.Symbol, int], values: Mapping) -> list[mpmath.mpf]:
+    """``exprs`` at the leaf values ``values``, compiled (:class:`Numbers`)."""
     program = numbers(setting, tuple(sizes))
     point = Point(values, tuple(int(v) for v in sizes.values()))
     at = tuple(int(v) for v in index.values())
