@@ -48,6 +48,15 @@ class NoRoot(Undecided):
     """A square root of a residue that has none: decided nothing at this point."""
 
 
+def _draw(rng: random.Random) -> int:
+    """``rng.randrange(1, P)``, the same draw written out (it is made for every leaf entry)."""
+    bits = rng.getrandbits
+    r = bits(61)
+    while r >= P - 1:
+        r = bits(61)
+    return 1 + r
+
+
 def _inverse(x: int) -> int:
     if x % P == 0:
         raise ZeroDivisionError("a denominator vanishes at the random point")
@@ -85,7 +94,7 @@ class Point(numeric.Point):
     def atom(self, key: tuple) -> int:
         value = self.atoms.get(key)
         if value is None:
-            value = self.atoms[key] = self.rng.randrange(1, P)
+            value = self.atoms[key] = _draw(self.rng)
         return value
 
     def inverse(self, v: int) -> int:
@@ -505,9 +514,9 @@ def leaves(planned: tuple, sizes: Mapping[sp.Symbol, int], rng: random.Random) -
     quantities, scalars, fixed = planned
     values: dict = {}
     for head, at in quantities:
-        values[head] = {x: rng.randrange(1, P) for x in at} if at is not None else rng.randrange(1, P)
+        values[head] = {x: _draw(rng) for x in at} if at is not None else _draw(rng)
     for s in scalars:
-        values[s] = rng.randrange(1, P)
+        values[s] = _draw(rng)
     if fixed:
         point = Point(values, tuple(sizes.values()), rng)
         program = _program(None, tuple(sizes))

@@ -246,18 +246,21 @@ where it depends on that entry."""
 
 
 class Scope:
-    """The indices bound where a term stands, each at its place in the tuple of their values."""
+    """The indices bound where a term stands, each at its place in the tuple of their values;
+    the first ``given`` of them are the claim's own (k), the others a sum's or a definition's."""
 
-    __slots__ = ("slots", "depth")
+    __slots__ = ("slots", "depth", "given")
 
-    def __init__(self, names: Sequence[sp.Symbol] = ()):
+    def __init__(self, names: Sequence[sp.Symbol] = (), given: int = 0):
         self.slots = {s: n for n, s in enumerate(names)}
         self.depth = len(names)
+        self.given = given
 
     def bind(self, name: sp.Symbol) -> "Scope":
         inner = Scope()
         inner.slots = {**self.slots, name: self.depth}
         inner.depth = self.depth + 1
+        inner.given = self.given
         return inner
 
 
@@ -297,7 +300,7 @@ class Compiler:
         """``e`` as a value, with ``indices`` bound (in this order) when it is called."""
         key = (e, indices)
         if key not in self._top:
-            self._top[key] = self._eval(e, Scope(indices), None)[0]
+            self._top[key] = self._eval(e, Scope(indices, len(indices)), None)[0]
         return self._top[key]
 
     def _id(self, key: object) -> int:
@@ -311,20 +314,53 @@ class Compiler:
 
     # -- what depends on the expressions only ----------------------------------------------
     def _free(self, e: sp.Basic) -> tuple:
+        """The free indices of ``e``, sorted by name: index symbols that no sum inside binds
+        (the indices of a derivative's variable among them), limits aside."""
         key = ("free", e)
-        if key not in self._structure:
-            # free_symbols of a derivative leaves out the indices of its variable: take every
-            # index symbol and drop those a sum inside binds.
-            bound = {lim[0] for x in e.atoms(sp.Sum) for lim in x.limits} | {x.index for x in e.atoms(ExcludedSum)}
-            self._structure[key] = tuple(sorted((x for x in e.atoms(sp.Symbol) if x.is_integer and x not in self.sizes and x not in bound), key=str))
-        return self._structure[key]
+        out = self._structure.get(key)
+        if out is None:
+            out = self._structure[key] = tuple(sorted(self._indices(e), key=str))
+        return out
+
+    def _indices(self, e: sp.Basic) -> frozenset:
+        key = ("indices", e)
+        out = self._structure.get(key)
+        if out is None:
+            if isinstance(e, sp.Symbol):
+                out = frozenset((e,)) if e.is_integer and e not in self.sizes else frozenset()
+            elif isinstance(e, sp.Sum):
+                out = self._indices(e.function).union(*(self._indices(x) for lim in e.limits for x in lim[1:])) - {lim[0] for lim in e.limits}
+            elif isinstance(e, ExcludedSum):
+                f, idx, lo, hi, skip = e.args
+                out = (self._indices(f) - {idx}) | self._indices(lo) | self._indices(hi) | self._indices(skip)
+            else:
+                out = frozenset().union(*(self._indices(a) for a in e.args))
+            self._structure[key] = out
+        return out
+
+    def _names(self, e: sp.Basic) -> tuple[frozenset, bool]:
+        """The quantities ``e`` names (the base of an entry, a scalar), and whether it holds a
+        derivative."""
+        key = ("names", e)
+        out = self._structure.get(key)
+        if out is None:
+            if isinstance(e, sp.Indexed):
+                out = (frozenset((e.base,)), False)
+            elif isinstance(e, sp.Symbol):
+                out = (frozenset() if e.is_integer else frozenset((e,)), False)
+            else:
+                parts = [self._names(a) for a in e.args]
+                out = (frozenset().union(*(n for n, _ in parts)), isinstance(e, sp.Derivative) or any(d for _, d in parts))
+            self._structure[key] = out
+        return out
 
     def _depends(self, e: sp.Basic, head: sp.Basic) -> bool:
         key = ("depends", e, head)
-        if key not in self._structure:
-            names = {x.base for x in e.atoms(sp.Indexed)} | {x for x in e.free_symbols if isinstance(x, sp.Symbol) and not x.is_integer}
-            self._structure[key] = head in names or any(self._reaches(n, head) for n in names if n in self.defined) or e.has(sp.Derivative)
-        return self._structure[key]
+        out = self._structure.get(key)
+        if out is None:
+            names, derivative = self._names(e)
+            out = self._structure[key] = head in names or any(self._reaches(n, head) for n in names if n in self.defined) or derivative
+        return out
 
     def _reaches(self, head: sp.Basic, target: sp.Basic) -> bool:
         """Whether the definition of ``head`` depends on ``target``, directly or through others."""
@@ -349,9 +385,9 @@ class Compiler:
         except self.CAUGHT as error:
             return failing(error, head is not None)
         free = self._free(e)
-        if isinstance(e, (sp.Sum, ExcludedSum)) or (e.args and not isinstance(e, (sp.Indexed, sp.KroneckerDelta)) and any(x not in free for x in scope.slots)):
+        if isinstance(e, (sp.Sum, ExcludedSum)) or (e.args and not isinstance(e, (sp.Indexed, sp.KroneckerDelta)) and any(x not in free for x, n in scope.slots.items() if n >= scope.given)):
             # A sum is evaluated once per value of its free indices (a softmax denominator), and
-            # so is a term inside a sum whose index it does not use (or inside a definition).
+            # so is a term inside a sum, or a definition, whose index it does not use.
             return self._memo(code, self._id(("term", e, head)), tuple(scope.slots.get(x) for x in free), head is not None), dual
         return code, dual
 
@@ -400,10 +436,20 @@ class Compiler:
         raise NotImplementedError
 
     def _ints(self, indices: Sequence[sp.Basic], scope: Scope) -> Callable[[Point, tuple], tuple]:
+        if all(i in scope.slots for i in indices):  # plain indices: taken from the scope at once
+            slots = [scope.slots[i] for i in indices]
+            if len(slots) == 1:
+                (slot,) = slots
+                return lambda p, env: (env[slot],)
+            values = operator.itemgetter(*slots)
+            return lambda p, env: values(env)
         parts = [self._int(i, scope) for i in indices]
         if len(parts) == 1:
             only = parts[0]
             return lambda p, env: (only(p, env),)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda p, env: (a(p, env), b(p, env))
         return lambda p, env: tuple(f(p, env) for f in parts)
 
     def _entry(self, head: sp.Basic, where: Callable, seed: sp.Basic | None) -> tuple[Code, bool]:
