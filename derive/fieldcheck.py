@@ -482,8 +482,8 @@ def plan(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], inde
 def layout(setting, exprs: Sequence[sp.Expr], sizes: tuple[sp.Symbol, ...], index: tuple[sp.Symbol, ...]) -> tuple[list, list]:
     """The leaf quantities of claims over ``setting`` with the limits of their indices, sorted by
     name, and the scalars named only in the claims: the same at every size, so found once."""
-    key = (id(setting), tuple(exprs), sizes, index)
-    if key not in _LAYOUTS or _LAYOUTS[key][0] is not setting:
+    key = (id(setting), tuple(map(id, exprs)), sizes, index)  # the objects held beside it
+    if key not in _LAYOUTS or _LAYOUTS[key][0] is not setting or any(a is not b for a, b in zip(_LAYOUTS[key][1], exprs)):
         from derive.worked import shapes
 
         ranges = {}
@@ -502,8 +502,8 @@ def layout(setting, exprs: Sequence[sp.Expr], sizes: tuple[sp.Symbol, ...], inde
             for s in sorted(e.free_symbols, key=str):
                 if isinstance(s, sp.Symbol) and not s.is_integer and s not in table and s not in sizes and s not in index and s.name not in names and s not in scalars:
                     scalars.append(s)
-        _LAYOUTS[key] = (setting, ([(head, table[head]) for head in sorted(table, key=str)], scalars))
-    return _LAYOUTS[key][1]
+        _LAYOUTS[key] = (setting, tuple(exprs), ([(head, table[head]) for head in sorted(table, key=str)], scalars))
+    return _LAYOUTS[key][2]
 
 
 _LAYOUTS: dict = {}
@@ -535,12 +535,14 @@ def agree(setting, lhs: sp.Expr, rhs: sp.Expr, sizes: Mapping[sp.Symbol, int], i
     rng = random.Random(seed)
     sizes = {s: int(v) for s, v in sizes.items()}
     index = {s: int(v) for s, v in index.items()}
-    # Kept per setting (the setting beside it, so that its id stands for no other meanwhile).
-    key = (id(setting), lhs, rhs, tuple(sizes.items()), tuple(index), tuple(assumptions))
+    # Kept per setting and claim, found by the objects (held beside it, so that their ids stand
+    # for no others meanwhile): comparing two equal trees costs a walk of both.
+    key = (id(setting), id(lhs), id(rhs), tuple(sizes.items()), tuple(index), tuple(assumptions))
     try:
-        if key not in _PLANS or _PLANS[key][0] is not setting:
-            _PLANS[key] = (setting, plan(setting, (lhs, rhs), sizes, index, assumptions))
-        planned = _PLANS[key][1]
+        held = _PLANS.get(key)
+        if held is None or held[0] is not setting or held[1] is not lhs or held[2] is not rhs:
+            held = _PLANS[key] = (setting, lhs, rhs, plan(setting, (lhs, rhs), sizes, index, assumptions))
+        planned = held[3]
         program = _program(setting, tuple(sizes))
         left, right = program.compiled(lhs, tuple(index)), program.compiled(rhs, tuple(index))
         at, extents = tuple(index.values()), tuple(sizes.values())

@@ -116,14 +116,20 @@ class Compiler:
         self.sizes = {s: n for n, s in enumerate(sizes)}
         self._structure: dict = {}
         self._top: dict = {}
+        self._held: dict = {}
         self._definitions: dict = {}
         self._ids: dict = {}
 
     def compiled(self, e: sp.Basic, indices: tuple[sp.Symbol, ...]) -> Code:
         """``e`` as a value, with ``indices`` bound (in this order) when it is called."""
+        # Found by the object first: comparing two equal trees costs a walk of both.
+        held = self._held.get((id(e), indices))
+        if held is not None and held[0] is e:
+            return held[1]
         key = (e, indices)
         if key not in self._top:
             self._top[key] = self._eval(e, Scope(indices, len(indices)), None)[0]
+        self._held[id(e), indices] = (e, self._top[key])
         return self._top[key]
 
     def _id(self, key: object) -> int:
@@ -615,8 +621,8 @@ def evaluate(setting, exprs: Sequence[sp.Expr], sizes: Mapping[sp.Symbol, int], 
 def _layout(setting, exprs: Sequence[sp.Expr], sizes: tuple, index: tuple) -> tuple[list, list]:
     """The leaf quantities with the limits of their indices, sorted by name, and the scalars
     named only in ``exprs``, in the order they are drawn: the same at every size, so found once."""
-    key = (id(setting), tuple(exprs), sizes, index)
-    if key not in _LAYOUTS or _LAYOUTS[key][0] is not setting:
+    key = (id(setting), tuple(map(id, exprs)), sizes, index)  # the objects held beside it
+    if key not in _LAYOUTS or _LAYOUTS[key][0] is not setting or any(a is not b for a, b in zip(_LAYOUTS[key][1], exprs)):
         from derive.worked import shapes
 
         ranges = {}
@@ -636,8 +642,8 @@ def _layout(setting, exprs: Sequence[sp.Expr], sizes: tuple, index: tuple) -> tu
                 if isinstance(s, sp.Symbol) and not s.is_integer and s not in table and s not in scalars and s not in sizes and s not in index and s.name not in names:
                     scalars.append(s)
                     names.add(s.name)
-        _LAYOUTS[key] = (setting, ([(head, table[head]) for head in sorted(table, key=str)], scalars))
-    return _LAYOUTS[key][1]
+        _LAYOUTS[key] = (setting, tuple(exprs), ([(head, table[head]) for head in sorted(table, key=str)], scalars))
+    return _LAYOUTS[key][2]
 
 
 _LAYOUTS: dict = {}
