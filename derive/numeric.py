@@ -88,10 +88,16 @@ class Scope:
 
 
 def failing(error: Exception, dual: bool) -> tuple[Code, bool]:
-    """A term whose evaluation raises ``error`` when (and only when) it is reached."""
+    """A term whose evaluation raises ``error`` when (and only when) it is reached (a fresh one
+    each time: a raised exception keeps its traceback)."""
+    kind, args = type(error), error.args
 
     def code(p, env, at):
-        raise error
+        try:
+            fresh = kind(*args)
+        except Exception:  # an exception that wants other arguments: raised again as it is
+            fresh = error
+        raise fresh
 
     return code, dual
 
