@@ -174,6 +174,21 @@ def test_wrong_result_fails_finite_differences(name):
     assert not verify._finite_differences(broken, verify.Instances(d.setting)).passed
 
 
+def test_finite_differences_written_out_where_the_evaluator_has_no_rule(monkeypatch):
+    """Where the compiled evaluator has no rule, the function and the result are written out
+    for each H instead; a wrong result still fails."""
+    d = derive.derivation("softmax-ce")
+
+    def no_rule(*args):
+        raise TypeError("no rule")
+
+    monkeypatch.setattr(verify, "_differences", no_rule)
+    assert verify._finite_differences(d, verify.Instances(d.setting)).passed
+    wrong = replace(d.steps[-1], rhs=d.steps[-1].rhs + o[k] * o[i])
+    broken = replace(d, steps=d.steps[:-1] + (wrong,))
+    assert not verify._finite_differences(broken, verify.Instances(d.setting)).passed
+
+
 # --- concrete H -----------------------------------------------------------------------------------
 EXACT = {
     "softmax": [[sp.Rational(4, 25), sp.Rational(-3, 25), sp.Rational(-1, 25)],

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lark import Lark
 import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -281,3 +282,24 @@ def test_import_is_cheap():
 
 def test_ranges_table():
     assert RANGES == {"i": "H", "j": "H", "k": "H", "l": "H", "n": "N", "m": "M", "d": "D"}
+
+
+def test_the_shipped_parser_tables_are_those_of_the_grammars(tmp_path, monkeypatch):
+    """The tables shipped beside the grammars are current (else: python -m derive.lang.tables),
+    parse as the grammar does, and tables made from another grammar are not loaded."""
+    from derive.lang import tables
+
+    for name in tables.PARSERS:
+        with (tables.FOLDER / f"{name}.tables").open("rb") as f:
+            assert f.readline().rstrip(b"\n") == tables.key(name), f"{name}.tables is stale: run python -m derive.lang.tables"
+    shipped = tables.parser("grammar")
+    built = Lark(tables.grammar("grammar"), parser="lalr", **tables.PARSERS["grammar"][1])
+    for text in ("E = -sum_i y_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)"):
+        assert shipped.parse(text, start="equation") == built.parse(text, start="equation")
+    # Tables under another grammar's key are not trusted: the parser is built from the grammar.
+    monkeypatch.setattr(tables, "FOLDER", tmp_path)
+    for f in ("grammar.lark", "document.lark"):
+        (tmp_path / f).write_text((Path(tables.__file__).parent / f).read_text())
+    (tmp_path / "grammar.tables").write_bytes(b"0" * 64 + b"\n" + b"not tables")
+    monkeypatch.setenv("DERIVE_NO_CACHE", "1")
+    assert tables.parser("grammar").parse("E = 2*z_k", start="equation") == built.parse("E = 2*z_k", start="equation")

@@ -20,14 +20,12 @@ import functools
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import sympy as sp
 from lark import Lark, Token
 from lark.exceptions import UnexpectedInput, VisitError
 
-from derive.cache import directory
 from derive.errors import UsageError
 from derive.lang.names import index_symbol, size_symbol
 from derive.lang.parse import _GREEK, _Builder, _quote, _word
@@ -104,18 +102,11 @@ class PartialOf(sp.Expr):
 
 @functools.cache
 def _parser() -> Lark:
-    """The LALR parser of grammar.lark and document.lark, built on first use (tables cached as
-    for the definition language)."""
-    folder_ = Path(__file__).parent
-    grammar = (folder_ / "grammar.lark").read_text(encoding="utf-8") + "\n" + (folder_ / "document.lark").read_text(encoding="utf-8")
-    cache: str | bool = False
-    if (folder := directory()) is not None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            cache = str(folder / "document.lark-tables")
-        except OSError:
-            pass
-    return Lark(grammar, parser="lalr", propagate_positions=False, start=["document", "expression"], cache=cache)
+    """The LALR parser of grammar.lark and document.lark, made on first use and kept (see
+    :mod:`derive.lang.tables`)."""
+    from derive.lang.tables import parser
+
+    return parser("document")
 
 
 def parse_document(tex: str, notation: "Notation | None" = None) -> Formula:

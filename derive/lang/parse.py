@@ -10,13 +10,11 @@ from __future__ import annotations
 import functools
 import re
 from fractions import Fraction
-from pathlib import Path
 
 import sympy as sp
 from lark import Lark, Token, Transformer_NonRecursive, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from derive.cache import directory
 from derive.errors import UsageError
 from derive.functions import FUNCTIONS
 from derive.lang.names import RANGES, Ranges, index_symbol, size_symbol
@@ -64,23 +62,10 @@ _KNOWN_FUNCTIONS = ", ".join([*FUNCTIONS, "softmax"])
 
 @functools.cache
 def _parser() -> Lark:
-    """The LALR parser of ``grammar.lark``, built on first use and kept.
+    """The LALR parser of ``grammar.lark``, made on first use and kept (see :mod:`derive.lang.tables`)."""
+    from derive.lang.tables import parser
 
-    Building the tables takes about 0.1 s and loading them about 0.01 s, so they are kept in the
-    user's derive cache directory; lark stores a hash of the grammar, its options and its own
-    version with them and rebuilds when any of these changes.
-    """
-    grammar = Path(__file__).with_name("grammar.lark").read_text(encoding="utf-8")
-    cache: str | bool = False
-    if (folder := directory()) is not None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            cache = str(folder / "grammar.lark-tables")
-        except OSError:
-            pass
-    return Lark(
-        grammar, parser="lalr", propagate_positions=True, start=["equation", "expression", "variable"], cache=cache
-    )
+    return parser("grammar")
 
 
 def parse_definition(text: str, ranges: Ranges | None = None) -> tuple[sp.Expr, sp.Expr]:
