@@ -284,7 +284,8 @@ class Planner:
             names = [b.new for b in built if b is not None]
             return mul(*names, sp.Mul(*(a for a, b in zip(t.args, built) if b is None))) if names else named(self, t).new if named(self, t) else t
 
-        ordered = add(*(first(t) for t in e.args)) if isinstance(e, sp.Add) else first(e)
+        # A term with a name comes first too (delta_m h_m x_d (1 - h_m) + lambda V_md).
+        ordered = add(*(first(t) for t in sorted(e.args, key=lambda t: not find(t, lambda n: named(self, n) is not None)))) if isinstance(e, sp.Add) else first(e)
         if evaluated(ordered) == evaluated(new):
             self.steps[-1] = replace(self.steps[-1], rhs=ordered)
             return ordered
