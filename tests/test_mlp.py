@@ -113,6 +113,12 @@ def test_dense_softmax_ce_with_weight_decay():
     for a in range(3):
         for b in range(2):
             assert ex["gradients"]["W"][a][b] == pytest.approx(x_[b] * (o_[a] - y_[a]) + 0.5 * w_[a][b])
+    # A gradient with 2 lambda W (the penalty without its 1/2) fails the finite differences.
+    from derive import worked
+
+    twice = tuple(tuple(sp.Float(g + 0.5 * w, 30) for g, w in zip(row, ws)) for row, ws in zip(d_.worked.gradient, d_.worked.given[0][1]))
+    assert str(d_.worked.given[0][0]) == "W" and worked.checks(d_)[0].passed
+    assert not worked.checks(replace(d_, worked=replace(d_.worked, gradient=twice)))[0].passed
     # Without the option nothing changes.
     assert derive.derivation("dense-softmax-ce").result.rhs == derive.derivation("dense-softmax-ce", weight_decay=None).result.rhs
 
