@@ -420,6 +420,7 @@ OPTIONS: dict[str, Any] = {
     "size": typer.Option(metavar="NAME=VALUE", help="A size of the worked example beside the classes, repeatable: N=4, D=3."),
     "reduction": typer.Option(metavar="sum|mean", help="The loss of a batch of N examples, summed or averaged (frameworks default to mean): the gradient by z_nk gains 1/N for mean."),
     "gamma": typer.Option(metavar="GAMMA", help="The focusing parameter of the worked example (default 2); the steps keep gamma a symbol."),
+    "weight_decay": typer.Option(metavar="LAMBDA", help="Weight decay LAMBDA >= 0: E gains LAMBDA/2 times the sum of the squared weights (not the biases), the gradient by a weight LAMBDA times that weight; the steps keep lambda a symbol."),
     "approximate": typer.Option(metavar="FORM", help="none (the exact form, the default) or tanh (the tanh approximation, as approximate='tanh' in PyTorch)."),
 }
 OPTION_TYPES: dict[str, Any] = {"let": Optional[list[str]], "size": Optional[list[str]]}

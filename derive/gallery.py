@@ -44,6 +44,9 @@ GALLERY: tuple[tuple[str, int | None] | tuple[str, int | None, dict[str, object]
     ("gelu", 3, {"approximate": "tanh"}),
     ("attention", None),
     ("attention", 3),
+    ("mlp", None),
+    ("mlp", 3),
+    ("mlp", 3, {"weight_decay": 0.1}),
 )
 """(name, classes), or (name, classes, options) for a derivation's own options."""
 FORMATS = ("md", "tex", "json", "pdf", "html")

@@ -183,7 +183,7 @@ class Planner:
             name, _ = next((c for c, n in zip(chosen, nodes) if c[0] in FIRST and c in soon and _same_kind(n, lead)), soon[0]) if soon[0][0] in ELEMENTARY else soon[0]
             if name in NUMBERS_FIRST and find(e, _numbers_meet):
                 e = self._numbers(e)
-            if name in SIFT_FIRST and find(e, lambda n: sifting(self, n) is not None):
+            while name in SIFT_FIRST and find(e, lambda n: sifting(self, n) is not None):
                 e = self._apply(e, "sifting", lambda n: sifting(self, n) is not None, lambda n: sifting(self, n))
             e = self._apply(e, name, lambda n: isinstance(n, sp.Derivative) and self.choose(n)[0] == name, lambda n: self.choose(n)[1](self, n))
             if find(_opaque_derivatives(e), lambda n: outputs(self, n) is not None):
@@ -202,6 +202,8 @@ class Planner:
         e = self._collect(e)
         if used:
             e = self._written_out(e)
+        if find(e, lambda n: named(self, n) is not None):
+            e = self._named(e)
         self._cases(e)
         return tuple(self.steps)
 
@@ -274,6 +276,23 @@ class Planner:
             self.steps.append(Step(rule="common_factor", lhs=e, rhs=new, notes=(("expression", e),)))
             return new
         return e
+
+    def _named(self, e: sp.Expr) -> sp.Expr:
+        """The sums the definitions name, written with their names; a name that is a factor of
+        the result comes first, then the others as the result printed them (delta_m h_m x_d (1 - h_m))."""
+        new = self._apply(e, "named", lambda n: named(self, n) is not None, lambda n: named(self, n))
+
+        def first(t: sp.Expr) -> sp.Expr:
+            built = [named(self, a) for a in t.args] if isinstance(t, sp.Mul) else []
+            names = [b.new for b in built if b is not None]
+            return mul(*names, sp.Mul(*(a for a, b in zip(t.args, built) if b is None))) if names else named(self, t).new if named(self, t) else t
+
+        # A term with a name comes first too (delta_m h_m x_d (1 - h_m) + lambda V_md).
+        ordered = add(*(first(t) for t in sorted(e.args, key=lambda t: not find(t, lambda n: named(self, n) is not None)))) if isinstance(e, sp.Add) else first(e)
+        if evaluated(ordered) == evaluated(new):
+            self.steps[-1] = replace(self.steps[-1], rhs=ordered)
+            return ordered
+        return new
 
     def _cases(self, e: sp.Expr) -> None:
         """A result with a Kronecker delta of two free indices (delta_ik - o_k, an entry of a
@@ -937,14 +956,17 @@ def _limit_of(p: Planner, ix: sp.Symbol) -> sp.Expr:
 
 def _citable(p: Planner, quantity: sp.Basic) -> tuple[str, sp.Expr, sp.Expr] | None:
     """(name, variable, general form) of a result of RESULTS about ``quantity`` whose definitions
-    are this problem's, where this problem's variable is another one."""
+    are this problem's down to the result's variable (what that variable is defined from does
+    not matter to it), where this problem's variable is another one. The quantity may have
+    another name (C, the cross-entropy part of E = C + ...)."""
     if not isinstance(quantity, sp.Symbol) or quantity not in p.defined:
         return None
     for name, definitions, variable, general in p.problem.citable():
-        if definitions[0].symbol != quantity or _head(variable) == _head(p.wrt):
+        if not isinstance(definitions[0].symbol, sp.Symbol) or _head(variable) == _head(p.wrt):
             continue
-        own = {_head(d.symbol): d for d in definitions}
-        reached = {quantity} | set(p.reach(quantity))
+        named = {definitions[0].symbol: quantity}
+        own = {_head(d.symbol.xreplace(named)): Definition(d.key, d.symbol.xreplace(named), d.value.xreplace(named)) for d in definitions}
+        reached = {quantity} | _reach_avoiding(p, quantity, _head(variable))
         same = True
         for h in reached:
             theirs, ours = own.get(h), p.defined.get(h)
@@ -978,8 +1000,8 @@ def derived_result(p: Planner, node: sp.Basic) -> Built | None:
 
 def through_result(p: Planner, node: sp.Basic) -> Built | None:
     """dE/dx -> sum_i dE/du_i du_i/dx where a cited result gives dE/du_i and x reaches E only
-    through u, whose definition holds x: the chain rule through every entry of u, the result's
-    variable (every logit z_i, for a weight of the layer before a softmax)."""
+    through u: the chain rule through every entry of u, the result's variable (every logit z_i,
+    for a weight of the layer before a softmax, or of a hidden layer before that one)."""
     if not isinstance(node, sp.Derivative):
         return None
     cited = _citable(p, node.expr)
@@ -987,9 +1009,9 @@ def through_result(p: Planner, node: sp.Basic) -> Built | None:
     if cited is None:
         return None
     u = _head(cited[1])
-    if not isinstance(u, sp.IndexedBase) or u not in p.defined or _head(x) not in _heads(p.defined[u].value):
+    if not isinstance(u, sp.IndexedBase) or u not in p.defined or not (_head(x) in _heads(p.defined[u].value) or _head(x) in p.reach(u)):
         return None
-    if any(_head(x) in _heads(p.defined[h].value) for h in p.reach(node.expr) if h in p.defined and h != u):
+    if _head(x) in _reach_avoiding(p, node.expr, u):
         return None
     pattern = p.defined[u].symbol
     taken = set(x.free_symbols) | _bound(node)
@@ -1003,6 +1025,18 @@ def through_result(p: Planner, node: sp.Basic) -> Built | None:
     for s_, ix in reversed(list(zip(fresh, pattern.indices))):
         new = sp.Sum(new, (s_, 1, p.problem.ranges.get(ix, _limit_of(p, ix))))
     return Built(new, notes=(("term", node.expr), ("through", u_i), ("variable", x)))
+
+
+def _reach_avoiding(p: Planner, quantity: sp.Basic, u: sp.Basic) -> set:
+    """The heads ``quantity`` depends on along paths that do not pass through ``u``."""
+    out, todo = set(), [quantity]
+    while todo:
+        d = p.defined.get(todo.pop())
+        for h in _heads(d.value) if d is not None else ():
+            if h != u and h not in out:
+                out.add(h)
+                todo.append(h)
+    return out
 
 
 def scaled_logit(p: Planner, node: sp.Basic) -> Built | None:
@@ -1570,6 +1604,23 @@ def defined_names(p: Planner, node: sp.Basic) -> Built | None:
                 name = d.symbol.xreplace(m)
                 new = sign * name / rest
                 return Built(new, identity=sp.Eq(node, new, evaluate=False), notes=(("term", node), ("name", name), ("value", d.value.xreplace(m))))
+    return None
+
+
+def named(p: Planner, node: sp.Basic) -> Built | None:
+    """sum_i (o_i - y_i) W_im -> delta_m where delta_m := sum_i (o_i - y_i) W_im is defined and
+    the quantity does not use it: a name the definitions give the reader (the backpropagated
+    error of a hidden layer), written once the result holds what it names."""
+    if not isinstance(node, sp.Sum) or node.has(sp.Derivative):
+        return None
+    used = p.reach(_head(p.problem.quantity))
+    for d in p.problem.definitions[1:]:
+        if not isinstance(d.symbol, sp.Indexed) or d.symbol.base in used or not isinstance(d.value, sp.Sum):
+            continue
+        m = _match_indices(evaluated(d.value), evaluated(node), d.symbol.indices)
+        if m is not None:
+            name = d.symbol.xreplace(m)
+            return Built(name, identity=sp.Eq(node, name, evaluate=False), notes=(("term", node), ("name", name), ("value", d.value.xreplace(m))))
     return None
 
 

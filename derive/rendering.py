@@ -670,7 +670,7 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
         lines.append(roles["index"] % {"name": latex(ix), "limit": latex(setting.limit(ix))})
     if any(s.rhs.has(sp.KroneckerDelta) or any(c for c in s.cases) for s in d.steps):
         lines.append(roles["delta"])
-    section = {"general": user["general"] % values} if d.general is not None else {}
+    section = {"general": user["general"] % values, "general_display": user["general_display"]} if d.general is not None else {}
     return {"title": own.get("title") or user["title"] % values, "summary": summary, "setting": user["setting"] % values, "notation": lines, "section": section}
 
 

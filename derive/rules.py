@@ -63,6 +63,7 @@ RULES: tuple[str, ...] = (
     "constant_sum",
     "assumption",
     "combine_sums",
+    "named",
 )
 """Every rule id; the templates hold one title and one justification for each."""
 

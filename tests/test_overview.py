@@ -24,7 +24,7 @@ def rows():
 
 def test_every_derivation_has_a_row(rows):
     # Every entry has a row; of those that are spec files, the losses (a layer has no row).
-    assert [r["name"] for r in rows if not r["options"]] == [n for n in CATALOG if not CATALOG[n].spec or n in ("focal", "kl-softmax", "tanh-sse")]
+    assert [r["name"] for r in rows if not r["options"]] == [n for n in CATALOG if not CATALOG[n].spec or n in ("focal", "kl-softmax", "tanh-sse", "mlp")]
     for r in rows:
         assert r["activation"] and r["why"], r["name"]
         if r["kind"] == "loss":
@@ -79,7 +79,7 @@ def test_an_overview_in_a_fresh_folder_has_no_dead_link(tmp_path, monkeypatch, f
     assert result.exit_code == 0, result.output
     written = (tmp_path / "fresh" / f"overview.{fmt}").read_text(encoding="utf-8")
     links = re.findall(pattern, written)
-    assert len(links) == len(overview.entries()) == 12
+    assert len(links) == len(overview.entries()) == 13
     # A LaTeX overview links to the PDFs that its documents' LaTeX compiles to.
     files = [link.removesuffix(".pdf") + ".tex" if fmt == "tex" else link for link in links]
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == sorted(files + [f"overview.{fmt}"])

@@ -54,7 +54,7 @@ CATALOG: dict[str, Entry] = {
     "dense-softmax-ce": Entry(
         "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
         "derive.derivations.dense_softmax_ce",
-        ("inputs", "let", "reduction"),
+        ("inputs", "let", "weight_decay", "reduction"),
     ),
     "focal": Entry("Focal loss through a softmax layer, for any focusing parameter gamma (gamma = 0 is cross-entropy)", PLANNED, ("gamma", "reduction", "let", "size"), spec=True),
     "kl-softmax": Entry("The KL divergence of the softmax from a target distribution: dE/dz_k = o_k - y_k", PLANNED, ("reduction", "let", "size"), spec=True),
@@ -65,6 +65,12 @@ CATALOG: dict[str, Entry] = {
         "Attention backward, one query over H positions with a mask, given the upstream gradient g: dL/dV_kd = a_k g_d, dL/dK_kd = q_d a_k sum_c g_c (V_kc - o_c) / sqrt(D), and dL/dq_d",
         PLANNED,
         ("let", "size"),
+        spec=True,
+    ),
+    "mlp": Entry(
+        "One sigmoid hidden layer before softmax-CE: dE/dV_md = delta_m h_m (1 - h_m) x_d with the backpropagated error delta_m = sum_i (o_i - y_i) W_im",
+        PLANNED,
+        ("weight_decay", "let", "size"),
         spec=True,
     ),
     "gelu": Entry("GELU backward, y = x Phi(x), given the upstream gradient g: dL/dx_k = g_k (Phi(x_k) + x_k phi(x_k))", PLANNED, ("approximate", "let", "size"), spec=True),

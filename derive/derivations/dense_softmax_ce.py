@@ -175,10 +175,13 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def build(
-    classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None, inputs: object = None, let: object = None
+    classes: int | None = None, logits: Sequence | None = None, target: Sequence | None = None, inputs: object = None, let: object = None,
+    weight_decay: object = None,
 ) -> Derivation:
     if logits is not None:
         raise UsageError("dense-softmax-ce takes no --logits: the logits are z = W x + b, computed from the example's inputs and parameters")
+    if weight_decay is not None:
+        return _weight_decay(classes, target, inputs, let, weight_decay)
     given_options = [name for name, value in (("--target", target), ("--inputs", inputs), ("--let", let)) if value]
     if classes is None and given_options:
         needs = "needs" if len(given_options) == 1 else "need"
@@ -214,3 +217,17 @@ def build(
 def _before_last(steps: tuple[Step, ...]) -> sp.Eq:
     """The result before the normalisation of the target: it holds for any target."""
     return sp.Eq(steps[0].lhs, steps[-1].lhs, evaluate=False)
+
+
+def _weight_decay(classes: int | None, target: Sequence | None, inputs: object, let: object, decay: object) -> Derivation:
+    """With --weight-decay LAMBDA the error is C + lambda/2 sum W^2 (C the cross-entropy):
+    derived from its spec file (derive/catalog/dense-softmax-ce-weight-decay.toml) like the
+    entries that are spec files, its worked example from the definitions, lambda W included."""
+    from derive.derivations import from_spec
+
+    if isinstance(let, Mapping):
+        let = [f"{key}={';'.join(','.join(map(str, row)) for row in value) if key == 'W' else ','.join(map(str, value))}" for key, value in let.items()]
+    size = [f"D={inputs_of(inputs)}"] if inputs is not None else None
+    if classes is None and (target is not None or let or size):
+        raise UsageError("--target, --inputs and --let need --classes: the worked example is for a concrete number of classes")
+    return from_spec.build("dense-softmax-ce", classes=classes, target=target, let=let, size=size, weight_decay=decay)

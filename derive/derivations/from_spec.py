@@ -46,10 +46,18 @@ def build(
             raise UsageError(f"{name}: --{key.replace('_', '-')} takes {' or '.join(values)}, not {str(value)!r}")
         if text != values[0]:
             name = f"{name}-{text}"
+    decay = options.pop("weight_decay", None)
+    if decay is not None:
+        name, value = f"{name}-weight-decay", weight_decay(decay)
+        if classes is not None:
+            options["lambda"] = value  # the worked example's; the steps keep lambda a symbol
     given = spec(name)
     asked = classes is not None or size or let or options or logits is not None or target is not None
     if not asked:
         given = replace(given, lets=(), sizes=())  # the file's numbers are those of a worked example
+    elif size:
+        # The file's vectors and matrices have its own sizes: under other sizes the numbers are ours.
+        given = replace(given, lets=tuple((key, text) for key, text in given.lets if "," not in text and ";" not in text))
     lets = []
     # --logits and --target name the leaves z and y, where the entry has them.
     for option, leaf, numbers in (("--logits", "z", logits), ("--target", "y", target)):
@@ -75,6 +83,20 @@ def build(
             given = replace(given, name=f"{given.name}-{reduction}")
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
+
+
+def weight_decay(value: object) -> str:
+    """Validate --weight-decay: a finite number LAMBDA >= 0 (0 leaves the cross-entropy alone)."""
+    from fractions import Fraction
+
+    text = str(value).strip()
+    try:
+        number = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--weight-decay takes a number LAMBDA >= 0, not {text!r}") from None
+    if number < 0:
+        raise UsageError(f"--weight-decay takes a number LAMBDA >= 0, not {text}: a negative decay grows the weights")
+    return text
 
 
 ALIASES: dict[str, dict[str, str]] = {"attention": {"mask": "m"}}
