@@ -60,7 +60,7 @@ def test_catalog_and_rule_sequences(symbolic):
 
     assert NAME in derive.catalog()
     assert CATALOG[NAME].description == "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k"
-    assert CATALOG[NAME].options == ("inputs", "let", "weight_decay")
+    assert CATALOG[NAME].options == ("inputs", "let", "weight_decay", "reduction")
     bias, training = symbolic.parts
     assert [s.rule for s in symbolic.steps] == CHAIN and [s.rule for s in bias.steps] == CHAIN
     assert [s.rule for s in training.steps] == TRAINING
