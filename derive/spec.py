@@ -384,8 +384,12 @@ def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: 
         if name in defined:
             raise UsageError(f"shared {name}: {name} is defined, and what is defined from per-example quantities is per example; share a leaf (a layer's weights)")
 
+    # A defined scalar (the cross-entropy part C of E = C + a penalty) is one example's too.
+    scalars = {d.symbol: sp.IndexedBase(d.symbol.name)[n] for d in definitions[1:] if isinstance(d.symbol, sp.Symbol)}
+
     def per_example(e):
-        return e.replace(lambda x: isinstance(x, sp.Indexed) and str(x.base) not in shared, lambda x: x.base[(n, *x.indices)])
+        e = e.replace(lambda x: isinstance(x, sp.Indexed) and str(x.base) not in shared, lambda x: x.base[(n, *x.indices)])
+        return e.xreplace(scalars) if scalars else e
 
     first, *rest = definitions
     body = sp.Sum(per_example(first.value), (n, 1, N))

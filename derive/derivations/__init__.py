@@ -243,6 +243,8 @@ def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivatio
     if given.get("inputs") is not None:
         lets.append(f"x={','.join(map(str, given['inputs']))}")
     lets += list(given.get("let") or [])
+    if given.get("weight_decay") is not None:
+        raise UsageError(f"{name}: --weight-decay and --reduction together are not derived yet; take one, or write the batch with its penalty in derive grad")
     return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"])
 
 

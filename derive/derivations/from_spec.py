@@ -76,6 +76,9 @@ def build(
         _check_mask(name, dict(given.lets), lets)
     if reduction is not None:
         reduction = specs.parse_reduction(reduction)
+        # An example's numbers are a row of the batch's: the file's are given up, but for what
+        # the examples share (the layers' weights).
+        given = replace(given, lets=tuple((key, text) for key, text in given.lets if key in given.shared or ("," not in text and ";" not in text)))
         over = {"mean": "averaged", "sum": "summed"}[reduction]
         given = replace(given, reduction=reduction, title=f"{given.title}, {over} over a batch of N examples" if given.title else None)
         if not CATALOG[name].spec if name in CATALOG else True:
