@@ -1253,6 +1253,8 @@ def _sum_back(p: Planner, node: sp.Sum) -> Built | None:
     for d in p.problem.definitions:
         if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Sum) or d.symbol.base == _head(p.problem.quantity):
             continue
+        if d.symbol.base not in p.reach(_head(p.problem.quantity)):
+            continue  # a name no definition of the quantity uses is the "named" step's (delta_m)
         mapping = _match_indices(d.value, node, d.symbol.indices)
         if mapping is not None:
             out = d.symbol.xreplace(mapping)
