@@ -1430,6 +1430,8 @@ def expose(p: Planner, node: sp.Basic, leaf: sp.Expr) -> Built | None:
     fs = factors_of(node.function)
     if not any(f.has(leaf.base) for f in fs if not isinstance(f, sp.Add)):
         return None
+    if not any(isinstance(f, sp.Indexed) and f.base == leaf.base and f.indices[-1] == i for f in fs):
+        return None  # the sum runs over another index than the leaf's own (a batch's n)
     for n, f in enumerate(fs):
         if isinstance(f, sp.Add) and any(not t.has(i) for t in f.args):
             return _split_over(node, fs, n)

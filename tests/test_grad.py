@@ -567,6 +567,15 @@ def test_a_batch_shares_the_layer_it_names():
         _spec_with_shared("o")
 
 
+def test_a_batch_through_a_hidden_layer_uses_each_examples_target():
+    """The normalisation of each example's target is found inside a batch's double sum: the
+    bracket split is the one over the target's own index i, not a factor (1 - h_nm) of the sum
+    over n (which left the gradient with sum_i y_ni unused)."""
+    d = derive.grad(CE, SOFTMAX, "z_i = sum_m W_im*h_m + b_i", "h_m = sigmoid(sum_d V_md*x_d + c_m)", wrt="V_md", assume=[NORMALISED], reduction="mean", shared=["V,c,W,b"])
+    assert any(s.rule == "normalisation" for s in d.steps)
+    assert not any(isinstance(x, sp.Sum) and x.function.has(sp.IndexedBase("y")) and not x.function.has(sp.IndexedBase("o")) and len(x.limits) == 1 for x in sp.preorder_traversal(d.result.rhs))
+
+
 def test_shared_on_the_command_line():
     """derive grad ... --reduction mean --shared W,b: the weights are the batch's."""
     d = derive.grad(CE, SOFTMAX, "z_i = sum_d W_id*x_d + b_i", wrt="W_kd", assume=[NORMALISED], reduction="mean", shared=["W,b"])
