@@ -1248,17 +1248,22 @@ def outputs(p: Planner, node: sp.Basic) -> Built | None:
 
 
 def _sum_back(p: Planner, node: sp.Sum) -> Built | None:
-    """sum_j a_j V_jc -> o_c where o_c := sum_j a_j V_jc is defined (the output of attention,
-    written with its own name where the result holds it)."""
-    for d in p.problem.definitions:
-        if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Sum) or d.symbol.base == _head(p.problem.quantity):
+    """sum_j a_j V_jc -> o_c where o_c := sum_j a_j V_jc is defined and the quantity uses it (the
+    output of attention, written with its own name where the result holds it)."""
+    return _defined_sum(p, node, used=True)
+
+
+def _defined_sum(p: Planner, node: sp.Sum, used: bool) -> Built | None:
+    """``node`` written as the name whose definition is that sum: among the names the quantity
+    uses (``outputs``), or among those it does not (``named``: the backpropagated error)."""
+    reached = p.reach(_head(p.problem.quantity))
+    for d in p.problem.definitions[1:]:
+        if not isinstance(d.symbol, sp.Indexed) or not isinstance(d.value, sp.Sum) or (d.symbol.base in reached) != used:
             continue
-        if d.symbol.base not in p.reach(_head(p.problem.quantity)):
-            continue  # a name no definition of the quantity uses is the "named" step's (delta_m)
-        mapping = _match_indices(d.value, node, d.symbol.indices)
-        if mapping is not None:
-            out = d.symbol.xreplace(mapping)
-            return Built(out, identity=sp.Eq(node, out, evaluate=False), notes=(("term", node), ("name", out)))
+        m = _match_indices(evaluated(d.value), evaluated(node), d.symbol.indices)
+        if m is not None:
+            name = d.symbol.xreplace(m)
+            return Built(name, identity=sp.Eq(node, name, evaluate=False), notes=(("term", node), ("name", name), ("value", d.value.xreplace(m))))
     return None
 
 
@@ -1617,15 +1622,7 @@ def named(p: Planner, node: sp.Basic) -> Built | None:
     error of a hidden layer), written once the result holds what it names."""
     if not isinstance(node, sp.Sum) or node.has(sp.Derivative):
         return None
-    used = p.reach(_head(p.problem.quantity))
-    for d in p.problem.definitions[1:]:
-        if not isinstance(d.symbol, sp.Indexed) or d.symbol.base in used or not isinstance(d.value, sp.Sum):
-            continue
-        m = _match_indices(evaluated(d.value), evaluated(node), d.symbol.indices)
-        if m is not None:
-            name = d.symbol.xreplace(m)
-            return Built(name, identity=sp.Eq(node, name, evaluate=False), notes=(("term", node), ("name", name), ("value", d.value.xreplace(m))))
-    return None
+    return _defined_sum(p, node, used=False)
 
 
 ALGEBRA_RULES: tuple[tuple[str, Rule], ...] = (

@@ -240,7 +240,7 @@ def _shared(names: Sequence[str], reduction: str | None) -> tuple[str, ...]:
         raise UsageError("--shared names what the examples of a batch share: give --reduction sum or mean as well")
     from derive.lang import parse_variable
 
-    names = []
+    parsed = []
     for n in out:
         try:
             name = parse_variable(n)
@@ -248,8 +248,8 @@ def _shared(names: Sequence[str], reduction: str | None) -> tuple[str, ...]:
             name = None
         if name is None or not name.is_Symbol:
             raise UsageError(f"--shared {n!r}: give the name of a given quantity without indices, a letter or a spelled-out Greek letter (W, b)")
-        names.append(str(name))
-    return tuple(names)
+        parsed.append(str(name))
+    return tuple(parsed)
 
 
 def with_example(spec: Spec, extra: Spec) -> Spec:

@@ -57,7 +57,7 @@ def build(
         given = replace(given, lets=(), sizes=())  # the file's numbers are those of a worked example
     elif size:
         # The file's vectors and matrices have its own sizes: under other sizes the numbers are ours.
-        given = replace(given, lets=tuple((key, text) for key, text in given.lets if "," not in text and ";" not in text))
+        given = _numbers_kept(given)
     lets = []
     # --logits and --target name the leaves z and y, where the entry has them.
     for option, leaf, numbers in (("--logits", "z", logits), ("--target", "y", target)):
@@ -78,14 +78,20 @@ def build(
         reduction = specs.parse_reduction(reduction)
         # An example's numbers are a row of the batch's: the file's are given up, but for what
         # the examples share (the layers' weights).
-        given = replace(given, lets=tuple((key, text) for key, text in given.lets if key in given.shared or ("," not in text and ";" not in text)))
+        given = _numbers_kept(given, given.shared)
         over = {"mean": "averaged", "sum": "summed"}[reduction]
         given = replace(given, reduction=reduction, title=f"{given.title}, {over} over a batch of N examples" if given.title else None)
-        if not CATALOG[name].spec if name in CATALOG else True:
+        if name not in CATALOG or not CATALOG[name].spec:
             # A module entry's own wording speaks of one example's indices (z_k, not z_nk).
             given = replace(given, name=f"{given.name}-{reduction}")
     extra = specs.from_arguments(["-"], "-", lets=lets, sizes=list(size or []), classes=classes)
     return assemble.build(specs.with_example(given, extra))
+
+
+def _numbers_kept(given, names: tuple[str, ...] = ()):
+    """The spec with its worked example's numbers for the scalars and for ``names`` only: its
+    vectors and matrices are of its own sizes."""
+    return replace(given, lets=tuple((key, text) for key, text in given.lets if key in names or ("," not in text and ";" not in text)))
 
 
 def weight_decay(value: object) -> str:
