@@ -983,9 +983,13 @@ def _citable(p: Planner, quantity: sp.Basic) -> tuple[str, sp.Expr, sp.Expr] | N
 
 def derived_result(p: Planner, node: sp.Basic) -> Built | None:
     """dE/du_m -> its value by a result derived (and verified) on its own: the general form of a
-    catalog entry of RESULTS (dE/dz_k = o_k sum_i y_i - y_k, at any index m)."""
+    catalog entry of RESULTS (dE/dz_k = o_k sum_i y_i - y_k, at any index m), or of a result
+    for one example at an example n of a batch (:func:`_per_example`)."""
     if not isinstance(node, sp.Derivative):
         return None
+    batched = _per_example(p, node)
+    if batched is not None:
+        return batched
     cited = _citable(p, node.expr)
     x = _var(node)
     if cited is None or not isinstance(x, sp.Indexed) or x.base != _head(cited[1]):
@@ -996,6 +1000,79 @@ def derived_result(p: Planner, node: sp.Basic) -> Built | None:
     if mapping:
         value = substitute(_rename_bound(general, set(x.free_symbols)), mapping)
     return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", node),))
+
+
+def _per_example(p: Planner, node: sp.Basic) -> Built | None:
+    """dE_n/dW_kd -> the result for one example written with the quantities of example n: the
+    error of example n (a defined E_n, or its value inside the sum over n) is a citable result's
+    quantity with every per-example name carrying n in front (o_i is o_ni, y_i is y_ni), and the
+    variable is shared by the examples (a layer's weights). What is per example and what is
+    shared is read from the names' number of indices, here and in the result's definitions;
+    every definition the error reaches must be the result's, so written."""
+    x = _var(node)
+    if not isinstance(x, (sp.Indexed, sp.Symbol)) or _head(x) in p.defined:
+        return None
+    f = node.expr
+    quantity = f
+    if isinstance(f, sp.Indexed) and f.base in p.defined and len(f.indices) == 1:
+        d = p.defined[f.base]
+        f = substitute(d.value, {d.symbol.indices[0]: quantity.indices[0]})
+    candidates = sorted((s_ for s_ in f.free_symbols if _is_index(s_) and s_ not in x.free_symbols), key=str)
+    if not candidates:
+        return None
+    ranks: dict[sp.Basic, int] = {}
+    for d in p.problem.definitions:
+        for e in (d.symbol, d.value):
+            for q in e.atoms(sp.Indexed):
+                ranks.setdefault(q.base, len(q.indices))
+    for name, definitions, variable, general in p.problem.citable():
+        if _head(variable) != _head(x) or not isinstance(definitions[0].symbol, sp.Symbol):
+            continue
+        theirs: dict[sp.Basic, int] = {}
+        for d in definitions:
+            for e in (d.symbol, d.value):
+                for q in e.atoms(sp.Indexed):
+                    theirs.setdefault(q.base, len(q.indices))
+        if any(h not in ranks or ranks[h] - r not in (0, 1) for h, r in theirs.items()):
+            continue
+        batch = {h for h, r in theirs.items() if ranks[h] == r + 1}
+        if _head(variable) in batch or not batch:
+            continue
+        for n in candidates:
+            if n in _bound(general) or any(n in d.value.free_symbols for d in definitions):
+                continue
+
+            def at_n(e: sp.Basic, n=n) -> sp.Basic:
+                return e.replace(lambda q: isinstance(q, sp.Indexed) and q.base in batch, lambda q: q.base[(n, *q.indices)])
+
+            if _canonical(at_n(definitions[0].value)) != _canonical(f):
+                continue
+            own = {_head(d.symbol): d for d in definitions[1:]}
+            reached = set(_heads(f))
+            for h in list(reached):
+                reached |= set(p.reach(h))
+            same = True
+            for h in reached - {_head(x)}:
+                ours, mine = p.defined.get(h), own.get(h)
+                if (ours is None) != (mine is None):
+                    same = False
+                elif ours is not None:
+                    symbol = at_n(mine.symbol)
+                    if not isinstance(ours.symbol, sp.Indexed) or len(ours.symbol.indices) != len(symbol.indices):
+                        same = False
+                    else:
+                        value = substitute(ours.value, dict(zip(ours.symbol.indices, symbol.indices)))
+                        same = _canonical(value) == _canonical(at_n(mine.value))
+                if not same:
+                    break
+            if not same:
+                continue
+            value = at_n(_rename_bound(general, set(x.free_symbols) | {n}))
+            mapping = {a: b for a, b in zip(getattr(variable, "indices", ()), getattr(x, "indices", ())) if a != b}
+            if mapping:
+                value = substitute(value, mapping)
+            return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", node), ("example", n)))
+    return None
 
 
 def through_result(p: Planner, node: sp.Basic) -> Built | None:

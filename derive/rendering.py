@@ -806,7 +806,7 @@ def _step(n: int, s: Step, subject: str, words: dict[str, Any], fmt: str, own: d
         # why_linear also its constant derivative, why_delta the Kronecker delta of an entry of
         # the variable, each taken in the same step).
         notes = {key: latex(value) for key, value in s.notes}
-        for key in ("why_weighted", "why_delta", "why_linear", "why_chain", "why_step"):
+        for key in ("why_example", "why_weighted", "why_delta", "why_linear", "why_chain", "why_step"):
             if key in rule and set(re.findall(r"%\((\w+)\)s", rule[key])) <= set(notes):
                 why = rule[key] % notes
                 break

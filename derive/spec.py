@@ -339,7 +339,27 @@ def problem(spec: Spec) -> "Problem":
     from derive.planner import hygienic
 
     free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
-    return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges, citable)
+    cite = _with_own(spec) if spec.reduction is not None and str(getattr(wrt, "base", wrt)) in spec.shared else citable
+    return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges, cite)
+
+
+def _with_own(spec: Spec):
+    """The results a batch may cite when its variable is shared by the examples: the catalog's,
+    and the spec's own result for one example, which the batch's error sums or averages
+    (planned once, when first asked for)."""
+    from dataclasses import replace
+
+    own: list = []
+
+    def cited() -> tuple:
+        if not own:
+            from derive.planner import plan
+
+            one = problem(replace(spec, reduction=None))
+            own.append((spec.name, one.definitions, one.wrt, plan(one).general))
+        return citable() + tuple(own)
+
+    return cited
 
 
 def citable() -> tuple:

@@ -28,7 +28,7 @@ from mathcheck import check_formulas, markdown_formulas
 NAME = "dense-softmax-ce"
 W, x, b, d, n, N = dense.W, dense.x, dense.b, dense.d, dense.n, dense.N
 CHAIN = ["chain_rule_sum", "layer_derivative", "sifting", "derived_result", "normalisation"]
-TRAINING = ["definition", "sum_rule", "derived_result"]
+TRAINING = ["definition", "sum_rule", "derived_result", "normalisation"]
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,49 @@ def test_the_reused_result_is_that_of_softmax_ce(symbolic):
     step = symbolic.steps[3]
     assert step.identity == cited and step.assumptions == ()
     assert symbolic.steps[4].assumptions == ("normalised",)
-    training = symbolic.parts[1].steps[-1]
-    assert training.assumptions == ("normalised",)
-    assert training.identity.lhs == sp.Derivative(dense.E_[n], W[k, d])
+    cited_at_n, normalised = symbolic.parts[1].steps[2:]
+    assert cited_at_n.assumptions == () and normalised.assumptions == ("normalised",)
+    assert cited_at_n.identity.lhs == sp.Derivative(-sp.Sum(y[n, i] * sp.log(o[n, i]), (i, 1, H)), W[k, d])
+    assert sp.expand(cited_at_n.identity.rhs.doit() - (o[n, k] * sp.Sum(y[n, i], (i, 1, H)) - y[n, k]) * x[n, d]) == 0
+
+
+def test_the_training_set_is_planned_citing_the_weights_result_at_every_example(monkeypatch):
+    """The part over a training set is the spec file over a batch, planned: the result for one
+    example is cited at example n, only where the batch's definitions are those of one example
+    with n in front. A planted rule that cites it without the example's index is caught."""
+    from derive import planner
+    from derive.derivations import planned
+
+    steps = planned(NAME, names={sp.Symbol("D", integer=True, positive=True): dense.D}, wrt="W_kd", reduction="mean")
+    assert [s.rule for s in steps] == ["definition", "constant_factor", "sum_rule", "derived_result", "normalisation"]
+    assert dict(steps[3].notes)["example"] == n
+
+    real = planner._per_example
+
+    def unindexed(p, node):
+        built = real(p, node)
+        return None if built is None else replace(built, new=built.new.replace(lambda q: isinstance(q, sp.Indexed) and len(q.indices) == 2 and q.indices[0] == n, lambda q: q.base[q.indices[1]]))
+
+    monkeypatch.setattr(planner, "_per_example", unindexed)
+    wrong = planned(NAME, names={sp.Symbol("D", integer=True, positive=True): dense.D}, wrt="W_kd", reduction="sum")
+    training = dense.training_set()
+    broken = replace(training, steps=wrong)
+    cases = verify.Instances(training.setting)
+    assert not verify._exact(cases, broken.steps[2], 3).passed
+
+
+def test_a_batch_of_another_layer_does_not_cite_the_result():
+    """The batch's layer without its bias is not the layer of the result: no citation, the
+    planner derives the batch's gradient through every logit."""
+    import tomllib
+
+    from derive import spec as specs
+    from derive.planner import plan
+
+    one = specs.problem(specs.from_mapping(tomllib.loads('definitions = ["E = -sum_i y_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)", "z_i = sum_m W_im*x_m + b_i"]\nwrt = "W_kd"\nrange = { m = "1..D" }\n'), "one"))
+    other = specs.from_mapping(tomllib.loads('definitions = ["E = -sum_i y_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)", "z_i = sum_m W_im*x_m"]\nwrt = "W_kd"\nrange = { m = "1..D" }\nshared = ["W"]\n'), "other")
+    batch = replace(specs.problem(replace(other, reduction="sum")), citable=lambda: (("one", one.definitions, one.wrt, plan(one).general),))
+    assert "derived_result" not in [s.rule for s in plan(batch).steps]
 
 
 def test_every_step_verifies(symbolic, report):

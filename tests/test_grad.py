@@ -562,7 +562,18 @@ def test_a_batch_shares_the_layer_it_names():
     assert str(d.subject.variables[0]) == "W[k, d]"
     assert sp.sstr(d.result.rhs) == "Sum((o[n, k] - y[n, k])*x[n, d], (n, 1, N))/N"
     assert sp.sstr(d.parts[0].result.rhs) == "Sum(o[n, k] - y[n, k], (n, 1, N))/N"
-    assert any(s.rule == "factor_out" and dict(s.notes).get("index") == sp.Symbol("i", integer=True, positive=True) and s.rhs.has(sp.Sum) for s in d.steps)
+    # The batch's error is the mean of one example's: its result is cited at every example.
+    for chain in (d, d.parts[0]):
+        assert [s.rule for s in chain.steps] == ["definition", "constant_factor", "sum_rule", "derived_result", "normalisation"]
+    # Without that result, the planner takes the double sum apart itself.
+    from derive import spec as specs
+    from derive.derivations import from_spec
+    from derive.planner import plan
+
+    whole = replace(specs.problem(replace(from_spec.spec("dense-softmax-ce"), reduction="mean")), citable=specs.citable)
+    steps = plan(whole).steps
+    assert sp.sstr(steps[-1].rhs) == "Sum((o[n, k] - y[n, k])*x[n, d], (n, 1, N))/N"
+    assert any(s.rule == "factor_out" and dict(s.notes).get("index") == sp.Symbol("i", integer=True, positive=True) and s.rhs.has(sp.Sum) for s in steps)
     with pytest.raises(UsageError, match="shared o: o is defined"):
         _spec_with_shared("o")
 
@@ -571,9 +582,14 @@ def test_a_batch_through_a_hidden_layer_uses_each_examples_target():
     """The normalisation of each example's target is found inside a batch's double sum: the
     bracket split is the one over the target's own index i, not a factor (1 - h_nm) of the sum
     over n (which left the gradient with sum_i y_ni unused)."""
-    d = derive.grad(CE, SOFTMAX, "z_i = sum_m W_im*h_m + b_i", "h_m = sigmoid(sum_d V_md*x_d + c_m)", wrt="V_md", assume=[NORMALISED], reduction="mean", shared=["V,c,W,b"])
-    assert any(s.rule == "normalisation" for s in d.steps)
-    assert not any(isinstance(x, sp.Sum) and x.function.has(sp.IndexedBase("y")) and not x.function.has(sp.IndexedBase("o")) and len(x.limits) == 1 for x in sp.preorder_traversal(d.result.rhs))
+    from derive import spec as specs
+    from derive.planner import plan
+
+    given = specs.from_arguments([CE, SOFTMAX, "z_i = sum_m W_im*h_m + b_i", "h_m = sigmoid(sum_d V_md*x_d + c_m)"], "V_md", [NORMALISED], [], [], [], None, None, "mean")
+    # Planned through the hidden layer, not citing the result for one example.
+    steps = plan(replace(specs.problem(replace(given, shared=("V", "c", "W", "b"))), citable=specs.citable)).steps
+    assert any(s.rule == "normalisation" for s in steps)
+    assert not any(isinstance(x, sp.Sum) and x.function.has(sp.IndexedBase("y")) and not x.function.has(sp.IndexedBase("o")) and len(x.limits) == 1 for x in sp.preorder_traversal(steps[-1].rhs))
 
 
 def test_shared_on_the_command_line():

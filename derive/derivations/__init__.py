@@ -81,7 +81,7 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {"gelu": {"approximate": ("non
 the first value is the entry's own file."""
 
 
-def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, wrt: str | None = None) -> tuple:
+def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, wrt: str | None = None, reduction: str | None = None) -> tuple:
     """A catalog entry's steps as the planner derives them from its spec file
     (derive/catalog/NAME.toml). The language's E has no assumptions and the catalog's is real:
     one symbol throughout, the catalog's. ``names`` maps more of the language's names to what the
@@ -94,7 +94,10 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
     plan is refused.
 
     ``wrt``: another variable the spec file lists (its ``wrt`` is a list), whose steps are a part
-    of the entry's document (b_k beside W_kd)."""
+    of the entry's document (b_k beside W_kd).
+
+    ``reduction``: the steps over a batch of N examples (``sum`` or ``mean`` of the error of each),
+    which cite the spec's own result for one example at every example n."""
     from dataclasses import replace
 
     import sympy as sp
@@ -114,6 +117,9 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
             raise DeriveError(f"{name}: the spec file lists no variable {wrt}")
         given = chosen[0]
     problem = specs.problem(given)
+    if reduction is not None:
+        one, general = problem, plan(problem).general
+        problem = replace(specs.problem(replace(given, reduction=reduction)), citable=lambda: ((name, one.definitions, one.wrt, general),))
     if written:
         by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
         definitions = []

@@ -26,8 +26,6 @@ from derive.setting import Setting
 from derive.symbols import E, H, i, j, k, o, y, z
 
 W, x, b = sp.IndexedBase("W"), sp.IndexedBase("x"), sp.IndexedBase("b")
-E_ = sp.IndexedBase("E")
-"""E_n: the error of training example n."""
 D, N = (sp.Symbol(name, integer=True, positive=True) for name in "DN")
 d, m, n = (sp.Symbol(name, integer=True, positive=True) for name in "dmn")
 """d: the input of the weight we differentiate by; m: a summation index over the inputs; n: a
@@ -59,21 +57,17 @@ def chain(variable: str) -> tuple[Step, ...]:
 
 
 # --- over a training set: E = sum_n E_n, every quantity of example n carries the index n ----------
-def per_example(expr: sp.Expr) -> sp.Expr:
-    """The same quantity for training example n: o_k -> o_nk, y_k -> y_nk, x_d -> x_nd."""
-    return rules.substitute(expr, {q: q.base[(n, *q.indices)] for q in expr.atoms(sp.Indexed) if q.base in (o, y, x)})
-
-
-TOTAL = Definition("training_set", E, sp.Sum(E_[n], (n, 1, N)))
+TOTAL = Definition(
+    "training_set", E, sp.Sum(-sp.Sum(y[n, i] * sp.log(o[n, i]), (i, 1, H)), (n, 1, N)),
+)
 EXAMPLES = Setting(
     wrt=W[k, d],
     definitions=(
         TOTAL,
-        Definition("cross_entropy", E_[n], -sp.Sum(y[n, i] * sp.log(o[n, i]), (i, 1, H))),
         Definition("softmax", o[n, i], sp.exp(z[n, i]) / sp.Sum(sp.exp(z[n, j]), (j, 1, H))),
         Definition("dense", z[n, i], rules.add(sp.Sum(rules.mul(W[i, m], x[n, m]), (m, 1, D)), b[i])),
     ),
-    intermediates=(o, z, E_),
+    intermediates=(o, z),
     constraints={"normalised": lambda size: each_normalised(size)},
     outer=(d,),
     ranges={**INPUTS, n: N},
@@ -88,19 +82,15 @@ def each_normalised(size: int) -> dict[sp.Basic, sp.Expr]:
     return {y[e, size]: 1 - sum((y[e, c] for c in range(1, size)), sp.Integer(0)) for e in range(1, OTHER_MOST + 1)}
 
 
-def training_set(result: sp.Eq) -> Derivation:
-    """dE/dW_kd for E = sum_n E_n: the sum rule, then the result for one example, at each n.
-
-    Composed here, not planned: its last step cites the weights' result of this same document
-    at every example n (E_n, o_nk, x_nd), and the planner cites the results of catalog entries
-    only, each at its own index."""
+def training_set() -> Derivation:
+    """dE/dW_kd for the error summed over a training set, planned from the spec file over a
+    batch (``reduction = "sum"``, the layer shared by the examples): the sum rule, then the
+    weights' result of this document, for one example, at every example n."""
+    steps = planned("dense-softmax-ce", names={sp.Symbol("D", integer=True, positive=True): D}, wrt="W_kd", reduction="sum")
     subject = sp.Derivative(E, W[k, d])
-    then = rules.Chain()
-    e = then(rules.definition(subject, TOTAL))
-    e = then(rules.sum_rule(e))
-    one = sp.Eq(sp.Derivative(E_[n], W[k, d]), per_example(result.rhs), evaluate=False)
-    then(rules.derived_result(e, one, n, ("normalised",)))
-    return Derivation("training-set", subject, (TOTAL,), (EACH_NORMALISED,), tuple(then.steps), EXAMPLES)
+    if steps[0].rhs != sp.Derivative(TOTAL.value, W[k, d]):
+        raise AssertionError(f"the training set's error is not the spec file's over a batch: {steps[0].rhs}")
+    return Derivation("training-set", subject, (TOTAL,), (EACH_NORMALISED,), steps, EXAMPLES)
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -196,7 +186,6 @@ def build(
         raise UsageError(f"at most {MAX_WEIGHTS} weights: {given.classes} classes and {count} inputs make {given.classes * count} (every entry is checked)")
     steps = chain("W_kd")
     bias_steps = chain("b_k")
-    weights = sp.Eq(sp.Derivative(E, W[k, d]), steps[-1].rhs, evaluate=False)
     bias = Derivation("bias", sp.Derivative(E, b[k]), (), (NORMALISED,), bias_steps, BIAS, general=_before_last(bias_steps))
     d_ = Derivation(
         name="dense-softmax-ce",
@@ -206,7 +195,7 @@ def build(
         steps=steps,
         setting=WEIGHTS,
         general=_before_last(steps),
-        parts=(bias, training_set(weights)),
+        parts=(bias, training_set()),
     )
     if given is None:
         return d_
