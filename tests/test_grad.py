@@ -642,3 +642,12 @@ def test_focal_at_gamma_zero_gives_back_output_minus_target(tmp_path):
     spec.write_text('definitions = ["E = 1/2*sum_i (o_i - y_i)^2", "o_i = tanh(z_i)"]\nwrt = "z_k"\nspecial = { gamma = 0 }\n')
     with pytest.raises(UsageError, match="no definition uses gamma"):
         derive.grad(spec=spec)
+
+
+def test_a_worked_example_option_without_classes_names_itself(tmp_path):
+    """focal --gamma 1 without --classes: the error speaks of --gamma (the steps keep gamma a
+    symbol, the number is the worked example's), exit 2, one line, nothing written."""
+    out = tmp_path / "f.md"
+    run = subprocess.run([sys.executable, "-m", "derive", "focal", "--gamma", "1", "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == ["error: --gamma sets a number of the worked example (the steps keep it a symbol): give --classes N as well"]
+    assert not out.exists()

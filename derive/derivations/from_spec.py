@@ -51,6 +51,10 @@ def build(
         name, value = f"{name}-weight-decay", weight_decay(decay)
         if classes is not None:
             options["lambda"] = value  # the worked example's; the steps keep lambda a symbol
+    if classes is None and options:
+        # A number of the worked example (focal's gamma): the steps keep it a symbol.
+        flags = " and ".join(f"--{key.replace('_', '-')}" for key in options)
+        raise UsageError(f"{flags} {'sets' if len(options) == 1 else 'set'} a number of the worked example (the steps keep it a symbol): give --classes N as well")
     given = spec(name)
     asked = classes is not None or size or let or options or logits is not None or target is not None
     if not asked:
