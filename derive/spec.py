@@ -338,9 +338,38 @@ def problem(spec: Spec) -> "Problem":
         ranges.setdefault(index_symbol("n"), size_symbol("N"))
     from derive.planner import hygienic
 
+    _check_variable_ranges(spec.wrt, wrt, definitions, ranges)
     free = set(wrt.free_symbols) | set(getattr(definitions[0].symbol, "free_symbols", ()))
     cite = _with_own(spec) if spec.reduction is not None and str(getattr(wrt, "base", wrt)) in spec.shared else citable
     return Problem(hygienic(tuple(definitions), free, ranges), wrt, tuple(assumptions), ranges, cite)
+
+
+def _check_variable_ranges(text: str, wrt, definitions, ranges) -> None:
+    """Each index of the variable must run over what the definitions index it by: W_im with m
+    over 1..M and --wrt W_kd, d over 1..D, are not the same entries."""
+    import sympy as sp
+
+    if not isinstance(wrt, sp.Indexed):
+        return
+    mine = [ranges.get(ix) for ix in wrt.indices]
+
+    def walk(e, bound):
+        if isinstance(e, sp.Sum):
+            bound = dict(bound) | {lim[0]: lim[2] for lim in e.limits}
+        if isinstance(e, sp.Indexed) and e.base == wrt.base:
+            for position, (ix, limit) in enumerate(zip(e.indices, mine), 1):
+                theirs = bound.get(ix, ranges.get(ix)) if isinstance(ix, sp.Symbol) else None
+                if theirs is not None and limit is not None and theirs != limit:
+                    raise UsageError(
+                        f"--wrt {text.strip()}: index {position} of {wrt.base} runs over 1..{theirs} in the definitions ({ix}), "
+                        f"but {wrt.indices[position - 1]} runs over 1..{limit}; name the variable with an index of the same range"
+                    )
+            return
+        for a in e.args:
+            walk(a, bound)
+
+    for d in definitions:
+        walk(d.value, {})
 
 
 def _with_own(spec: Spec):

@@ -337,6 +337,7 @@ BAD = {
     "classes below 1": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "0"], "at least 1"),
     "assumption": ([CE, SOFTMAX, "--wrt", "z_k", "--assume", "sum_i y_i ="], "sum_i y_i ="),
     "no wrt": ([CE], "--wrt"),
+    "variable of another range": ([CE, SOFTMAX, "z_i = sum_m W_im*x_m + b_i", "--wrt", "W_kd"], "index 2 of W runs over 1..M in the definitions (m), but d runs over 1..D"),
 }
 
 
