@@ -117,7 +117,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         overview=table("overview", str),
         special=tuple((k, str(v)) for k, v in table("special", (int, float, str))),
         reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
-        shared=strings("shared") if "shared" in data else (),
+        shared=_shared(strings("shared"), None, where) if "shared" in data else (),
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
     )
 
@@ -233,10 +233,11 @@ def from_arguments(
     )
 
 
-def _shared(names: Sequence[str], reduction: str | None) -> tuple[str, ...]:
-    """--shared W,b (or repeated): names, each a name of the language, and only with a reduction."""
+def _shared(names: Sequence[str], reduction: str | None, where: str | None = None) -> tuple[str, ...]:
+    """--shared W,b (or repeated): names, each a name of the language, and only with a reduction.
+    A spec file (``where``) may name them without one: they apply when a reduction is asked for."""
     out = tuple(n.strip() for text in names for n in str(text).split(",") if n.strip())
-    if out and reduction is None:
+    if out and reduction is None and where is None:
         raise UsageError("--shared names what the examples of a batch share: give --reduction sum or mean as well")
     from derive.lang import parse_variable
 
@@ -247,7 +248,7 @@ def _shared(names: Sequence[str], reduction: str | None) -> tuple[str, ...]:
         except UsageError:
             name = None
         if name is None or not name.is_Symbol:
-            raise UsageError(f"--shared {n!r}: give the name of a given quantity without indices, a letter or a spelled-out Greek letter (W, b)")
+            raise UsageError(f"{where + ': shared' if where else '--shared'} {n!r}: give the name of a given quantity without indices, a letter or a spelled-out Greek letter (W, b)")
         parsed.append(str(name))
     return tuple(parsed)
 

@@ -652,3 +652,12 @@ def test_a_worked_example_option_without_classes_names_itself(tmp_path):
     run = subprocess.run([sys.executable, "-m", "derive", "focal", "--gamma", "1", "-o", str(out)], capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == ["error: --gamma sets a number of the worked example (the steps keep it a symbol): give --classes N as well"]
     assert not out.exists()
+
+
+def test_a_spec_files_shared_names_are_names(tmp_path):
+    """shared = ["W_k"] in a spec file is refused like --shared W_k: one line, exit 2."""
+    spec = tmp_path / "s.toml"
+    spec.write_text('definitions = ["E = -sum_i y_i*ln(o_i)", "o_i = exp(z_i)/sum_j exp(z_j)", "z_i = sum_d W_id*x_d + b_i"]\nwrt = "W_kd"\nshared = ["W_k"]\n')
+    done = run("--spec", str(spec), "-o", str(tmp_path / "s.md"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "shared 'W_k': give the name of a given quantity without indices" in done.stderr
+    assert not (tmp_path / "s.md").exists()
