@@ -2,6 +2,7 @@
 
     python bench/bench.py            # about twenty minutes
     python bench/bench.py --quick    # one repetition each, no naive route beyond H = 16
+    python bench/bench.py --quick --entries   # every catalog entry and derive grad example only
 
 Machines are shared and noisy, so every pair is measured interleaved (a, b, a, b, ...) and
 reported as medians and the ratio of medians. Each measurement is a fresh process. "Cold" runs
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=300, help="seconds a measured process may take (default 300); a row over it says so")
     parser.add_argument("--from-large", action="store_true", help="skip the catalog's, the overview's and derive grad's rows: start at the large sizes")
     parser.add_argument("--from-naive", action="store_true", help="skip those and the large sizes too: start at the naive SymPy route")
+    parser.add_argument("--entries", action="store_true", help="only the catalog's, the overview's and derive grad's rows (every entry cold and warm)")
     args = parser.parse_args()
     args.from_large = args.from_large or args.from_naive
     global LIMIT
@@ -203,6 +205,8 @@ def main() -> None:
     for label, spec in OWN if not args.from_large else ():
         cmd = DERIVE + ["grad", *spec, "--classes", "3", "-o", str(work / "own.md")]
         floor_row(f"derive grad: {label}, cold / import floor", cmd, cold, "<= 3", 1)
+    if args.entries:
+        return _table(rows, work)
     large = DERIVE + ["softmax-ce", "--classes", "100000", "--format", "json", "-o", str(work / "large.json")]
     def peak_row(what: str, cmd: list[str], environment: dict[str, str], goal: str) -> None:
         try:
@@ -260,6 +264,10 @@ def main() -> None:
         run(DERIVE + ["softmax-ce", "--classes", str(n), "-o", str(out)], work, env)
         sizes[n] = out.stat().st_size
     row("Markdown size, H = 100000 / H = 8", f"{sizes[100000]} B", f"{sizes[8]} B", f"{sizes[100000] / sizes[8]:.2f}", "bounded (elided)")
+    _table(rows, work)
+
+
+def _table(rows: list, work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     # The README's table is this, pasted.
     print("\n| measure | ours | reference | ratio | goal |\n|---|---|---|---|---|")
