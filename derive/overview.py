@@ -10,6 +10,7 @@ derivation's ``overview`` entry in ``templates/derivations/NAME.toml``.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,13 +49,20 @@ def _spec_words(name: str) -> dict[str, Any]:
     return {"title": s.title or name, "overview": dict(s.overview)}
 
 
-def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per derivation (and variant), in catalog order."""
+@lru_cache(maxsize=None)
+def _built(name: str, options: tuple[tuple[str, Any], ...]) -> Derivation:
+    """A row's derivation, built once: the overview's table and the documents it links to are of
+    the same derivation, whose checks (kept on it) then run once."""
     import derive
 
+    return derive.derivation(name, **dict(options))
+
+
+def rows(words: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per derivation (and variant), in catalog order."""
     out = []
     for name, options in entries():
-        d = derive.derivation(name, **options)
+        d = _built(name, tuple(sorted(options.items())))
         report = d.check()
         about = words["derivation"][name] if not CATALOG[name].spec else _spec_words(name)
         row = about.get("overview", {})
@@ -146,7 +154,7 @@ def linked(
     if fmt is None:
         return
     for name, options in entries():
-        d = derive.derivation(name, **options)
+        d = _built(name, tuple(sorted(options.items())))
         syntax = {"markdown": markdown} if fmt == "md" and markdown is not None else {}
         yield file_name(name, None, fmt, options), derive.render(d, fmt, templates=templates, notation=notation, **syntax)
 
