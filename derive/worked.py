@@ -195,7 +195,11 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     quantity = subject.expr
     q_shape = tuple(sizes.get(problem.ranges.get(i), None) or int(problem.ranges[i].xreplace(sizes)) for i in getattr(quantity, "indices", ()))
     with mpmath.workdps(WORKING):
-        if not all(mpmath.isfinite(v) for v in _values(numbers, quantity, q_shape)):
+        try:
+            finite = all(mpmath.isfinite(v) for v in _values(numbers, quantity, q_shape))
+        except ZeroDivisionError:  # a denominator 0 at these numbers (a mask that attends to nothing)
+            finite = False
+        if not finite:
             soft = {b for b in targets if str(b) not in lets}
             if not soft:
                 raise UsageError(f"{quantity} is not finite at the worked example's numbers")
