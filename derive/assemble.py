@@ -79,7 +79,9 @@ def _derivation(spec: specs.Spec) -> Derivation:
         setting=specs.setting(problem),
         general=general,
         worked=worked,
-        words=(("title", spec.title),) * bool(spec.title) + tuple((f"describe {name}", text) for name, text in _described(spec)),
+        words=(("title", spec.title),) * bool(spec.title)
+        + tuple((f"describe {name}", text) for name, text in _described(spec))
+        + tuple((f"public {leaf}", name) for name, leaf in spec.names),
     )
 
 

@@ -301,7 +301,8 @@ class Derivation:
     counterexample: Counterexample | None = None
     """A tempting formula that the result is not, shown wrong by claims and numbers."""
     words: tuple[tuple[str, str], ...] = ()
-    """A spec's own wording: ("title", ...) and ("describe NAME", ...) for a name's role."""
+    """A spec's own wording: ("title", ...), ("describe NAME", ...) for a name's role and
+    ("public NAME", ...) for the name its numbers go by on the command line and in the JSON."""
     worked: "Worked | None" = None
     """The worked example of a planned derivation for a concrete size (see :mod:`derive.worked`)."""
     parts: tuple["Derivation", ...] = ()

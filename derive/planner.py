@@ -115,6 +115,8 @@ class Planner:
         for d in problem.definitions:
             self.defined[_head(d.symbol)] = d
         self.leaf = _head(self.wrt)
+        # The names of the quantities (attention's keys k): a summation letter is never one of them.
+        self.names = frozenset(str(h) for d in problem.definitions for h in (_head(d.symbol), *_heads(d.value))) | {str(self.leaf)}
         self._reach: dict[sp.Basic, frozenset] = {}
         self.steps: list[Step] = []
 
@@ -158,10 +160,10 @@ class Planner:
 
     def fresh(self, ix: sp.Symbol, taken: set) -> sp.Symbol:
         """A summation letter for ``ix`` that is not in ``taken``: another letter of the same
-        range first (j for i), then primes (m')."""
+        range first (j for i) that is not the name of a quantity, then primes (m')."""
         limit = self.problem.ranges.get(ix)
         for s in self.problem.ranges:
-            if limit is not None and self.problem.ranges[s] == limit and s not in taken and s not in self.wrt.free_symbols:
+            if limit is not None and self.problem.ranges[s] == limit and s not in taken and s not in self.wrt.free_symbols and s.name not in self.names:
                 return s
         return _fresh(ix, taken)
 

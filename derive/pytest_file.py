@@ -193,6 +193,7 @@ def document(d: Derivation) -> dict[str, Any]:
                 "wrt": r["wrt"],
                 "numbers": _value(numbers.derivatives[r["wrt"]], _column(r["wrt"])) if example else None,
                 "dims": [limit(a).name for a in r["axes"]],
+                "axes": [a.name for a in r["axes"]],
                 "general": r["general"],
             }
             for r in results

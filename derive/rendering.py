@@ -661,10 +661,14 @@ def _user_wording(d: Derivation, user: dict[str, Any]) -> dict[str, Any]:
         depends = head == d.subject.expr or setting.depends(symbol)
         key = "defined" if depends else "constant"
         lines.append(_role(roles, key, symbol, str(head), described, values))
+    public = {key.split(" ", 1)[1]: name for key, name in own.items() if key.startswith("public ")}
     for head, e in sorted(names.items(), key=lambda kv: str(kv[0])):
         if head in defined:
             continue
-        lines.append(_role(roles, "leaf", e, str(head), described, values))
+        line = _role(roles, "leaf", e, str(head), described, values)
+        if str(head) in public:  # the name its numbers go by: mask for m
+            line = f"{line.rstrip('.')}. " + roles["public"] % {"public": public[str(head)]}
+        lines.append(line)
     indices = sorted({s for x in d.definitions for s in x.symbol.free_symbols if s.is_integer} | set(getattr(wrt, "indices", ())), key=str)
     for ix in indices:
         lines.append(roles["index"] % {"name": latex(ix), "limit": latex(setting.limit(ix))})
@@ -965,6 +969,7 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
     given = [{"name": str(b), "latex": f"{latex(sp.Symbol(str(b)))} = {shown(v)}", "user": str(b) in w.user} for b, v in w.given]
     sizes = ", ".join(f"{latex(s)} = {n}" for s, n in w.sizes)
     names = ", ".join(rf"\({latex(sp.Symbol(n))}\)" for n in w.user)
+    public = {key.split(" ", 1)[1]: name for key, name in d.words if key.startswith("public ")}  # m -> mask
     values = {"quantity": latex(quantity), "names": names, "failed": ", ".join(w.failed)}
     text = words["given" if w.user else "ours" if d.assumptions else "ours_plain"] % values
     return {
@@ -985,10 +990,10 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
         "failed": list(w.failed),
         "json": {
             "sizes": {str(s): n for s, n in w.sizes},
-            "values": {str(b): data(v) for b, v in w.given},
+            "values": {public.get(str(b), str(b)): data(v) for b, v in w.given},
             "defined": {name: data(v) for name, v in w.defined},
             ("loss" if not getattr(quantity, "indices", ()) else str(quantity.base)): data(w.quantity),
-            **({"gradient": gradients[0][2]} if len(gradients) == 1 else {"gradients": {name: g for name, _, g in gradients}}),
+            **({"gradient": gradients[0][2]} if len(gradients) == 1 else {"gradients": {public.get(name, name): g for name, _, g in gradients}}),
         },
     }
 

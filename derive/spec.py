@@ -60,11 +60,14 @@ class Spec:
     """A catalog entry's row in the overview: activation, loss and why (a loss only)."""
     assume_keys: tuple[str, ...] = ()
     """A key per assumption (its wording); ``normalised`` for a target that sums to one."""
+    names: tuple[tuple[str, str], ...] = ()
+    """Public name -> the letter of the definitions it stands for (``mask`` -> ``m``): the
+    definitions keep the letter, while ``--let``, the JSON and the notation list use the name."""
 
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special", "shared"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special", "shared", "names"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -92,6 +95,8 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         if not isinstance(value, str):
             raise UsageError(f"{where}: let.{key} must be numbers")
         lets.append((key, value))
+    names = table("names", str)
+    lets = [(letter_of(names, key), value) for key, value in lets]
     wrt = data.get("wrt")
     if isinstance(wrt, list) and wrt and all(isinstance(v, str) for v in wrt):
         wrt, also = wrt[0], tuple(wrt[1:])
@@ -119,12 +124,57 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
         shared=_shared(strings("shared"), None, where) if "shared" in data else (),
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
+        names=names,
     )
+
+
+PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_]+$")
+
+
+def check_names(spec: Spec, where: str) -> None:
+    """The ``[names]`` table of a spec file: each public name a word of two or more lower-case
+    letters, digits or underscores that is not itself a name of the definitions, each standing for
+    a different given quantity of the definitions (a name no definition defines)."""
+    if not spec.names:
+        return
+    from derive.lang import parse_definition
+
+    defined, used = set(), set()
+    for text in spec.definitions:
+        try:
+            lhs, rhs = parse_definition(text, _overrides(spec))
+        except UsageError:
+            return  # the definition's own error is the one to report, when the spec is planned
+        defined.add(str(getattr(lhs, "base", lhs)))
+        used |= {str(h) for h in _heads(rhs)}
+    given = (used - defined) | ({spec.upstream[1]} if spec.upstream is not None else set())
+    seen: dict[str, str] = {}
+    for name, leaf in spec.names:
+        if not PUBLIC_NAME.match(name):
+            raise UsageError(f"{where}: names.{name}: a public name is a word of lower-case letters, digits and underscores, two characters or more, like mask")
+        if name in used | defined:
+            raise UsageError(f"{where}: names.{name}: {name} is already a name of the definitions")
+        if leaf not in given:
+            raise UsageError(f"{where}: names.{name} = {leaf!r}: not a given quantity of the definitions (given: {', '.join(sorted(given))})")
+        if leaf in seen:
+            raise UsageError(f"{where}: names.{name} and names.{seen[leaf]} both stand for {leaf}")
+        seen[leaf] = name
+
+
+def letter_of(names: Sequence[tuple[str, str]], name: str) -> str:
+    """The letter of the definitions that ``name`` stands for: itself, or the one its public name
+    in the spec's ``names`` stands for (``mask`` -> ``m``)."""
+    return dict(names).get(name, name)
+
+
+def public_name(names: Sequence[tuple[str, str]], leaf: str) -> str:
+    """The name the command line and the JSON use for the letter ``leaf`` (``m`` -> ``mask``)."""
+    return {v: k for k, v in names}.get(leaf, leaf)
 
 
 def read(path: str | Path) -> Spec:
     """A spec file: TOML with ``definitions``, ``wrt`` and optional ``assume``, ``range``,
-    ``let``, ``size``, ``classes``, ``title``, ``describe``."""
+    ``let``, ``size``, ``classes``, ``title``, ``describe``, ``names``."""
     import tomllib
 
     p = Path(path)
@@ -141,7 +191,9 @@ def read(path: str | Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"spec file {str(p)!r}: {error}") from None
-    return from_mapping(data, f"spec file {str(p)!r}")
+    spec = from_mapping(data, f"spec file {str(p)!r}")
+    check_names(spec, f"spec file {str(p)!r}")
+    return spec
 
 
 RANGE = re.compile(r"^\s*([a-z])\s*=\s*(\d+|[A-Za-z])\s*\.\.\s*(\d+|[A-Za-z])\s*$")
@@ -257,7 +309,7 @@ def with_example(spec: Spec, extra: Spec) -> Spec:
     """A spec file's derivation with the worked-example options of the command line over its own."""
     from dataclasses import replace
 
-    lets = dict(spec.lets) | dict(extra.lets)
+    lets = {letter_of(spec.names, k): v for k, v in spec.lets} | {letter_of(spec.names, k): v for k, v in extra.lets}
     sizes = dict(spec.sizes) | dict(extra.sizes)
     return replace(spec, lets=tuple(lets.items()), sizes=tuple(sizes.items()), classes=extra.classes if extra.classes is not None else spec.classes)
 
@@ -295,12 +347,7 @@ def problem(spec: Spec) -> "Problem":
     from derive.model import Assumption, Definition
     from derive.planner import Problem
 
-    overrides = {}
-    for letter, text in spec.ranges:
-        low, high = text.split("..")
-        overrides[letter] = tuple(sp.Integer(int(v)) if v.isdigit() else size_symbol(v) for v in (low, high))
-        if overrides[letter][0] != 1:
-            raise UsageError(f"--range {letter}={text}: a range starts at 1")
+    overrides = _overrides(spec)
     definitions: list[Definition] = []
     seen: dict = {}
     for n, text in enumerate(spec.definitions, 1):
@@ -390,6 +437,21 @@ def _with_own(spec: Spec):
         return citable() + tuple(own)
 
     return cited
+
+
+def _overrides(spec: Spec) -> dict:
+    """Index letter -> (1, high) of the spec's ranges."""
+    import sympy as sp
+
+    from derive.lang import size_symbol
+
+    overrides = {}
+    for index, text in spec.ranges:
+        low, high = text.split("..")
+        overrides[index] = tuple(sp.Integer(int(v)) if v.isdigit() else size_symbol(v) for v in (low, high))
+        if overrides[index][0] != 1:
+            raise UsageError(f"--range {index}={text}: a range starts at 1")
+    return overrides
 
 
 def citable() -> tuple:

@@ -175,18 +175,19 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
         raise UsageError(f"the worked example would have {total} numbers; at most {MAX_ENTRIES}")
     lets = dict(spec.lets)
     by_name = {str(base): base for base in concrete}
+    shown = lambda name: specs.public_name(spec.names, name)  # the public name: mask for m
     for name in lets:
         if name not in by_name:
-            raise UsageError(f"--let {name}: no such given quantity (given: {', '.join(sorted(by_name))})")
+            raise UsageError(f"--let {shown(name)}: no such given quantity (given: {', '.join(sorted(map(shown, by_name)))})")
     targets = {a.statement.args[0].function.base for a in problem.assumptions if isinstance(a.statement.args[0], sp.Sum) and isinstance(a.statement.args[0].function, sp.Indexed)}
     values: dict[sp.Basic, object] = {}
     for name, base in sorted(by_name.items()):
         shape = concrete[base]
         if name in lets:
-            value = parse_numbers(lets[name], name)
+            value = parse_numbers(lets[name], shown(name))
             if _shape_of(value) != shape:
                 want = " x ".join(map(str, shape)) or "one"
-                raise UsageError(f"--let {name} needs {want} number{'s' if _count(shape) != 1 else ''} ({_sizes_text(table[base], sizes)}), not {' x '.join(map(str, _shape_of(value))) or 'one'}")
+                raise UsageError(f"--let {shown(name)} needs {want} number{'s' if _count(shape) != 1 else ''} ({_sizes_text(table[base], sizes)}), not {' x '.join(map(str, _shape_of(value))) or 'one'}")
             values[base] = value
         else:
             values[base] = default_numbers(name, shape, base in targets)
@@ -194,7 +195,11 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
     quantity = subject.expr
     q_shape = tuple(sizes.get(problem.ranges.get(i), None) or int(problem.ranges[i].xreplace(sizes)) for i in getattr(quantity, "indices", ()))
     with mpmath.workdps(WORKING):
-        if not all(mpmath.isfinite(v) for v in _values(numbers, quantity, q_shape)):
+        try:
+            finite = all(mpmath.isfinite(v) for v in _values(numbers, quantity, q_shape))
+        except ZeroDivisionError:  # a denominator 0 at these numbers (a mask that attends to nothing)
+            finite = False
+        if not finite:
             soft = {b for b in targets if str(b) not in lets}
             if not soft:
                 raise UsageError(f"{quantity} is not finite at the worked example's numbers")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -317,6 +318,39 @@ def test_a_spec_file(tmp_path):
     spec.write_text('definitions = ["E = z_k"]\nwrt = "z_k"\ncolour = "red"\n')
     bad = run("--spec", str(spec), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown key 'colour'" in bad.stderr
+
+
+FOCAL = 'definitions = ["E = -sum_i y_i*(1 - o_i)^gamma*ln(o_i)", "o_i = softmax(z)_i"]\nwrt = "z_k"\nassume = ["sum_i y_i = 1"]\n'
+
+
+def test_a_spec_file_names_a_letter(tmp_path):
+    """[names] gives a letter a public name: --let takes it (the letter too), the JSON's example
+    and the notation list use it."""
+    spec = tmp_path / "focal.toml"
+    spec.write_text(FOCAL + '[let]\nfocusing = 0\n[names]\nfocusing = "gamma"\ntarget = "y"\n')
+    d = derive.grad(spec=spec, classes=3, let={"target": [0, 1, 0]})
+    ex = json.loads(derive.render(d, "json"))["example"]
+    assert sorted(ex["values"]) == ["focusing", "target", "z"] and ex["values"]["focusing"] == 0 and ex["values"]["target"] == [0, 1, 0]
+    assert "The command line and the JSON call it focusing." in derive.render(d, "md")
+    assert derive.render(derive.grad(spec=spec, classes=3, let={"y": [0, 1, 0]}), "json") == derive.render(d, "json")
+    with pytest.raises(UsageError, match="--let target needs 3 numbers"):
+        derive.grad(spec=spec, classes=3, let={"target": [0, 1]})
+
+
+@pytest.mark.parametrize("table, message", [
+    ('Mask = "y"', "names.Mask: a public name is a word of lower-case letters"),
+    ('t = "y"', "names.t: a public name is a word"),
+    ('gamma = "y"', "names.gamma: gamma is already a name of the definitions"),
+    ('output = "o"', "names.output = 'o': not a given quantity of the definitions (given: gamma, y, z)"),
+    ('weights = "w"', "names.weights = 'w': not a given quantity"),
+    ('target = "y"\nlabel = "y"', "names.label and names.target both stand for y"),
+    ('target = 1', "names must be a table of str values"),
+])
+def test_a_bad_names_table_is_refused_when_read(tmp_path, table, message):
+    spec = tmp_path / "focal.toml"
+    spec.write_text(FOCAL + "[names]\n" + table + "\n")
+    with pytest.raises(UsageError, match=re.escape(message)):
+        derive.spec.read(spec)
 
 
 BAD = {

@@ -471,6 +471,8 @@ def test_what_the_file_says(folder):
     assert "EXAMPLE" not in symbolic and 'SIZES = {"N": 2}' in symbolic
     attention = (folder / "spec_attention.py").read_text()
     assert '"m": mask(rng, (sizes["H"],)),' in attention and "m: given, ones and zeros (at least one 1), shape (H,)" in attention
+    # A matrix's entries by the variable's own indices: the keys k by position j and feature d.
+    assert "        dL/dk, shape (H, D): entry (j, d) is the derivative by k[j, d]\n" in attention
     # Your own attention: a mask given as zeros and ones is drawn so; given other numbers, it is not.
     definitions = ["L = sum_c g_c*o_c", "o_c = sum_j a_j*V_jc", "a_j = m_j*exp(s_j)/sum_l m_l*exp(s_l)", "s_j = 1/sqrt(D)*sum_p q_p*K_jp"]
     for let, draw in (({"m": "1,0,1"}, 'mask(rng, (sizes["H"],))'), ({"m": "1,2,1"}, 'rng.normal(size=(sizes["H"],))')):

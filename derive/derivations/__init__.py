@@ -62,7 +62,7 @@ CATALOG: dict[str, Entry] = {
     "batch-norm": Entry("Batch normalisation backward, one feature over a batch of N: the gradients by x_n, gamma and beta", PLANNED, ("let", "size"), spec=True),
     "layer-norm": Entry("Layer normalisation backward, one example over D features: the gradients by x_d, gamma_d and beta_d", PLANNED, ("let", "size"), spec=True),
     "attention": Entry(
-        "Attention backward, one query over H positions with a mask, given the upstream gradient g: dL/dV_kd = a_k g_d, dL/dK_kd = q_d a_k sum_c g_c (V_kc - o_c) / sqrt(D), and dL/dq_d",
+        "Attention backward, one query q over H positions with keys k_j, values v_j and a mask, given the upstream gradient g: dL/dv_jd = a_j g_d, dL/dk_jd = q_d a_j sum_c g_c (v_jc - o_c) / sqrt(D), and dL/dq_d",
         PLANNED,
         ("let", "size"),
         spec=True,

@@ -71,7 +71,7 @@ def build(
             raise UsageError(f"{name} has no {leaf}, so no {option}: give its numbers with --let NAME=VALUES")
         lets.append(f"{leaf}={','.join(map(str, numbers))}")
     lets += [f"{key}={value}" for key, value in options.items()]
-    lets += [_alias(name, text) for text in let or []]
+    lets += [_public(given, text) for text in let or []]
     if name in MASKS:
         leaf = MASKS[name]
         if classes is not None and not any(text.partition("=")[0].strip() == leaf for text in lets):
@@ -112,17 +112,17 @@ def weight_decay(value: object) -> str:
     return text
 
 
-ALIASES: dict[str, dict[str, str]] = {"attention": {"mask": "m"}}
-"""Names a user may give the worked example's numbers by, beside the letters of the definitions
-(``--let mask=1,0,1`` is the m of attention)."""
-
 MASKS: dict[str, str] = {"attention": "m"}
 """An entry's mask: ones and zeros, at least one 1 (a softmax over no position has no denominator)."""
 
 
-def _alias(name: str, text: str) -> str:
+def _public(given, text: str) -> str:
+    """``NAME=VALUES`` of --let with a public name of the spec read as its letter (``mask=1,0,1``
+    is the m of attention, see the spec's ``names``)."""
+    from derive.spec import letter_of
+
     key, sep, value = text.partition("=")
-    return ALIASES.get(name, {}).get(key.strip(), key.strip()) + sep + value if sep else text
+    return letter_of(given.names, key.strip()) + sep + value if sep else text
 
 
 def _check_mask(name: str, shipped: dict, lets: list[str]) -> None:
