@@ -22,7 +22,8 @@ import typer
 from typer.core import TyperGroup
 
 from derive.version import __version__
-from derive.derivations import CATALOG, file_stem
+from derive.derivations.entries import CATALOG
+from derive.derivations.naming import file_stem
 from derive.errors import DeriveError, UsageError
 from derive.files import check_writable, is_special, write_atomic
 
@@ -72,7 +73,7 @@ class OneLineErrorsGroup(TyperGroup):
         """An unknown command names the commands it may have meant (``mse``: ``mse-softmax``)."""
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from derive.derivations import did_you_mean, suggestions
+            from derive.derivations.naming import did_you_mean, suggestions
 
             hint = did_you_mean(suggestions(name, self.list_commands(ctx)))
             raise UsageError(f"no such command {name!r}{hint} (see '{ctx.command_path} --help')")

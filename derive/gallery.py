@@ -55,7 +55,7 @@ FORMATS = ("md", "tex", "json", "pdf", "html")
 def documents(formats: tuple[str, ...] = FORMATS) -> Iterator[tuple[str, str | bytes]]:
     """(file name, content) for every gallery document."""
     import derive
-    from derive.derivations import file_name
+    from derive.derivations.naming import file_name
 
     for name, classes, *more in GALLERY:
         options = more[0] if more else {}

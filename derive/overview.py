@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import sympy as sp
 
-from derive.derivations import CATALOG
+from derive.derivations.entries import CATALOG
 from derive.errors import UsageError
 from derive.latex import latex
 from derive.model import Derivation
@@ -136,7 +136,7 @@ which compiles to the PDFs its links name."""
 
 def _link(row: dict[str, Any], fmt: str) -> str:
     """The file of the row's derivation, beside the overview (in output/ for the gallery)."""
-    from derive.derivations import file_name
+    from derive.derivations.naming import file_name
 
     return file_name(row["name"], None, LINKS.get(fmt, "pdf"), row["options"])
 
@@ -148,7 +148,7 @@ def linked(
     derivation with the same templates, notation and Markdown math syntax, so that an overview
     written to a fresh folder has no dead link. Nothing for JSON."""
     import derive
-    from derive.derivations import file_name
+    from derive.derivations.naming import file_name
 
     fmt = DOCUMENTS.get(format)
     if fmt is None:

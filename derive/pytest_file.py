@@ -33,7 +33,8 @@ import sympy as sp
 
 from derive.version import __version__
 from derive.concrete import normalised
-from derive.derivations import CATALOG, file_stem, option_name, option_text
+from derive.derivations.entries import CATALOG
+from derive.derivations.naming import file_stem, option_name, option_text
 from derive.errors import DeriveError, UsageError
 from derive.model import Definition, Derivation, Example, JacobianExample, LayerExample
 from derive.pycode import Printer, identifier

@@ -23,7 +23,7 @@ import jinja2
 import mpmath
 import sympy as sp
 
-from derive.derivations import option_text
+from derive.derivations.naming import option_text
 from derive.directions import HEAD, SHOW, TAIL
 from derive.errors import DeriveError, UsageError
 from derive.files import templates_dir
@@ -201,7 +201,7 @@ def wording(env: jinja2.Environment) -> dict[str, Any]:
     templates), so a run parses TOML only when a wording file changed.
     """
     from derive import cache
-    from derive.derivations import CATALOG
+    from derive.derivations.entries import CATALOG
 
     # An entry that is a spec file has its words in it (title, describe); it has no file here.
     names = [WORDING, *(f"derivations/{name}.toml" for name, entry in CATALOG.items() if not entry.spec)]

@@ -241,7 +241,7 @@ def test_the_planner_states_the_general_rule_where_the_hand_chain_wrote_it_out()
 
 def test_a_written_definition_must_be_the_spec_files():
     """The order of terms a module writes is taken only for the spec's own definition."""
-    from derive.derivations import planned
+    from derive.derivations.steps import planned
     from derive.errors import DeriveError
     from derive.model import Definition
 

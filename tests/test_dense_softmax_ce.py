@@ -105,7 +105,7 @@ def test_the_training_set_is_planned_citing_the_weights_result_at_every_example(
     example is cited at example n, only where the batch's definitions are those of one example
     with n in front. A planted rule that cites it without the example's index is caught."""
     from derive import planner
-    from derive.derivations import planned
+    from derive.derivations.steps import planned
 
     steps = planned(NAME, names={sp.Symbol("D", integer=True, positive=True): dense.D}, wrt="W_kd", reduction="mean")
     assert [s.rule for s in steps] == ["definition", "constant_factor", "sum_rule", "derived_result", "normalisation"]

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import derive
 from derive import planner
 from derive.cli import app
-from derive.derivations import file_stem
+from derive.derivations.naming import file_stem
 from derive.errors import UsageError, VerificationError
 from derive.lang import parse_expression, size_symbol
 from derive.numeric import at_random

@@ -133,7 +133,7 @@ def test_a_bad_weight_decay_is_refused(value, tmp_path):
 
 
 def test_the_option_is_in_the_file_name():
-    from derive.derivations import file_stem
+    from derive.derivations.naming import file_stem
 
     assert file_stem("mlp", 3, {"weight_decay": 0.1}) == "mlp-3-weight-decay0.1"
     assert file_stem("dense-softmax-ce", 3, {"inputs": 2, "weight_decay": "1e-4"}) == "dense-softmax-ce-3-inputs2-weight-decay0.0001"

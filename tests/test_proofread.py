@@ -17,7 +17,7 @@ import sympy as sp
 import derive
 from derive import proofread, rendering
 from derive.errors import DeriveError
-from derive.derivations import file_name
+from derive.derivations.naming import file_name
 from derive.gallery import GALLERY
 from derive.latex import _DISPATCH, _Printer
 from mathcheck import markdown_formulas

@@ -11,7 +11,7 @@ import pytest
 
 import derive
 from derive.errors import DeriveError, UsageError
-from derive.derivations import file_name
+from derive.derivations.naming import file_name
 from derive.gallery import GALLERY, documents
 from mathcheck import check_formulas, markdown_formulas
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 import derive
 from derive import concrete, rules
 from derive.cli import app
-from derive.derivations import file_stem, option_text, softmax_ce
+from derive.derivations import softmax_ce
+from derive.derivations.naming import file_stem, option_text
 from derive.derivations.softmax_ce import EPSILON, SMOOTHED, T
 from derive.errors import UsageError, VerificationError
 from derive.model import RuleMatrix

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import sympy as sp
 
 from derive import concrete, rules
-from derive.derivations import planned
+from derive.derivations.steps import planned
 from derive.derivations.softmax_ce import LOSS, NORMALISED, SOFTMAX
 from derive.concrete import numbers
 from derive.errors import UsageError

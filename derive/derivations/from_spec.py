@@ -35,7 +35,7 @@ def build(
     from derive import assemble
     from derive import spec as specs
 
-    from derive.derivations import CATALOG, VARIANTS
+    from derive.derivations.entries import CATALOG, VARIANTS
 
     for key, values in VARIANTS.get(name, {}).items():
         value = options.pop(key, None)

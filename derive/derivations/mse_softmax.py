@@ -16,7 +16,7 @@ from typing import Sequence
 import sympy as sp
 
 from derive import concrete
-from derive.derivations import planned
+from derive.derivations.steps import planned
 from derive.derivations.softmax_ce import SOFTMAX, jacobian_of
 from derive.derivations.softmax_ce import SETTING as CROSS_ENTROPY
 from derive.model import Claim, Comparison, Counterexample, Definition, Derivation, Example, Step

@@ -18,7 +18,7 @@ import sympy as sp
 
 from derive import concrete, rules
 from derive.concrete import numbers
-from derive.derivations import planned
+from derive.derivations.steps import planned
 from derive.errors import UsageError
 from derive.derivations.softmax_ce import cases_matrix
 from derive.model import Definition, Derivation, Step

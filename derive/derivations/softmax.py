@@ -14,7 +14,7 @@ from typing import Sequence
 import sympy as sp
 
 from derive import concrete
-from derive.derivations import planned
+from derive.derivations.steps import planned
 from derive.derivations.softmax_ce import SOFTMAX, cases_matrix
 from derive.model import Derivation, Step
 from derive.setting import Setting

@@ -27,7 +27,7 @@ import mpmath
 import sympy as sp
 
 from derive import concrete, rules
-from derive.derivations import option_text
+from derive.derivations.naming import option_text
 from derive.errors import UsageError
 from derive.model import Assumption, Claim, Concrete, Definition, Derivation, Example, Label, Pitfall, RuleMatrix, Step
 from derive.setting import Setting
@@ -81,7 +81,7 @@ def steps(temperature: bool = False, smoothing: bool = False) -> tuple[Step, ...
 
 def planned() -> tuple[Step, ...]:
     """softmax-ce's steps as the planner derives them from the catalog's spec file."""
-    from derive.derivations import planned as from_spec
+    from derive.derivations.steps import planned as from_spec
 
     return from_spec("softmax-ce")
 
@@ -91,7 +91,7 @@ def optioned(temperature: bool, smoothing: bool) -> tuple[Step, ...]:
     the options given. The spec's scaled logit s_i is written z~_i here and its smoothed target
     q_i is y'_i, whose definition keeps the order of terms of SMOOTHED; the Jacobian the plan
     cites with a temperature is the softmax one by z~, its underbrace says so."""
-    from derive.derivations import planned as from_spec
+    from derive.derivations.steps import planned as from_spec
 
     s_, q = sp.IndexedBase("s"), sp.IndexedBase("q")
     names = {s_: scaled, q: smoothed, sp.Symbol("T"): T, sp.Symbol("epsilon"): EPSILON}

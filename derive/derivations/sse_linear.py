@@ -17,7 +17,7 @@ import sympy as sp
 
 from derive import concrete
 from derive.concrete import numbers
-from derive.derivations import planned
+from derive.derivations.steps import planned
 from derive.derivations.softmax_ce import cases_matrix
 from derive.model import Definition, Derivation, Step
 from derive.setting import Setting
