@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence
 
 import mpmath
@@ -160,7 +161,7 @@ def _settle(a: Any, b: Any, digits: int) -> Any:
     if a != 0 and abs(b) <= mpmath.mpf(10) ** -(digits // 2) * abs(a):
         return sp.Integer(0)
     if abs(a - b) <= mpmath.mpf(10) ** -(DIGITS + 5) * abs(b):
-        return _float(b)
+        return rounded(b)
     return None
 
 
@@ -171,8 +172,8 @@ def example(classes: int, logits: Sequence | None = None, target: Sequence | Non
     z_, t_ = example_numbers(classes, logits, target)
 
     def compute() -> dict[str, Any]:
-        zm = [_mpf(v) for v in z_]
-        tm = [_mpf(v) for v in t_]
+        zm = [to_mpf(v) for v in z_]
+        tm = [to_mpf(v) for v in t_]
         top, w, first, rest = softmax_weights(zm)
         total = 1 + rest
         s = mpmath.fsum(tm)
@@ -260,13 +261,17 @@ def classic(probabilities: Sequence[sp.Expr]) -> bool:
     if len(probabilities) != len(CLASSIC):
         return False
     with mpmath.workdps(DIGITS + 10):
-        return all(abs(_mpf(p) - _mpf(c)) <= mpmath.mpf(10) ** -(DIGITS - 2) for p, c in zip(probabilities, CLASSIC))
+        return all(abs(to_mpf(p) - to_mpf(c)) <= mpmath.mpf(10) ** -(DIGITS - 2) for p, c in zip(probabilities, CLASSIC))
 
 
-def _mpf(v: sp.Expr) -> mpmath.mpf:
-    """An example number as an mpmath number at the current precision, without a round trip
-    through evalf: an exact number is rounded once; another (ln 3) is evaluated to at least 60
-    digits."""
+def to_mpf(v: sp.Expr | Fraction | mpmath.mpf) -> mpmath.mpf:
+    """An example number (SymPy's here, a Fraction or an mpmath number in :mod:`derive.worked`) as
+    an mpmath number at the current precision, without a round trip through evalf: an exact number
+    is rounded once; another (ln 3) is evaluated to at least 60 digits."""
+    if isinstance(v, Fraction):
+        return mpmath.mpf(v.numerator) / v.denominator
+    if not isinstance(v, sp.Basic):
+        return mpmath.mpf(v)  # an mpf, an int or a float
     if v.is_Rational:
         return mpmath.mpf(v.p) / v.q
     if isinstance(v, sp.Float):
@@ -277,12 +282,21 @@ def _mpf(v: sp.Expr) -> mpmath.mpf:
 def magnitude(values: Sequence[sp.Expr]) -> int:
     """The number of decimal digits before the point of the largest of ``values`` (0 below 1)."""
     with mpmath.workdps(20):
-        top = max((abs(_mpf(v)) for v in values), default=mpmath.mpf(0))
+        top = max((abs(to_mpf(v)) for v in values), default=mpmath.mpf(0))
         return int(mpmath.ceil(mpmath.log10(top))) if top > 1 else 0
 
 
-def _float(v: mpmath.mpf) -> sp.Float:
+def rounded(v: mpmath.mpf) -> sp.Float:
+    """A computed number as a worked example shows and stores it, here and in
+    :mod:`derive.worked`: DIGITS significant digits (an infinity or a NaN as it is)."""
     return sp.Float(v, DIGITS)
+
+
+def central_difference(f: Callable[[mpmath.mpf], mpmath.mpf], h: mpmath.mpf) -> mpmath.mpf:
+    """The derivative of ``f`` at 0 by central finite differences, (f(h) - f(-h)) / 2h, exact to
+    O(h^2): what every worked example's gradient is checked against, here and in
+    :mod:`derive.worked`."""
+    return (f(h) - f(-h)) / (2 * h)
 
 
 # --- the instantiated derivation -------------------------------------------------------------
@@ -325,7 +339,7 @@ def jacobian_example(name: str, classes: int, logits: Sequence | None = None) ->
     every = classes <= MATRIX_MOST
 
     def compute() -> dict[str, Any]:
-        zm = [_mpf(v) for v in z_]
+        zm = [to_mpf(v) for v in z_]
         _, w, first, rest = softmax_weights(zm)
         total = 1 + rest
         p = [x / total for x in w]
@@ -368,7 +382,7 @@ class _LazyRow:
     def __getitem__(self, c: int) -> sp.Expr:
         m = self.matrix
         value = m.function.entry(m.p, m.q, self.r, c % len(m.p))
-        return value if value.is_Rational else sp.Float(value, DIGITS)
+        return value if value.is_Rational else rounded(value)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -733,8 +747,8 @@ def working_digits(setting: Setting, given: Inputs, intermediates: Mapping[sp.Sy
 def _point(setting: Setting, given: Inputs) -> dict[sp.Basic, mpmath.mpf]:
     point = {}
     for m in range(1, given.classes + 1):
-        point[symbolize(setting.wrt.base[m])] = _mpf(given.logits[m - 1])
-        point[symbolize(y[m])] = _mpf(given.target[m - 1])
+        point[symbolize(setting.wrt.base[m])] = to_mpf(given.logits[m - 1])
+        point[symbolize(y[m])] = to_mpf(given.target[m - 1])
     return point
 
 
@@ -779,10 +793,10 @@ def layer_instance(
     logits = tuple(p + b_ for p, b_ in zip(products, bs))
     loss, defined = written_loss(s, weights.subject.expr, sizes)
     with mpmath.workdps(WORKING):
-        point = {symbolize(y[r + 1]): _mpf(given.target[r]) for r in range(n)}
-        point |= {symbolize(x[col + 1]): _mpf(xs[col]) for col in range(inputs)}
-        point |= {symbolize(W[r + 1, col + 1]): _mpf(ws[r][col]) for r in range(n) for col in range(inputs)}
-        point |= {symbolize(b[r + 1]): _mpf(bs[r]) for r in range(n)}
+        point = {symbolize(y[r + 1]): to_mpf(given.target[r]) for r in range(n)}
+        point |= {symbolize(x[col + 1]): to_mpf(xs[col]) for col in range(inputs)}
+        point |= {symbolize(W[r + 1, col + 1]): to_mpf(ws[r][col]) for r in range(n) for col in range(inputs)}
+        point |= {symbolize(b[r + 1]): to_mpf(bs[r]) for r in range(n)}
         memo: dict = {}
         for symbol, definition in defined.items():  # each level after the one it is defined through
             point[symbol] = evaluate_shared(definition, point, memo)
@@ -791,7 +805,7 @@ def layer_instance(
         # The derived formulas at these numbers: o_k, y_k and x_d stand for their values.
         at = _by_entry(point, n, inputs, s, x)
         numbers_ = [evaluate_shared(expand_sums(g) if g.has(sp.Sum) else g, at, {}) for g in gradient_]
-    f = _float
+    f = rounded
     example = LayerExample(
         x=xs,
         W=ws,
@@ -1180,7 +1194,7 @@ def jacobian_example_check(ex: JacobianExample, of: str) -> Check:
         return _shown_jacobian_check(ex, of)
     method = f"every entry against central finite differences of the {of} (mpmath)"
     with mpmath.workdps(60 + magnitude(ex.logits)):
-        zm = [_mpf(v) for v in ex.logits]
+        zm = [to_mpf(v) for v in ex.logits]
         top = max(zm)
         shifted = [v - top for v in zm]
         weights = [mpmath.exp(v) for v in shifted]
@@ -1199,7 +1213,7 @@ def jacobian_example_check(ex: JacobianExample, of: str) -> Check:
             up, down = sides
             for r in range(len(zm)):
                 numeric = (up[r] - down[r]) / (2 * h)
-                claimed = _mpf(ex.jacobian[r][col])
+                claimed = to_mpf(ex.jacobian[r][col])
                 if abs(numeric - claimed) > mpmath.mpf(10) ** -20:
                     return Check(what, method, False, f"entry ({r + 1}, {col + 1}): finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
     return Check(what, method, True)
@@ -1217,25 +1231,27 @@ def _shown_jacobian_check(ex: JacobianExample, of: str) -> Check:
     method = f"the outputs against softmax of the logits, and the entries shown and {SAMPLED} drawn at random against central finite differences of the {of} (mpmath)"
     tolerance = mpmath.mpf(10) ** -20
     with mpmath.workdps(60 + magnitude(ex.logits)):
-        zm = [_mpf(v) for v in ex.logits]
+        zm = [to_mpf(v) for v in ex.logits]
         top = max(zm)
         shifted = [v - top for v in zm]
         weights = [mpmath.exp(v) for v in shifted]
         total = mpmath.fsum(weights)
         for r, (w, p, q) in enumerate(zip(weights, m.p, m.q)):
-            if abs(w / total - _mpf(p)) > tolerance or abs(1 - w / total - _mpf(q)) > tolerance:
+            if abs(w / total - to_mpf(p)) > tolerance or abs(1 - w / total - to_mpf(q)) > tolerance:
                 return Check(what, method, False, f"output {r + 1} is not softmax of the logits")
         rng = random.Random(f"derive:{of}:{n}")
         shown = sorted({0, 1, 2, n - 2, n - 1} & set(range(n)))
         entries = [(r, c) for r in shown for c in shown] + [(rng.randrange(n), rng.randrange(n)) for _ in range(SAMPLED)]
         h = mpmath.mpf(10) ** -25
         for r, col in entries:
-            sides = []
-            for dz, factor in ((h, mpmath.exp(h)), (-h, mpmath.exp(-h))):
+
+            def output(dz: mpmath.mpf) -> mpmath.mpf:
+                factor = mpmath.exp(dz)
                 moved = weights[col] * factor if r == col else weights[r]
-                sides.append(function.outputs([moved], total - weights[col] + weights[col] * factor, [shifted[r] + (dz if r == col else 0)])[0])
-            numeric = (sides[0] - sides[1]) / (2 * h)
-            claimed = _mpf(m[r][col])
+                return function.outputs([moved], total - weights[col] + weights[col] * factor, [shifted[r] + (dz if r == col else 0)])[0]
+
+            numeric = central_difference(output, h)
+            claimed = to_mpf(m[r][col])
             if abs(numeric - claimed) > tolerance:
                 return Check(what, method, False, f"entry ({r + 1}, {col + 1}): finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
     return Check(what, method, True)
@@ -1261,7 +1277,7 @@ def softmax_ce_example_check(ex: Example) -> Check:
         # A vector of many classes holds few distinct numbers (ours: two logits): each is
         # converted, and exponentiated, once.
         converted: dict = {}
-        zm, tm, claimed = ([converted[v] if v in converted else converted.setdefault(v, _mpf(v)) for v in values] for values in (ex.logits, ex.target, ex.gradient))
+        zm, tm, claimed = ([converted[v] if v in converted else converted.setdefault(v, to_mpf(v)) for v in values] for values in (ex.logits, ex.target, ex.gradient))
         # E = sum_i y_i (lse(z) - z_i) = mass lse(z) - base; moving the logits by dz multiplies
         # each weight e^{z_m - top} by e^{dz_m}: lse(z + dz) = top + ln(total + sum_m w_m (e^{dz_m} - 1)).
         top = max(zm)
@@ -1272,8 +1288,7 @@ def softmax_ce_example_check(ex: Example) -> Check:
         h = mpmath.mpf(10) ** -25
         if every:
             for m in range(n):
-                sides = [mass * mpmath.log(total + w[m] * mpmath.expm1(dz)) - tm[m] * dz for dz in (h, -h)]
-                numeric = (sides[0] - sides[1]) / (2 * h)
+                numeric = central_difference(lambda dz: mass * mpmath.log(total + w[m] * mpmath.expm1(dz)) - tm[m] * dz, h)
                 if abs(numeric - claimed[m]) > mpmath.mpf(10) ** -20:
                     return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed[m], 15)}")
         else:
@@ -1292,14 +1307,13 @@ def softmax_ce_example_check(ex: Example) -> Check:
                 # e^{h v_m} - 1 by its series: the terms beyond the third are below 10^-100.
                 powers = [mpmath.fsum(u**p * sums[u][0] for u in STEPS) for p in (1, 2, 3)]
                 moved = mpmath.fsum(u * sums[u][1] for u in STEPS)
-                sides = [mass * mpmath.log(total + s * powers[0] + s**2 * powers[1] / 2 + s**3 * powers[2] / 6) - moved * s for s in (h, -h)]
-                numeric = (sides[0] - sides[1]) / (2 * h)
+                numeric = central_difference(lambda s: mass * mpmath.log(total + s * powers[0] + s**2 * powers[1] / 2 + s**3 * powers[2] / 6) - moved * s, h)
                 expected = mpmath.fsum(u * sums[u][2] for u in STEPS)
                 if abs(numeric - expected) > mpmath.mpf(10) ** -20 * max(1, abs(expected)):
                     return Check(what, method, False, f"along a random direction: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(expected, 15)}")
-        direct = mpmath.fsum(-t * mpmath.log(_mpf(p)) for t, p in zip(tm, ex.probabilities) if t != 0)
-        if abs(direct - _mpf(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
-            return Check(what, method, False, f"loss {mpmath.nstr(_mpf(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")
+        direct = mpmath.fsum(-t * mpmath.log(to_mpf(p)) for t, p in zip(tm, ex.probabilities) if t != 0)
+        if abs(direct - to_mpf(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(direct)):
+            return Check(what, method, False, f"loss {mpmath.nstr(to_mpf(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(direct, 15)}")
     return Check(what, method, True)
 
 
@@ -1311,23 +1325,23 @@ def layer_example_check(ex: LayerExample) -> Check:
     method = "logits W x + b, outputs and loss recomputed; every entry of the gradient with respect to the weights and the biases against central finite differences of the loss (mpmath, 60 digits)"
     tolerance = mpmath.mpf(10) ** -20
     with mpmath.workdps(60):
-        xs = [_mpf(v) for v in ex.x]
-        tm = [_mpf(v) for v in ex.target]
-        zm = [mpmath.fsum(_mpf(w) * v for w, v in zip(row, xs)) + _mpf(b) for row, b in zip(ex.W, ex.b)]
+        xs = [to_mpf(v) for v in ex.x]
+        tm = [to_mpf(v) for v in ex.target]
+        zm = [mpmath.fsum(to_mpf(w) * v for w, v in zip(row, xs)) + to_mpf(b) for row, b in zip(ex.W, ex.b)]
         for r, z_ in enumerate(zm):
-            if abs(z_ - _mpf(ex.logits[r])) > tolerance * max(1, abs(z_)):
+            if abs(z_ - to_mpf(ex.logits[r])) > tolerance * max(1, abs(z_)):
                 return Check(what, method, False, f"logit {r + 1} is not (W x + b)_{r + 1}")
         top = max(zm)
         weights = [mpmath.exp(v - top) for v in zm]
         total = mpmath.fsum(weights)
         for r, w in enumerate(weights):
-            if abs(w / total - _mpf(ex.probabilities[r])) > tolerance:
+            if abs(w / total - to_mpf(ex.probabilities[r])) > tolerance:
                 return Check(what, method, False, f"output {r + 1} is not softmax of the logits")
         mass = mpmath.fsum(tm)
         base = mpmath.fsum(t * z_ for t, z_ in zip(tm, zm))
         loss = mass * (top + mpmath.log(total)) - base
-        if abs(loss - _mpf(ex.loss)) > tolerance * max(1, abs(loss)):
-            return Check(what, method, False, f"loss {mpmath.nstr(_mpf(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(loss, 15)}")
+        if abs(loss - to_mpf(ex.loss)) > tolerance * max(1, abs(loss)):
+            return Check(what, method, False, f"loss {mpmath.nstr(to_mpf(ex.loss), 15)}, but -sum y ln o = {mpmath.nstr(loss, 15)}")
         h = mpmath.mpf(10) ** -25
 
         def moved(r: int, dz: mpmath.mpf) -> mpmath.mpf:
@@ -1338,10 +1352,10 @@ def layer_example_check(ex: LayerExample) -> Check:
         entries += [((r,), mpmath.mpf(1), ex.gradient_b[r]) for r in range(len(zm))]
         for where, slope, claimed in entries:
             # A weight W_rd moves z_r by h x_d, the bias b_r by h.
-            numeric = (moved(where[0], h * slope) - moved(where[0], -h * slope)) / (2 * h)
-            if abs(numeric - _mpf(claimed)) > tolerance:
+            numeric = central_difference(lambda dz: moved(where[0], dz * slope), h)
+            if abs(numeric - to_mpf(claimed)) > tolerance:
                 name = f"dE/dW_{where[0] + 1},{where[1] + 1}" if len(where) == 2 else f"dE/db_{where[0] + 1}"
-                return Check(what, method, False, f"{name}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(_mpf(claimed), 15)}")
+                return Check(what, method, False, f"{name}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(to_mpf(claimed), 15)}")
     return Check(what, method, True)
 
 
@@ -1361,7 +1375,7 @@ def _defined_example_check(d: Derivation) -> Check:
     # the loss vary over logits 1e-20 apart. The precision covers the outputs (see
     # working_digits), the size of the largest logit that z +- h must keep, and the step.
     with mpmath.workdps(20):
-        scale = min([mpmath.mpf(1)] + [abs(_mpf(v)) for v in (*ex.logits, *fixed.values()) if v.is_number and v != 0])
+        scale = min([mpmath.mpf(1)] + [abs(to_mpf(v)) for v in (*ex.logits, *fixed.values()) if v.is_number and v != 0])
     digits = working_digits(d.setting, given, intermediates) + magnitude(ex.logits) + int(-mpmath.log10(scale))
     method = f"gradient against central finite differences of the loss (mpmath, {digits} digits); loss against its definition"
     with mpmath.workdps(digits):
@@ -1369,9 +1383,15 @@ def _defined_example_check(d: Derivation) -> Check:
         variables = [v for v in point if str(v).startswith(str(d.setting.wrt.base))][:n]
         h = mpmath.mpf(10) ** -25 * scale
         base: dict = {}
+
+        def loss_at(moves: Mapping[sp.Basic, mpmath.mpf]) -> mpmath.mpf:
+            """The loss with each variable of ``moves`` moved by its amount."""
+            moved = point | {x: point[x] + dz for x, dz in moves.items()}
+            return evaluate_shared(loss, _with_defined(moved, intermediates, {}), {})
+
         value = evaluate_shared(loss, _with_defined(point, intermediates, base), base)
-        if abs(value - _mpf(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
-            return Check(what, method, False, f"loss {mpmath.nstr(_mpf(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
+        if abs(value - to_mpf(ex.loss)) > mpmath.mpf(10) ** -20 * max(1, abs(value)):
+            return Check(what, method, False, f"loss {mpmath.nstr(to_mpf(ex.loss), 15)}, but the definition gives {mpmath.nstr(value, 15)}")
         # The example's own numbers named after a definition (the smoothed target) are its values.
         own = [(x, v) for key, v in ex.extra for x in d.setting.definitions if x.key == key and isinstance(x.symbol, sp.Indexed)]
         if own:
@@ -1379,8 +1399,8 @@ def _defined_example_check(d: Derivation) -> Check:
         for x, numbers_ in own:
             for m, v in enumerate(numbers_, 1):
                 defined = evaluate_shared(intermediates[symbolize(x.symbol.base[m])], point, base)
-                if abs(defined - _mpf(v)) > mpmath.mpf(10) ** -20 * max(1, abs(defined)):
-                    return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(_mpf(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
+                if abs(defined - to_mpf(v)) > mpmath.mpf(10) ** -20 * max(1, abs(defined)):
+                    return Check(what, method, False, f"{x.key.replace('_', ' ')} {m}: {mpmath.nstr(to_mpf(v), 15)}, but the definition gives {mpmath.nstr(defined, 15)}")
         # Taken after the example's own numbers, whose evaluation adds sub-terms (one class's
         # smoothed target adds its epsilon / 1).
         if n > EVERY_ENTRY_DEFINED:
@@ -1388,24 +1408,17 @@ def _defined_example_check(d: Derivation) -> Check:
             # together, and a wrong entry moves the product (no entry of the direction is 0).
             method = method.replace("gradient against", f"gradient along {directions.DIRECTIONS} random directions against")
             rng = random.Random(f"derive:example:{n}")
-            claimed = [_mpf(g) for g in ex.gradient]
+            claimed = [to_mpf(g) for g in ex.gradient]
             for _ in range(directions.DIRECTIONS):
                 v = [rng.choice(STEPS) for _ in range(n)]
-                up, down = dict(point), dict(point)
-                for variable, u in zip(variables, v):
-                    up[variable] += h * u
-                    down[variable] -= h * u
-                numeric = (evaluate_shared(loss, _with_defined(up, intermediates, {}), {}) - evaluate_shared(loss, _with_defined(down, intermediates, {}), {})) / (2 * h)
+                numeric = central_difference(lambda s: loss_at({variable: s * u for variable, u in zip(variables, v)}), h)
                 expected = mpmath.fsum(g * u for g, u in zip(claimed, v))
                 if abs(numeric - expected) > mpmath.mpf(10) ** -20 * max(1, abs(expected)):
                     return Check(what, method, False, f"along a random direction: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(expected, 15)}")
             return Check(what, method, True)
         for m, variable in enumerate(variables):
-            up, down = dict(point), dict(point)
-            up[variable] += h
-            down[variable] -= h
-            numeric = (evaluate_shared(loss, _with_defined(up, intermediates, {}), {}) - evaluate_shared(loss, _with_defined(down, intermediates, {}), {})) / (2 * h)
-            claimed = _mpf(ex.gradient[m])
+            numeric = central_difference(lambda s: loss_at({variable: s}), h)
+            claimed = to_mpf(ex.gradient[m])
             if abs(numeric - claimed) > mpmath.mpf(10) ** -20 * max(1, abs(claimed)):
                 return Check(what, method, False, f"class {m + 1}: finite differences {mpmath.nstr(numeric, 15)}, example {mpmath.nstr(claimed, 15)}")
     return Check(what, method, True)

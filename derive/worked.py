@@ -18,13 +18,15 @@ import sympy as sp
 
 from derive.numeric import Evaluator
 from derive import spec as specs
-from derive.concrete import DIGITS
+from derive.concrete import DIGITS, central_difference, rounded, to_mpf
 from derive.errors import UsageError
 from derive.model import Definition
 from derive.shapes import entries, shapes
 
-WORKING = 80
-"""Digits they are computed with; the finite-difference step is 10^-(WORKING/3)."""
+WORKING = DIGITS + 50
+"""Digits they are computed with, once (a module entry's example is computed again with more
+until it settles, see :func:`derive.concrete.settled`); the finite-difference step is
+10^-(WORKING/3)."""
 MAX_ENTRIES = 100_000
 """A worked example with more numbers than this is refused before any work."""
 NICE = tuple(Fraction(x) for x in ("2", "-1", "1/2", "3/2", "-1/2", "1", "-2", "1/4", "5/2", "-3/2", "3/4", "-1/4", "7/4", "-5/4", "1/10", "-3/4"))
@@ -62,14 +64,8 @@ def evaluator(definitions: Sequence[Definition], sizes: Mapping[sp.Symbol, int],
     with mpmath.workdps(WORKING):  # an mpf keeps the precision it was made with
         for head, value in values.items():
             shape = _shape_of(value)
-            tables[head] = {at: _mpf(_lookup(value, at, head)) for at in entries(shape)} if shape else _mpf(value)
+            tables[head] = {at: to_mpf(_lookup(value, at, head)) for at in entries(shape)} if shape else to_mpf(value)
     return Evaluator(definitions, sizes, tables)
-
-
-def _mpf(v: object) -> mpmath.mpf:
-    if isinstance(v, Fraction):
-        return mpmath.mpf(v.numerator) / v.denominator
-    return mpmath.mpf(v)
 
 
 def _lookup(table: object, at: tuple[int, ...], e: sp.Basic) -> object:
@@ -218,16 +214,16 @@ def build(problem, spec, subject: sp.Derivative, result: sp.Expr, general: sp.Ex
             shape = tuple(int(problem.ranges[i].xreplace(sizes)) for i in d.symbol.indices)
             with mpmath.workdps(WORKING):
                 flat = [numbers.value(d.symbol, dict(zip(d.symbol.indices, at))) for at in entries(shape)]
-            defined.append((str(d.symbol.base), _reshape([_float(v) for v in flat], shape)))
+            defined.append((str(d.symbol.base), _reshape([rounded(v) for v in flat], shape)))
         else:
             with mpmath.workdps(WORKING):
-                defined.append((str(d.symbol), _float(numbers.value(d.symbol))))
+                defined.append((str(d.symbol), rounded(numbers.value(d.symbol))))
     return Worked(
         sizes=tuple(sizes.items()),
         given=tuple((b, values[b]) for b in sorted(values, key=str)),
         defined=tuple(defined),
-        quantity=_reshape([_float(v) for v in q_values], q_shape) if q_shape else _float(q_values[0]),
-        gradient=_reshape([_float(v) for v in grad], q_shape + w_shape) if q_shape + w_shape else _float(grad[0]),
+        quantity=_reshape([rounded(v) for v in q_values], q_shape) if q_shape else rounded(q_values[0]),
+        gradient=_reshape([rounded(v) for v in grad], q_shape + w_shape) if q_shape + w_shape else rounded(grad[0]),
         gradient_of=str(getattr(problem.wrt, "base", problem.wrt)),
         user=tuple(sorted(lets)),
         general=bool(failed and general is not None),
@@ -262,10 +258,6 @@ def _sizes_text(shape: tuple, sizes: Mapping) -> str:
     return " x ".join(f"{s} = {sizes[s]}" if s in sizes else str(s) for s in shape) or "a scalar"
 
 
-def _float(v: mpmath.mpf) -> sp.Float:
-    return sp.Float(mpmath.nstr(v, DIGITS, min_fixed=-mpmath.inf, max_fixed=mpmath.inf) if mpmath.isfinite(v) else v, DIGITS)
-
-
 def checks(d) -> list:
     """The worked example's gradient against central finite differences of the quantity written
     out from the definitions: entry by entry, at WORKING digits."""
@@ -289,11 +281,11 @@ def checks(d) -> list:
         for q_at in entries(q_shape):
             for w_at in entries(w_shape):
                 def at(delta: mpmath.mpf) -> mpmath.mpf:
-                    table = _replace(values[head], w_at, _mpf(_lookup(values[head], w_at, wrt)) + delta)
+                    table = _replace(values[head], w_at, to_mpf(_lookup(values[head], w_at, wrt)) + delta)
                     numbers = evaluator(definitions, sizes, {**values, head: table})
                     return numbers.value(quantity, dict(zip(getattr(quantity, "indices", ()), q_at)))
 
-                fd = (at(h) - at(-h)) / (2 * h)
+                fd = central_difference(at, h)
                 claimed = mpmath.mpf(str(flat_grad[n]))
                 n += 1
                 if abs(fd - claimed) > mpmath.mpf(10) ** -(DIGITS - 5) * max(1, abs(fd)):

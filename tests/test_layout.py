@@ -262,7 +262,7 @@ def test_a_planted_upward_import_is_found(texts, module, line, found):
 @pytest.mark.parametrize(
     ("line", "found"),
     [
-        ("from derive.concrete import _mpf", ("derive.checking", "derive.concrete", "_mpf")),
+        ("from derive.concrete import _settle", ("derive.checking", "derive.concrete", "_settle")),
         ("return concrete._written_out", ("derive.checking", "derive.concrete", "_written_out")),
     ],
 )
