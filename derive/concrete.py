@@ -77,21 +77,52 @@ def classes_of(classes: object) -> int:
 
 
 def numbers(values: Sequence[float | str], what: str, classes: int) -> tuple[sp.Rational, ...]:
-    """Parse user numbers exactly (0.1 is 1/10, not the nearest double)."""
+    """Parse user numbers exactly (0.1 is 1/10, not the nearest double; see :func:`exact`)."""
     values = list(values)
     if len(values) != classes:
         raise UsageError(f"{what} needs {classes} numbers, one per class, but got {len(values)}")
     out = []
     for v in values:
-        text = str(v).strip()
         try:
-            f = float(text)
-        except ValueError:
-            raise UsageError(f"{what}: {text!r} is not a number") from None
-        if not math.isfinite(f):
-            raise UsageError(f"{what}: {text!r} is not a finite number")
-        out.append(sp.Rational(text) if not isinstance(v, float) else sp.Rational(repr(v)))
+            value = exact(repr(v) if isinstance(v, float) else str(v))
+        except ValueError as error:
+            raise UsageError(f"{what}: {error}") from None
+        out.append(sp.Rational(value.numerator, value.denominator))
     return tuple(out)
+
+
+def _zero(text: str) -> bool:
+    """Whether a number's text is 0 (0.0, 0e5), read without expanding its exponent."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(text) == 0
+    except InvalidOperation:
+        return False
+
+
+def exact(text: str) -> Fraction:
+    """A number as the user wrote it, exactly: 0.1 is 1/10, not the nearest double, and 1/3 a
+    third. What is not a number, or beyond the range of a double (nan, inf, 1e400, 1e-400: an
+    exponent that a fraction would write out digit by digit), is refused with a ValueError that
+    quotes it. The one reading of a user's number, here and in :mod:`derive.worked`."""
+    text = text.strip()
+    numerator, slash, denominator = text.partition("/")
+    try:
+        parts = [float(numerator), float(denominator)] if slash else [float(text)]
+        finite = all(math.isfinite(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not finite:
+        raise ValueError(f"{text!r} is not a finite number")
+    if not slash and parts[0] == 0:
+        if _zero(text):
+            return Fraction(0)  # 0e99999999 too
+        raise ValueError(f"{text!r} is too close to 0 (below the smallest double, 5e-324)")
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a number") from None
 
 
 # --- numbers ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import sympy as sp
 
 from derive.numeric import Evaluator
 from derive import spec as specs
-from derive.concrete import DIGITS, central_difference, rounded, to_mpf
+from derive.concrete import DIGITS, central_difference, exact, rounded, to_mpf
 from derive.errors import UsageError
 from derive.model import Definition
 from derive.shapes import entries, shapes
@@ -94,13 +94,12 @@ def parse_numbers(text: str, name: str) -> tuple:
 
 
 def _exact(x: str) -> Fraction:
+    """One number of --let, read as every user number is (:func:`derive.concrete.exact`), at
+    most 60 characters and 1e12 in size."""
     x = x.strip()
-    if not x or len(x) > 60:
+    if len(x) > 60:
         raise ValueError(f"{x[:20]!r} is not a number")
-    try:
-        value = Fraction(x)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{x!r} is not a number") from None
+    value = exact(x)
     if abs(value) > 10**12:
         raise ValueError(f"{x} is too large for a worked example (at most 1e12 in size)")
     return value

@@ -5,6 +5,7 @@ to fail on a planted error."""
 from __future__ import annotations
 
 from dataclasses import replace
+from fractions import Fraction
 
 import mpmath
 import pytest
@@ -12,7 +13,7 @@ import sympy as sp
 from typer.testing import CliRunner
 
 import derive
-from derive import concrete
+from derive import concrete, worked
 from derive.cli import app
 from derive.errors import UsageError
 from derive.rendering import exact_and_decimal, number
@@ -28,6 +29,21 @@ def example(name: str, classes: int, **options) -> derive.Derivation:
     d = derive.derivation(name, classes=classes, **options)
     d.check()
     return d
+
+
+# --- one reading of a user's number ------------------------------------------------------------------
+def test_a_users_number_is_read_one_way_for_logits_and_for_let():
+    """--logits of a module entry and --let of a planned one read a number alike: exactly, a
+    fraction too; an exponent beyond a double's range is refused, not written out digit by digit."""
+    assert concrete.exact("0.1") == Fraction(1, 10) and concrete.exact(" 1/3 ") == Fraction(1, 3)
+    assert concrete.exact("0e99999999") == 0
+    assert concrete.numbers(["1/3", 0.1, "2"], "--logits", 3) == (sp.Rational(1, 3), sp.Rational(1, 10), 2)
+    assert worked.parse_numbers("1/3,0.1", "z") == (Fraction(1, 3), Fraction(1, 10))
+    for text, reason in (("x", "is not a number"), ("1/0", "is not a number"), ("nan", "is not a finite number"), ("1e99999999", "is not a finite number"), ("1e-99999999", "is too close to 0")):
+        with pytest.raises(ValueError, match=reason):
+            concrete.exact(text)
+        with pytest.raises(UsageError, match=f"--let z: '{text}' {reason}"):
+            worked.parse_numbers(text, "z")
 
 
 # --- a logit below 1e-4 ----------------------------------------------------------------------------

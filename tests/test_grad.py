@@ -367,6 +367,9 @@ BAD = {
     "100 kB of text": (["E = " + "z_k + " * 17_000 + "z_k", "--wrt", "z_k"], "characters"),
     "code": (["E = __import__('os').system('touch pwned')", "--wrt", "z_k"], "syntax error"),
     "let count": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--let", "z=1,2"], "needs 3 numbers"),
+    # An exponent a fraction would write out digit by digit is refused as --logits' is, not computed.
+    "let exponent": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--let", "z=1e99999999,0,1"], "--let z: '1e99999999' is not a finite number"),
+    "let tiny exponent": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--let", "z=1e-99999999,0,1"], "'1e-99999999' is too close to 0"),
     "size below 1": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "3", "--size", "N=0"], "at least 1"),
     "classes below 1": ([CE, SOFTMAX, "--wrt", "z_k", "--classes", "0"], "at least 1"),
     "assumption": ([CE, SOFTMAX, "--wrt", "z_k", "--assume", "sum_i y_i ="], "sum_i y_i ="),
