@@ -568,12 +568,18 @@ class Inputs:
     """The numbers the user supplied, by name ("logits", "target")."""
 
 
+def needs_classes(logits: Sequence | None, target: Sequence | None) -> str:
+    """The error of --logits or --target given without --classes, naming what was given."""
+    given = [option for option, value in (("--logits", logits), ("--target", target)) if value is not None]
+    return f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --classes: the worked example is for a concrete number of classes"
+
+
 def inputs(classes: int | None, logits: Sequence | None, target: Sequence | None) -> Inputs | None:
     """Validate --logits and --target for ``classes`` classes (already validated, see
     :func:`classes_of`); None when H stays symbolic."""
     if classes is None:
         if logits is not None or target is not None:
-            raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
+            raise UsageError(needs_classes(logits, target))
         return None
     z_, t_ = example_numbers(classes, logits, target)
     return Inputs(classes, tuple(z_), tuple(t_), tuple(name for name, v in (("logits", logits), ("target", target)) if v is not None))

@@ -321,3 +321,43 @@ def test_command_line_writes_the_jacobian(tmp_path):
     assert json.loads(result.stdout)["example"]["jacobian"][0] == pytest.approx([0.8, -0.6, -0.2])
     listed = CliRunner().invoke(app, ["list"]).stdout
     assert "softmax " in listed and "log-softmax " in listed
+
+
+# --- --let on the entries built by modules: their --logits and --target by name ------------------
+def test_let_names_the_logits_and_the_target_of_a_module_entry(tmp_path):
+    """softmax-ce --let z=2,1,0.1 --let y=0,1,0 is --logits 2,1,0.1 --target 0,1,0, byte for
+    byte; in Python a mapping does the same."""
+    from typer.testing import CliRunner
+
+    from derive.cli import app
+
+    by_let, by_option = tmp_path / "let.md", tmp_path / "option.md"
+    run = CliRunner().invoke(app, ["softmax-ce", "--classes", "3", "--let", "z=2,1,0.1", "--let", "y=0,1,0", "-o", str(by_let)])
+    assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(app, ["softmax-ce", "--classes", "3", "--logits", "2,1,0.1", "--target", "0,1,0", "-o", str(by_option)])
+    assert run.exit_code == 0, run.output
+    assert by_let.read_bytes() == by_option.read_bytes()
+    d = derive.derivation("sse-linear", classes=3, let={"z": [2, 1, "0.1"]})
+    assert d.concrete.example.logits == derive.derivation("sse-linear", classes=3, logits=[2, 1, "0.1"]).concrete.example.logits
+
+
+@pytest.mark.parametrize(
+    "name, let, message",
+    [
+        ("softmax", ["y=1,0,0"], "--let y: softmax takes --let for z (the logits), as in --let z=2,1,0.1"),
+        ("mse-softmax", ["W=1"], "--let W: mse-softmax takes --let for z (the logits) and y (the target)"),
+        ("softmax-ce", ["z=1,2,3", "z=1,2,3"], "--let z is given twice"),
+        ("sse-linear", ["z=1,2"], "--let z needs 3 numbers, one per class, but got 2"),
+    ],
+)
+def test_a_bad_let_on_a_module_entry_is_a_usage_error(name, let, message):
+    with pytest.raises(UsageError) as error:
+        derive.derivation(name, classes=3, let=let)
+    assert str(error.value).startswith(message)
+
+
+def test_let_and_the_option_for_the_same_numbers_are_refused():
+    with pytest.raises(UsageError, match="--let z and --logits give the same numbers: give one"):
+        derive.derivation("softmax-ce", classes=3, let=["z=1,2,3"], logits=[1, 2, 3])
+    with pytest.raises(UsageError, match="^--let z needs --classes"):
+        derive.derivation("softmax-ce", let=["z=1,2,3"])

@@ -231,7 +231,7 @@ def test_pitfall_claims_and_numbers(symbolic):
         ({"classes": 3, "logits": ["1", "inf", "2"]}, "finite"),
         ({"classes": 3, "target": ["1", "0"]}, "needs 3 numbers"),
         ({"classes": 3, "target": ["1.5", "-0.5", "0"]}, "negative"),
-        ({"logits": ["1", "2"]}, "need --classes"),
+        ({"logits": ["1", "2"]}, "^--logits needs --classes"),
     ],
 )
 def test_bad_parameters_raise_usage_errors(kwargs, message):

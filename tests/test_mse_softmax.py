@@ -305,7 +305,7 @@ def test_a_target_that_does_not_sum_to_one_needs_no_other_formula():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"logits": ["1", "2"]}, "need --classes"),
+        ({"logits": ["1", "2"]}, "^--logits needs --classes"),
         ({"classes": 0}, "at least 1"),
         ({"classes": "x"}, "whole number"),
         ({"classes": 3, "logits": ["1", "2"]}, "needs 3 numbers"),

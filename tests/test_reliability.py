@@ -141,7 +141,7 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
     "logits-inf": (["--classes", "3", "--logits", "1,inf,2"], [r"--logits: 'inf' is not a finite number"]),
     "logits-minus-inf": (["--classes", "3", "--logits", "-inf,0,2"], [r"--logits: '-inf' is not a finite number"]),
     "logits-tiny-exponent": (["--classes", "3", "--logits", "1e-99999999,0,2"], [r"--logits: '1e-99999999' is too close to 0"]),
-    "logits-without-classes": (["--logits", "1,2,3"], [r"need --classes"]),
+    "logits-without-classes": (["--logits", "1,2,3"], [r"--logits needs --classes"]),
     "target-too-few": (["--classes", "3", "--target", "1,0"], [r"--target needs 3 numbers, one per class, but got 2"]),
     "target-not-a-number": (["--classes", "3", "--target", "1,a,0"], [r"--target: 'a' is not a number"]),
     "target-negative": (["--classes", "3", "--target", "1,-0.5,0.5"], [r"--target entries must not be negative"]),

@@ -229,7 +229,7 @@ def test_multi_label_target_needs_no_normalisation():
         ({"classes": 3, "target": ["1", "x", "0"]}, "not a number"),
         ({"classes": 3, "logits": ["1001", "0", "0"]}, "between -1000 and 1000"),
         ({"classes": 3, "logits": ["1", "nan", "0"]}, "finite"),
-        ({"target": ["1", "0", "0"]}, "need --classes"),
+        ({"target": ["1", "0", "0"]}, "^--target needs --classes"),
         ({"classes": 0}, "at least 1"),
     ],
 )

@@ -190,7 +190,7 @@ def test_targets_are_any_real_numbers():
         ({"classes": 3, "target": ["1", "x", "0"]}, "not a number"),
         ({"classes": 3, "target": ["1", "inf", "0"]}, "finite"),
         ({"classes": 3, "logits": ["1", "2"]}, "needs 3 numbers"),
-        ({"logits": ["1", "0", "0"]}, "need --classes"),
+        ({"logits": ["1", "0", "0"]}, "^--logits needs --classes"),
         ({"classes": "two"}, "whole number"),
     ],
 )

@@ -10,9 +10,9 @@ never from here: the package loads them, they do not load it.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from derive.derivations.entries import BATCHED, CATALOG, Entry
+from derive.derivations.entries import BATCHED, CATALOG, NUMBERED, Entry
 from derive.derivations.naming import did_you_mean, option_name, option_text, suggestions
 from derive.errors import UsageError
 
@@ -38,9 +38,23 @@ def build(name: str, classes: int | None = None, logits=None, target=None, **opt
         classes = classes_of(classes)  # validated here, once: below, the class count is a number
     if entry.spec:
         return import_module(entry.module).build(name, classes=classes, logits=logits, target=target, **given)
-    if given.get("reduction") is not None:
-        return _over_a_batch(name, classes, logits, target, given)
-    return import_module(entry.module).build(classes=classes, logits=logits, target=target, **given)
+    spelled: dict[str, str] = {}
+    if name in NUMBERED and given.get("let") is not None:
+        before = (logits, target)
+        logits, target = _numbered(name, given.pop("let"), logits, target)
+        spelled = {option: f"--let {leaf}" for option, leaf, was, now in (("--logits", "z", before[0], logits), ("--target", "y", before[1], target)) if was is None and now is not None}
+    try:
+        if given.get("reduction") is not None:
+            return _over_a_batch(name, classes, logits, target, given)
+        return import_module(entry.module).build(classes=classes, logits=logits, target=target, **given)
+    except UsageError as error:
+        if not spelled:
+            raise
+        # The numbers were given as --let z=...: the error speaks of what the user typed.
+        message = str(error)
+        for option, typed in spelled.items():
+            message = message.replace(option, typed)
+        raise UsageError(message) from None
 
 
 def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivation":
@@ -57,6 +71,29 @@ def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivatio
         lets.append(f"x={','.join(map(str, given['inputs']))}")
     lets += list(given.get("let") or [])
     return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"])
+
+
+def _numbered(name: str, let: Any, logits: Any, target: Any) -> tuple[Any, Any]:
+    """--let z=2,1,0.1 and --let y=0,1,0 of an entry built by a module: its --logits and
+    --target, by the names its definitions use (in Python also a mapping of a name to numbers)."""
+    takes = NUMBERED[name]
+    options = {"z": "logits", "y": "target"}
+    given = {"z": logits, "y": target}
+    items = list(let.items()) if isinstance(let, Mapping) else [str(text).partition("=")[::2] for text in let]
+    seen = set()
+    for key, value in items:
+        key = str(key).strip()
+        if key not in takes:
+            names = " and ".join(f"{t} (the {options[t]})" for t in takes)
+            raise UsageError(f"--let {key or '?'}: {name} takes --let for {names}, as in --let z=2,1,0.1")
+        if key in seen or given[key] is not None:
+            raise UsageError(f"--let {key} is given twice" if key in seen else f"--let {key} and --{options[key]} give the same numbers: give one")
+        seen.add(key)
+        numbers = [t.strip() for t in value.split(",")] if isinstance(value, str) else list(value)
+        if not numbers or numbers == [""]:
+            raise UsageError(f"--let must look like NAME=VALUES, e.g. {key}=2,1,0.1")
+        given[key] = numbers
+    return given["z"], given["y"]
 
 
 def _unknown(name: str) -> str:

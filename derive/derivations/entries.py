@@ -33,16 +33,16 @@ CATALOG: dict[str, Entry] = {
     "softmax-ce": Entry(
         "Cross-entropy through a softmax layer: dE/dz_k = o_k - y_k",
         "derive.derivations.softmax_ce",
-        ("temperature", "label_smoothing", "reduction"),
+        ("temperature", "label_smoothing", "reduction", "let"),
     ),
-    "softmax": Entry("The softmax Jacobian: do_i/dz_k = o_i (delta_ik - o_k)", "derive.derivations.softmax"),
-    "log-softmax": Entry("The log-softmax Jacobian: d ln o_i/dz_k = delta_ik - o_k", "derive.derivations.log_softmax"),
-    "sigmoid-bce": Entry("Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k", "derive.derivations.sigmoid_bce", ("reduction",)),
-    "sse-linear": Entry("Squared error through linear outputs: dE/dz_k = o_k - y_k", "derive.derivations.sse_linear", ("reduction",)),
+    "softmax": Entry("The softmax Jacobian: do_i/dz_k = o_i (delta_ik - o_k)", "derive.derivations.softmax", ("let",)),
+    "log-softmax": Entry("The log-softmax Jacobian: d ln o_i/dz_k = delta_ik - o_k", "derive.derivations.log_softmax", ("let",)),
+    "sigmoid-bce": Entry("Binary cross-entropy through sigmoid outputs: dE/dz_k = o_k - y_k", "derive.derivations.sigmoid_bce", ("reduction", "let")),
+    "sse-linear": Entry("Squared error through linear outputs: dE/dz_k = o_k - y_k", "derive.derivations.sse_linear", ("reduction", "let")),
     "mse-softmax": Entry(
         "Squared error through a softmax layer: the gradient is NOT o_k - y_k, but o_k ((o_k - y_k) - sum_i o_i (o_i - y_i))",
         "derive.derivations.mse_softmax",
-        ("reduction",),
+        ("reduction", "let"),
     ),
     "dense-softmax-ce": Entry(
         "A dense layer before softmax-CE: dE/dW_kd = (o_k - y_k) x_d, dE/db_k = o_k - y_k",
@@ -72,6 +72,18 @@ CATALOG: dict[str, Entry] = {
 VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {"gelu": {"approximate": ("none", "tanh")}}
 """Options that choose another spec file: ``gelu --approximate tanh`` is ``derive/catalog/gelu-tanh.toml``;
 the first value is the entry's own file."""
+
+
+NUMBERED: dict[str, tuple[str, ...]] = {
+    "softmax-ce": ("z", "y"),
+    "softmax": ("z",),
+    "log-softmax": ("z",),
+    "sigmoid-bce": ("z", "y"),
+    "sse-linear": ("z", "y"),
+    "mse-softmax": ("z", "y"),
+}
+"""The entries built by a module whose --let names the logits z and the target y: their
+--logits and --target, by the names of the documents' definitions."""
 
 
 BATCHED: dict[str, dict[str, str]] = {"softmax-ce": {"temperature": "T", "label_smoothing": "epsilon"}}

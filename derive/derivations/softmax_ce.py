@@ -185,7 +185,7 @@ def build(
     if temperature is not None or label_smoothing is not None:
         return _with_options(classes, logits, target, temperature, label_smoothing)
     if classes is None and (logits is not None or target is not None):
-        raise UsageError("--logits and --target need --classes: the worked example is for a concrete number of classes")
+        raise UsageError(concrete.needs_classes(logits, target))
     # Bad input fails before any symbolic work.
     example = None
     if classes is not None:
