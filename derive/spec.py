@@ -434,9 +434,40 @@ def _with_own(spec: Spec):
 
             one = problem(replace(spec, reduction=None))
             own.append((spec.name, one.definitions, one.wrt, plan(one).general))
+            own.extend(_parts_of_one(spec, one, plan))
         return citable() + tuple(own)
 
     return cited
+
+
+def _parts_of_one(spec: Spec, one, plan) -> list:
+    """The results for one example of each defined scalar the loss adds to a term of its own
+    (the cross-entropy C of E = C + lambda/2 sum W^2): over a batch C is C_n, and the penalty is
+    added once, so the batch cites C's result at every example, not E's."""
+    import sympy as sp
+
+    from dataclasses import replace
+
+    if spec.upstream is not None:
+        return []
+    heads = [d.symbol.base if isinstance(d.symbol, sp.Indexed) else d.symbol for d in one.definitions]
+    found = []
+    for position, d in enumerate(one.definitions[1:], 1):
+        if not isinstance(d.symbol, sp.Symbol) or d.symbol not in one.definitions[0].value.free_symbols:
+            continue
+        reached, todo = {d.symbol}, [d]
+        while todo:
+            for x in _heads(todo.pop().value):
+                if x in heads and x not in reached:
+                    reached.add(x)
+                    todo.append(one.definitions[heads.index(x)])
+        texts = [spec.definitions[position]] + [t for t, h in zip(spec.definitions, heads) if h in reached and h != d.symbol]
+        try:
+            part = problem(replace(spec, definitions=tuple(texts), reduction=None, also=()))
+        except UsageError:
+            continue  # the scalar does not depend on the variable
+        found.append((f"{spec.name}:{d.symbol}", part.definitions, part.wrt, plan(part).general))
+    return found
 
 
 def _overrides(spec: Spec) -> dict:

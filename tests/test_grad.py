@@ -698,3 +698,17 @@ def test_a_spec_files_shared_names_are_names(tmp_path):
     done = run("--spec", str(spec), "-o", str(tmp_path / "s.md"), cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "shared 'W_k': give the name of a given quantity without indices" in done.stderr
     assert not (tmp_path / "s.md").exists()
+
+
+def test_a_batch_cites_the_part_of_one_example_beside_a_penalty(tmp_path):
+    """E = C + lambda/2 sum W^2 over a batch: the penalty is no example's, so the result cited at
+    every example is that of the cross-entropy C of one example (dC_n/dW_kd), not E's."""
+    from derive.files import catalog_spec
+
+    text = catalog_spec("dense-softmax-ce-weight-decay").read_text(encoding="utf-8")
+    spec = tmp_path / "decay.toml"
+    spec.write_text(text.replace('shared = ["W", "b"]', 'shared = ["W", "b"]\nreduction = "mean"'))
+    d = derive.grad(spec=spec)
+    (cited,) = [s for s in d.steps if s.rule == "derived_result"]
+    assert sp.sstr(cited.identity.lhs) == "Derivative(C[n], W[k, d])"
+    assert "x[n, d]" in sp.sstr(cited.identity.rhs) and "lambda" not in sp.sstr(cited.identity.rhs)
