@@ -241,7 +241,7 @@ class Program(numeric.Compiler):
 
     def _sum(self, f: sp.Basic, limits: list, scope: Scope, head: sp.Basic | None, skip: Callable | None) -> tuple[Code, bool]:
         (idx, lo, hi), rest = limits[0], limits[1:]
-        low, high = self._int(lo, scope), self._int(hi, scope)
+        values = self._values(f, idx, lo, hi, scope)
         inner = scope.bind(idx)
         body, dual = self._sum(f, rest, inner, head, None) if rest else self._eval(f, inner, head)
         if not dual:
@@ -249,7 +249,7 @@ class Program(numeric.Compiler):
             def total(p, env, at):
                 s = skip(p, env) if skip is not None else None
                 out = 0
-                for v in range(low(p, env), high(p, env) + 1):
+                for v in values(p, env):
                     if v != s:
                         out += body(p, (*env, v), at)
                 return out % P
@@ -259,7 +259,7 @@ class Program(numeric.Compiler):
         def total_dual(p, env, at):
             s = skip(p, env) if skip is not None else None
             v_ = d_ = 0
-            for v in range(low(p, env), high(p, env) + 1):
+            for v in values(p, env):
                 if v != s:
                     x = body(p, (*env, v), at)
                     v_ += x[0]

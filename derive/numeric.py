@@ -254,6 +254,22 @@ class Compiler:
 
         return memo_many
 
+    def _values(self, f: sp.Basic, idx: sp.Symbol, lo: sp.Basic, hi: sp.Basic, scope: Scope) -> Callable[[Point, tuple], Sequence[int]]:
+        """The values a sum's index runs over: lo..hi, or only a where the summand has a factor
+        delta(idx, a) with a known outside the sum (every other term is 0: the sifting property,
+        which spares the loops of a batch's sums over n', n'', ... their N - 1 zero terms)."""
+        low, high = self._int(lo, scope), self._int(hi, scope)
+        partner = delta_partner(f, idx, scope)
+        if partner is None:
+            return lambda p, env: range(low(p, env), high(p, env) + 1)
+        where = self._int(partner, scope)
+
+        def one(p, env):
+            v = where(p, env)
+            return (v,) if low(p, env) <= v <= high(p, env) else ()
+
+        return one
+
     def _int(self, e: sp.Basic, scope: Scope) -> Callable[[Point, tuple], int]:
         """An index (k, k + 1, a size) as a whole number."""
         if e.is_Integer:
@@ -299,9 +315,13 @@ class Compiler:
         if head in self.defined and seed is not None and self._reaches(head, seed):
             cell = self._definition(head, seed)
             uid = self._id(("entry", head, seed))
+            ties = self._ties(head, seed)
+            plain = self._plain(head)
 
             def entry(p, env, at):
                 w = where(p, env)
+                if ties and any(w[q] != at[r] for q, r in ties):
+                    return plain(p, w), naught  # the entry does not depend on that one
                 key = (uid, w, at)
                 out = p.entries.get(key)
                 if out is None:
@@ -345,6 +365,29 @@ class Compiler:
         if convert is None:
             return leaf
         return lambda p, w: convert(leaf(p, w))
+
+    def _ties(self, head: sp.Basic, seed: sp.Basic) -> frozenset:
+        """The pairs (q, r) such that an entry of ``head`` depends on an entry of ``seed`` only
+        where index q of the one is index r of the other: o_ni depends on z_n'j only at n' = n
+        (a batch's examples apart), so its derivative is 0 elsewhere without computing it."""
+        key = ("ties", head, seed)
+        if key not in self._structure:
+            self._structure[key] = frozenset()  # a cycle ties nothing
+            d = self.defined[head]
+            own = d.symbol.indices if isinstance(d.symbol, sp.Indexed) else ()
+            found = None
+            for x in d.value.atoms(sp.Indexed):
+                if x.base == seed:
+                    pairs = {(q, r) for q, a in enumerate(own) for r, b in enumerate(x.indices) if a == b}
+                elif x.base in self.defined and self._reaches(x.base, seed):
+                    pairs = {(q, r) for q, a in enumerate(own) for t, r in self._ties(x.base, seed) if x.indices[t] == a}
+                else:
+                    continue
+                found = pairs if found is None else found & pairs
+            if any(s == seed or (s in self.defined and self._reaches(s, seed)) for s in d.value.free_symbols if isinstance(s, sp.Symbol) and not s.is_integer):
+                found = set()  # through a scalar: every entry may depend on every one
+            self._structure[key] = frozenset(found or ())
+        return self._structure[key]
 
     def _definition(self, head: sp.Basic, seed: sp.Basic | None) -> list:
         """The definition of ``head`` compiled with its indices bound; a cell filled after it is
@@ -538,7 +581,7 @@ class Numbers(Compiler):
 
     def _sum(self, f: sp.Basic, limits: list, scope: Scope, head: sp.Basic | None, skip: Callable | None) -> tuple[Code, bool]:
         (idx, lo, hi), rest = limits[0], limits[1:]
-        low, high = self._int(lo, scope), self._int(hi, scope)
+        values = self._values(f, idx, lo, hi, scope)
         inner = scope.bind(idx)
         body, dual = self._sum(f, rest, inner, head, None) if rest else self._eval(f, inner, head)
         if not dual:
@@ -546,7 +589,7 @@ class Numbers(Compiler):
             def total(p, env, at):
                 s = skip(p, env) if skip is not None else None
                 out = ZERO
-                for v in range(low(p, env), high(p, env) + 1):
+                for v in values(p, env):
                     if v != s:
                         out = out + body(p, (*env, v), at)
                 return out
@@ -556,7 +599,7 @@ class Numbers(Compiler):
         def total_dual(p, env, at):
             s = skip(p, env) if skip is not None else None
             v_ = d_ = ZERO
-            for v in range(low(p, env), high(p, env) + 1):
+            for v in values(p, env):
                 if v != s:
                     x = body(p, (*env, v), at)
                     v_ = v_ + x[0]
@@ -564,6 +607,24 @@ class Numbers(Compiler):
             return v_, d_
 
         return total_dual, True
+
+
+def delta_partner(f: sp.Basic, idx: sp.Symbol, scope: Scope) -> sp.Basic | None:
+    """a, where ``f`` is a product with a factor delta(idx, a) (in a product or in the summand
+    of a sum within it too: sum_m x_m delta_jk is 0 but at j = k) and a is an index bound
+    outside the sum over idx, or a number; else None."""
+    stack = [(f, frozenset())]
+    while stack:
+        g, bound = stack.pop()
+        if isinstance(g, sp.Mul):
+            stack.extend((a, bound) for a in g.args)
+        elif isinstance(g, sp.Sum):
+            stack.append((g.function, bound | {lim[0] for lim in g.limits}))
+        elif isinstance(g, sp.KroneckerDelta) and idx in g.args and idx not in bound:
+            other = g.args[1] if g.args[0] == idx else g.args[0]
+            if (other in scope.slots and other not in bound) or other.is_Integer:
+                return other
+    return None
 
 
 _NUMBERS: dict = {}

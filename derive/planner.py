@@ -285,8 +285,12 @@ class Planner:
         new = self._apply(e, "named", lambda n: named(self, n) is not None, lambda n: named(self, n))
 
         def first(t: sp.Expr) -> sp.Expr:
+            if isinstance(t, sp.Sum) and named(self, t) is None:
+                return sp.Sum(first(t.function), *t.limits)  # over a batch: (1/N) sum_n g_nm h_nm ...
             built = [named(self, a) for a in t.args] if isinstance(t, sp.Mul) else []
             names = [b.new for b in built if b is not None]
+            if not names and isinstance(t, sp.Mul) and any(isinstance(a, sp.Sum) for a in t.args):
+                return mul(*(first(a) for a in t.args))
             return mul(*names, sp.Mul(*(a for a, b in zip(t.args, built) if b is None))) if names else named(self, t).new if named(self, t) else t
 
         # A term with a name comes first too (delta_m h_m x_d (1 - h_m) + lambda V_md).
@@ -475,6 +479,13 @@ def _sign_inside(e: sp.Expr) -> sp.Expr:
     if not (isinstance(e, sp.Mul) and e.args[0] == -1):
         return e
     rest = list(e.args[1:])
+    # A bracket that starts with a minus takes it first, in a sum within a sum too:
+    # -sum_n (1 - h_n) sum_i W_i (-o_ni + y_ni) -> sum_n (1 - h_n) sum_i W_i (o_ni - y_ni).
+    for n, f in enumerate(rest):
+        flipped = _flip_leading_minus(f)
+        if flipped is not None:
+            rest[n] = flipped
+            return sp.Mul(*rest)
     for n, f in enumerate(rest):
         if isinstance(f, sp.Sum):
             inner = factors_of(f.function)
@@ -488,6 +499,21 @@ def _sign_inside(e: sp.Expr) -> sp.Expr:
             rest[n] = sp.Add(*[-t for t in f.args])
             return sp.Mul(*rest)
     return e
+
+
+def _flip_leading_minus(f: sp.Expr) -> sp.Expr | None:
+    """-f, where f is a bracket that starts with a minus (-o + y -> o - y) or a sum of products
+    with such a bracket among its factors, however deep; None where there is none."""
+    if isinstance(f, sp.Add):
+        return sp.Add(*[-t for t in f.args]) if _leading(f).could_extract_minus_sign() else None
+    if isinstance(f, sp.Sum):
+        inner = factors_of(f.function)
+        for m, g in enumerate(inner):
+            flipped = _flip_leading_minus(g)
+            if flipped is not None:
+                inner[m] = flipped
+                return sp.Sum(sp.Mul(*inner), *f.limits)
+    return None
 
 
 def _opaque_derivatives(e: sp.Expr) -> sp.Expr:
@@ -1580,16 +1606,20 @@ def combine_sums(p: Planner, node: sp.Basic) -> Built | None:
 def sifting(p: Planner, node: sp.Basic) -> Built | None:
     """sum_j delta_jk f_j -> f_k: the Kronecker delta keeps the one term with j = k. The delta may
     sit inside a factor of the summand (a Jacobian o_j (1 - o_j) delta_jk), and a summand that is
-    a sum of terms, each with the same delta, collapses term by term."""
+    a sum of terms, each with the same delta, collapses term by term.
+
+    In a sum with several limits the other index may be one of them: sum_n sum_n' delta_nn' f_n'
+    is sum_n f_n when n runs outside n' and over the same range (every n is a value of n'); an
+    n bound inside the sum over n' is not a value there, and that sum sifts over n instead."""
     if not isinstance(node, sp.Sum):
         return None
-    bound = {lim[0] for lim in node.limits}
+    bound = [lim[0] for lim in node.limits]
     terms = node.function.args if isinstance(node.function, sp.Add) else (node.function,)
     for n, (j, lo, hi) in enumerate(node.limits):
         shared = set.intersection(*({f for f in factors_of(t) if isinstance(f, sp.KroneckerDelta) and j in f.args} for t in terms))
         for d in sorted(shared, key=sp.default_sort_key):
             other = d.args[1] if d.args[0] == j else d.args[0]
-            if other in bound:
+            if other in bound and (bound.index(other) < n or node.limits[bound.index(other)][1:] != (lo, hi)):
                 continue
             kept = add(*(_drop(t, d) for t in terms)) if len(terms) > 1 else _drop(terms[0], d)
             value = substitute(kept, {j: other})

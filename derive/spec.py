@@ -53,6 +53,9 @@ class Spec:
     shared: tuple[str, ...] = ()
     """With a reduction: the leaves every example of the batch shares (a layer's weights W and
     bias b); every other indexed quantity is per example."""
+    batch_names: tuple[tuple[str, str], ...] = ()
+    """With a reduction: name -> the name the batch writes it by. A defined delta_m is delta_nm
+    over a batch, which reads as a Kronecker delta: the batch writes it g_nm."""
     upstream: tuple[str, str] | None = None
     """(y, g): the first definition is a layer y inside a network, and the quantity differentiated
     is a loss L downstream of it with the given upstream gradient g = dL/dy, L = sum g y."""
@@ -67,7 +70,7 @@ class Spec:
 
 def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
     """A spec from a parsed TOML table; every key is checked, an unknown one is named."""
-    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special", "shared", "names"}
+    known = {"definitions", "wrt", "assume", "range", "let", "size", "classes", "name", "title", "describe", "overview", "upstream", "reduction", "special", "shared", "names", "batch_names"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -123,6 +126,7 @@ def from_mapping(data: Mapping[str, Any], where: str) -> Spec:
         special=tuple((k, str(v)) for k, v in table("special", (int, float, str))),
         reduction=parse_reduction(data["reduction"]) if "reduction" in data else None,
         shared=_shared(strings("shared"), None, where) if "shared" in data else (),
+        batch_names=table("batch_names", str),
         upstream=parse_upstream(data["upstream"]) if isinstance(data.get("upstream"), str) else _no_upstream(data, where),
         names=names,
     )
@@ -382,7 +386,7 @@ def problem(spec: Spec) -> "Problem":
         key = spec.assume_keys[n - 1] if n <= len(spec.assume_keys) else ("normalised" if _is_normalisation(lhs, rhs) else f"assumption{n}")
         assumptions.append(Assumption(key, sp.Eq(lhs, rhs, evaluate=False)))
     if spec.reduction is not None:
-        definitions, wrt, assumptions = _batched(spec.reduction, definitions, wrt, assumptions, spec.shared)
+        definitions, wrt, assumptions = _batched(spec.reduction, definitions, wrt, assumptions, spec.shared, spec.batch_names)
         ranges.setdefault(index_symbol("n"), size_symbol("N"))
     from derive.planner import hygienic
 
@@ -505,11 +509,13 @@ def citable() -> tuple:
 _CITABLE: tuple | None = None
 
 
-def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: tuple[str, ...] = ()):
+def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: tuple[str, ...] = (), names: tuple[tuple[str, str], ...] = ()):
     """The derivation over a batch of N examples: every indexed quantity gains the example index
     n in front (z_k is z_nk, an assumption holds in every row), and the quantity is the sum or
     the mean of its value per example. The scalars (a temperature, gamma) are shared, and so are
-    the leaves named in ``shared`` (a layer's weights)."""
+    the leaves named in ``shared`` (a layer's weights); a term of the quantity without a
+    per-example quantity (a penalty on the shared weights) is added once, not per example.
+    ``names``: a defined name -> the name the batch writes it by (delta_m -> g_nm)."""
     import sympy as sp
 
     from derive.lang import index_symbol, size_symbol
@@ -529,17 +535,44 @@ def _batched(reduction: str, definitions: list, wrt, assumptions: list, shared: 
 
     # A defined scalar (the cross-entropy part C of E = C + a penalty) is one example's too.
     scalars = {d.symbol: sp.IndexedBase(d.symbol.name)[n] for d in definitions[1:] if isinstance(d.symbol, sp.Symbol)}
+    renamed = _batch_names(names, definitions, everything)
 
     def per_example(e):
-        e = e.replace(lambda x: isinstance(x, sp.Indexed) and str(x.base) not in shared, lambda x: x.base[(n, *x.indices)])
+        e = e.replace(lambda x: isinstance(x, sp.Indexed) and str(x.base) not in shared, lambda x: renamed.get(x.base, x.base)[(n, *x.indices)])
         return e.xreplace(scalars) if scalars else e
 
     first, *rest = definitions
-    body = sp.Sum(per_example(first.value), (n, 1, N))
-    total = Definition(first.key, first.symbol, body / N if reduction == "mean" else body)
+    # A term without a per-example quantity (the penalty lambda/2 sum W^2 on shared weights) is
+    # added once to the reduced loss, not once per example.
+    terms = [(t, per_example(t)) for t in sp.Add.make_args(first.value)]
+    once = [t for t, p in terms if not p.has(n)]
+    body = sp.Sum(sp.Add(*(p for _, p in terms if p.has(n))), (n, 1, N))
+    total = Definition(first.key, first.symbol, sp.Add(body / N if reduction == "mean" else body, *once))
     out = [total] + [Definition(d.key, per_example(d.symbol), per_example(d.value)) for d in rest]
     rows = [Assumption(a.key, sp.Eq(per_example(a.statement.lhs), a.statement.rhs, evaluate=False)) for a in assumptions]
     return out, per_example(wrt) if isinstance(wrt, sp.Indexed) else wrt, rows
+
+
+def _batch_names(names: tuple[tuple[str, str], ...], definitions: list, everything: list) -> dict:
+    """batch_names: each a defined indexed quantity, renamed to a name no definition uses."""
+    import sympy as sp
+
+    from derive.lang import parse_variable
+
+    defined = {str(d.symbol.base): d.symbol.base for d in definitions if isinstance(d.symbol, sp.Indexed)}
+    used = {str(getattr(x, "label", x)) for e in everything for x in e.atoms(sp.Symbol, sp.IndexedBase)}
+    out = {}
+    for old, new in names:
+        if old not in defined:
+            raise UsageError(f"batch_names {old}: rename a defined indexed quantity (one of {', '.join(sorted(defined)) or 'none'})")
+        try:
+            name = parse_variable(new)
+        except UsageError:
+            name = None
+        if name is None or not name.is_Symbol or str(name) in used or str(name) in ("n", "N"):
+            raise UsageError(f"batch_names {old} = {new!r}: give a letter or a spelled-out Greek letter that the definitions do not use")
+        out[defined[old]] = sp.IndexedBase(str(name))
+    return out
 
 
 def _upstream(upstream: tuple[str, str], definitions: list, seen: dict, overrides: dict):

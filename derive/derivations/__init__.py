@@ -62,15 +62,13 @@ def _over_a_batch(name: str, classes, logits, target, given: dict) -> "Derivatio
     planner over the batch (the module's pitfall and counterexample are of one example)."""
     from derive.derivations import from_spec
 
-    if given.get("weight_decay") is not None:
-        raise UsageError(f"{name}: --weight-decay and --reduction together are not derived yet; take one, or write the batch with its penalty in derive grad")
     letters = BATCHED.get(name, {})
     spec_name = "-".join([name, *(key.replace("_", "-") for key in CATALOG[name].options if key in letters and key in given)])
     lets = [f"{letters[key]}={option_text(value)}" for key, value in given.items() if key in letters]
     if given.get("inputs") is not None:
         lets.append(f"x={','.join(map(str, given['inputs']))}")
     lets += list(given.get("let") or [])
-    return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"])
+    return from_spec.build(spec_name, classes=classes, logits=logits, target=target, let=lets, reduction=given["reduction"], weight_decay=given.get("weight_decay"))
 
 
 def _numbered(name: str, let: Any, logits: Any, target: Any) -> tuple[Any, Any]:

@@ -63,7 +63,7 @@ CATALOG: dict[str, Entry] = {
     "mlp": Entry(
         "One sigmoid hidden layer before softmax-CE: dE/dV_md = delta_m h_m (1 - h_m) x_d with the backpropagated error delta_m = sum_i (o_i - y_i) W_im",
         PLANNED,
-        ("weight_decay", "let", "size"),
+        ("weight_decay", "reduction", "let", "size"),
         spec=True,
     ),
     "gelu": Entry("GELU backward, y = x Phi(x), given the upstream gradient g: dL/dx_k = g_k (Phi(x_k) + x_k phi(x_k))", PLANNED, ("approximate", "let", "size"), spec=True),
