@@ -92,7 +92,8 @@ def grad(
         upstream: ``"y=g"``: the first definition is a layer with output y inside a network, given
             the upstream gradient g = dL/dy; the quantity differentiated is L = sum g y.
         reduction: ``"sum"`` or ``"mean"``: the first definition is one example's loss, derived
-            as its sum or mean over a batch of N (every indexed quantity per example).
+            as its sum or mean over a batch of N (every indexed quantity per example; a term with
+            none, a penalty on shared weights, is added once).
         shared: with a reduction, the given quantities the examples share (``["W", "b"]``).
 
     Raises:

@@ -169,6 +169,9 @@ class Program(numeric.Compiler):
             a, b = (self._int(x, scope) for x in e.args)
             return (lambda p, env, at: int(a(p, env) == b(p, env))), False
         if isinstance(e, sp.Sum):
+            outside = numeric.hoisted(e)
+            if outside is not None:
+                return self._eval(outside, scope, head)
             return self._sum(e.function, list(e.limits), scope, head, None)
         if isinstance(e, ExcludedSum):
             f, idx, lo, hi, skip = e.args

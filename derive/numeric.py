@@ -479,6 +479,9 @@ class Numbers(Compiler):
             a, b = (self._int(x, scope) for x in e.args)
             return (lambda p, env, at: mpmath.mpf(a(p, env) == b(p, env))), False
         if isinstance(e, sp.Sum):
+            outside = hoisted(e)
+            if outside is not None:
+                return self._eval(outside, scope, head)
             return self._sum(e.function, list(e.limits), scope, head, None)
         if isinstance(e, ExcludedSum):
             f, idx, lo, hi, skip = e.args
@@ -607,6 +610,19 @@ class Numbers(Compiler):
             return v_, d_
 
         return total_dual, True
+
+
+def hoisted(e: sp.Sum) -> sp.Expr | None:
+    """sum_j c f_j as c sum_j f_j, where the factors c do not use the sum's indices: computed
+    once, not once per term; None where no factor can come out."""
+    if not isinstance(e.function, sp.Mul):
+        return None
+    bound = [lim[0] for lim in e.limits]
+    outside = [f for f in e.function.args if not f.has(*bound)]
+    if not outside:
+        return None
+    inside = [f for f in e.function.args if f.has(*bound)]
+    return sp.Mul(*outside, sp.Sum(sp.Mul(*inside, evaluate=False) if inside else sp.Integer(1), *e.limits), evaluate=False)
 
 
 def delta_partner(f: sp.Basic, idx: sp.Symbol, scope: Scope) -> sp.Basic | None:

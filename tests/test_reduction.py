@@ -166,3 +166,36 @@ def test_the_options_are_in_the_file_name(tmp_path):
     assert file_stem("dense-softmax-ce", None, {"reduction": "sum", "weight_decay": "0.5"}) == "dense-softmax-ce-weight-decay0.5-reductionsum"
     bad = CliRunner().invoke(app, ["mlp", "--reduction", "median", "-o", str(tmp_path / "b.md")])
     assert bad.exit_code == 2 and "takes sum or mean" in bad.output and not (tmp_path / "b.md").exists()
+
+
+# --- the checks' evaluator: what it may skip ------------------------------------------------------
+def test_a_sum_with_a_delta_factor_runs_at_one_value_only_where_that_is_exact():
+    from derive.numeric import Scope, delta_partner
+
+    j = sp.Symbol("j", integer=True, positive=True)
+    outside = Scope([k])
+    assert delta_partner(sp.Sum(sp.KroneckerDelta(j, k) * x[m], (m, 1, M)) * y[j], j, outside) == k
+    assert delta_partner(sp.Sum(sp.KroneckerDelta(j, k) * x[k], (k, 1, H)), j, outside) is None  # k bound inside
+    assert delta_partner((sp.KroneckerDelta(j, k) + 1) * y[j], j, outside) is None  # not a factor
+    assert delta_partner(sp.KroneckerDelta(j, m) * y[j], j, outside) is None  # m has no value outside
+
+
+def test_an_entry_is_tied_to_its_own_example():
+    """o_ni depends on z_n'j only at n' = n; h_nm on V_m'd only at m' = m; E on every entry."""
+    from derive.numeric import Numbers
+
+    d_ = derive.derivation("mlp", reduction="sum")
+    program = Numbers(d_.setting.definitions, (H, M, N, size_symbol("D")))
+    z = sp.IndexedBase("z")
+    assert program._ties(o, z) == {(0, 0)}
+    assert program._ties(h, V) == {(1, 0)}
+    assert program._ties(o, V) == frozenset()  # through h_nm' summed over m'
+    assert program._ties(sp.Symbol("E"), W) == frozenset()
+
+
+def test_a_factor_free_of_the_sums_indices_comes_out_once():
+    from derive.numeric import hoisted
+
+    j = sp.Symbol("j", integer=True, positive=True)
+    assert sp.simplify(hoisted(sp.Sum(x[k] * y[j] * f[j, k], (j, 1, H))) - x[k] * sp.Sum(y[j] * f[j, k], (j, 1, H))) == 0
+    assert hoisted(sp.Sum(y[j] * f[j, k], (j, 1, H))) is None and hoisted(sp.Sum(y[j] + x[k], (j, 1, H))) is None
