@@ -220,7 +220,7 @@ class Compiler:
         except self.CAUGHT as error:
             return failing(error, head is not None)
         free = self._free(e)
-        if isinstance(e, (sp.Sum, ExcludedSum)) or (e.args and not isinstance(e, (sp.Indexed, sp.KroneckerDelta)) and any(x not in free for x, n in scope.slots.items() if n >= scope.given)):
+        if isinstance(e, (sp.Sum, ExcludedSum)) or (e.args and not isinstance(e, (sp.Indexed, sp.KroneckerDelta)) and not self._cheap(e) and any(x not in free for x, n in scope.slots.items() if n >= scope.given)):
             # A sum is evaluated once per value of its free indices (a softmax denominator), and
             # so is a term inside a sum, or a definition, whose index it does not use.
             return self._memo(code, self._id(("term", e, head)), tuple(scope.slots.get(x) for x in free), head is not None), dual
@@ -228,6 +228,17 @@ class Compiler:
 
     def _node(self, e: sp.Basic, scope: Scope, head: sp.Basic | None) -> tuple[Code, bool]:
         raise NotImplementedError
+
+    def _cheap(self, e: sp.Basic) -> bool:
+        """A product or sum of a few entries and numbers (delta_ij - o_j, W_jm x_m; a defined
+        entry is computed once per point anyway): computed again costs less than looking it up."""
+        key = ("cheap", e)
+        out = self._structure.get(key)
+        if out is None:
+            out = self._structure[key] = isinstance(e, (sp.Mul, sp.Add)) and len(e.args) <= 3 and all(
+                a.is_Number or isinstance(a, (sp.KroneckerDelta, sp.Indexed)) or (isinstance(a, sp.Symbol) and a not in self.defined) for a in e.args
+            )
+        return out
 
     @staticmethod
     def _memo(code: Code, uid: int, slots: tuple, dual: bool) -> Code:
@@ -614,15 +625,21 @@ class Numbers(Compiler):
 
 def hoisted(e: sp.Sum) -> sp.Expr | None:
     """sum_j c f_j as c sum_j f_j, where the factors c do not use the sum's indices: computed
-    once, not once per term; None where no factor can come out."""
+    once, not once per term; and sum_j (delta_ij - a_j) f_j as sum_j delta_ij f_j - sum_j a_j f_j,
+    whose first sum runs at j = i alone and whose second does not use i. None where neither
+    applies."""
     if not isinstance(e.function, sp.Mul):
         return None
     bound = [lim[0] for lim in e.limits]
     outside = [f for f in e.function.args if not f.has(*bound)]
-    if not outside:
-        return None
     inside = [f for f in e.function.args if f.has(*bound)]
-    return sp.Mul(*outside, sp.Sum(sp.Mul(*inside, evaluate=False) if inside else sp.Integer(1), *e.limits), evaluate=False)
+    if outside:
+        return sp.Mul(*outside, sp.Sum(sp.Mul(*inside, evaluate=False) if inside else sp.Integer(1), *e.limits), evaluate=False)
+    for n, f in enumerate(inside):
+        if isinstance(f, sp.Add) and any(isinstance(g, sp.KroneckerDelta) and g.has(*bound) for t in f.args for g in sp.Mul.make_args(t)):
+            rest = inside[:n] + inside[n + 1 :]
+            return sp.Add(*(sp.Sum(sp.Mul(*rest, t, evaluate=False), *e.limits) for t in f.args), evaluate=False)
+    return None
 
 
 def delta_partner(f: sp.Basic, idx: sp.Symbol, scope: Scope) -> sp.Basic | None:
