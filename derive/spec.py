@@ -437,6 +437,12 @@ def _with_own(spec: Spec):
             from derive.planner import plan
 
             one = problem(replace(spec, reduction=None))
+            if spec.batch_names:
+                # Written with the batch's names (delta_m as g_m), as the batch's definitions are.
+                import sympy as sp
+
+                to = {sp.IndexedBase(a): sp.IndexedBase(b) for a, b in spec.batch_names}
+                one = replace(one, definitions=tuple(replace(d, symbol=d.symbol.xreplace(to), value=d.value.xreplace(to)) for d in one.definitions))
             own.append((spec.name, one.definitions, one.wrt, plan(one).general))
             own.extend(_parts_of_one(spec, one, plan))
         return citable() + tuple(own)

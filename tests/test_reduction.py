@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import derive
 from derive import planner, worked
 from derive.cli import app
-from derive.derivations import file_stem
+from derive.derivations.naming import file_stem
 from derive.errors import UsageError, VerificationError
 from derive.lang import size_symbol
 
@@ -93,9 +93,25 @@ def test_the_sum_adds_the_penalty_once_too():
     assert sp.expand(total.result.rhs - (lam * W[k, d] + sp.Sum((o[n, k] - y[n, k]) * x[n, d], (n, 1, N)))) == 0
 
 
+def test_through_the_batch_a_delta_of_two_examples_sifts(monkeypatch):
+    """Without the result for one example to cite, the batch is derived through: C_n reaches
+    every o_n'i, and delta_nn' is sifted in the sum over n, n' and i. Verified."""
+    from derive import spec as specs
+
+    monkeypatch.setenv("DERIVE_NO_CACHE", "1")
+    monkeypatch.setattr(specs, "_with_own", lambda spec: specs.citable)
+    d_ = derive.derivation("dense-softmax-ce", weight_decay="0.1", reduction="mean")
+    sifted = [s for s in d_.parts[0].steps if s.rule == "sifting" and dict(s.notes).get("index") == n1]
+    assert sifted and any(len(x.limits) > 1 for s in sifted for x in s.lhs.atoms(sp.Sum) if x.has(sp.KroneckerDelta(n, n1)))
+    assert "derived_result" not in [s.rule for s in d_.steps]
+    assert d_.check().passed
+
+
 def test_a_sifting_that_keeps_the_other_terms_is_caught(monkeypatch):
     """A planted error in the rule: the delta dropped but the sum over n' kept (N times each
     example's term). The steps' checks catch it."""
+    from derive import spec as specs
+
     right = planner.sifting
 
     def wrong(p, node):
@@ -106,12 +122,20 @@ def test_a_sifting_that_keeps_the_other_terms_is_caught(monkeypatch):
         return replace(built, new=sp.Sum(built.new.function if isinstance(built.new, sp.Sum) else built.new, *kept) * N)
 
     monkeypatch.setenv("DERIVE_NO_CACHE", "1")
+    monkeypatch.setattr(specs, "_with_own", lambda spec: specs.citable)
     monkeypatch.setattr(planner, "sifting", wrong)
     monkeypatch.setattr(planner, "ALGEBRA_RULES", tuple((name, wrong if rule is right else rule) for name, rule in planner.ALGEBRA_RULES))
     d_ = derive.derivation("dense-softmax-ce", weight_decay="0.1", reduction="mean")
     assert any(s.rule == "sifting" and dict(s.notes).get("index") == n1 for s in d_.parts[0].steps)
     with pytest.raises(VerificationError):
         d_.check()
+
+
+def test_a_batch_cites_the_cross_entropy_of_one_example(dense_mean):
+    """With the result for one example, the batch cites dC_n/dW_kd at every example; the
+    penalty's gradient lambda W_kd is taken once, beside the sum."""
+    (cited,) = [s for s in dense_mean.steps if s.rule == "derived_result"]
+    assert sp.sstr(cited.identity.lhs) == "Derivative(C[n], W[k, d])" and not cited.identity.rhs.has(lam)
 
 
 # --- mlp --reduction ---------------------------------------------------------------------------
@@ -122,6 +146,8 @@ def test_mlp_over_a_batch_names_its_error_g(mlp_mean):
     assert sp.expand(by["by c_m"] - sp.Sum(g[n, m] * h[n, m] * (1 - h[n, m]), (n, 1, N)) / N) == 0
     assert sp.expand(by["by W_km"] - sp.Sum(h[n, m] * (o[n, k] - y[n, k]), (n, 1, N)) / N) == 0
     assert mlp_mean.steps[-1].rule == "named" and mlp_mean.parts[0].steps[-1].rule == "named"
+    # The result for one example is cited at every example, its error written g as the batch's.
+    assert [s.rule for s in mlp_mean.steps] == ["definition", "constant_factor", "sum_rule", "derived_result", "normalisation", "named"]
     (named,) = [df for df in mlp_mean.definitions if getattr(df.symbol, "base", None) == g]
     assert named.symbol == g[n, m]
     md = derive.render(mlp_mean, "md")
@@ -199,3 +225,13 @@ def test_a_factor_free_of_the_sums_indices_comes_out_once():
     j = sp.Symbol("j", integer=True, positive=True)
     assert sp.simplify(hoisted(sp.Sum(x[k] * y[j] * f[j, k], (j, 1, H))) - x[k] * sp.Sum(y[j] * f[j, k], (j, 1, H))) == 0
     assert hoisted(sp.Sum(y[j] * f[j, k], (j, 1, H))) is None and hoisted(sp.Sum(y[j] + x[k], (j, 1, H))) is None
+
+
+def test_a_leading_minus_goes_into_the_bracket_that_starts_with_one():
+    """-sum_n (1 - h_n) sum_i W_i (-o_ni + y_ni): the minus goes into (-o + y), not into (1 - h),
+    so that the sum reads as the named error sum_i W_i (o_ni - y_ni)."""
+    w = sp.IndexedBase("w")
+    e = sp.Mul(-1, sp.Sum((1 - h[n]) * sp.Sum(w[i] * (y[n, i] - o[n, i]), (i, 1, H)), (n, 1, N)), evaluate=False)
+    flipped = planner._sign_inside(e)
+    assert flipped.has(sp.Sum(w[i] * (o[n, i] - y[n, i]), (i, 1, H))) and flipped.has(1 - h[n])
+    assert sp.expand((flipped - e).subs({N: 2, H: 2}).doit()) == 0
