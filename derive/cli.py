@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from derive.version import __version__
 from derive.derivations.entries import CATALOG
-from derive.derivations.naming import file_stem
+from derive.derivations.naming import file_name
 from derive.errors import DeriveError, UsageError
 from derive.files import check_writable, is_special, write_atomic
 
@@ -327,7 +327,8 @@ def grad_command(
     else:
         given = specs.from_arguments(definitions or [], wrt or None, assume or [], range_ or [], let or [], size or [], classes, upstream, reduction, shared or [])
     fmt = _choose_format(format, output)
-    path = _target(fmt, output, Path("output") / f"{specs.file_stem(given)}.{fmt.value}")
+    stem = specs.file_stem(given)
+    path = _target(fmt, output, Path("output") / f"{stem.replace('.', '_') if fmt is Format.py else stem}.{fmt.value}")
     with _early_pdf(fmt, templates):
         import derive
         from derive import progress
@@ -541,7 +542,7 @@ def _choose_format(format: Format | None, output: str | None) -> Format:
 def _default_path(name: str, classes: int | None, fmt: Format, options: dict[str, Any] | None = None) -> Path:
     """Return ``output/NAME.EXT`` (symbolic) or ``output/NAME-N.EXT``, under the working directory;
     a derivation's own options add to the name (``output/softmax-ce-3-temperature2.md``)."""
-    return Path("output") / f"{file_stem(name, classes, options)}.{fmt.value}"
+    return Path("output") / file_name(name, classes, fmt.value, options)
 
 
 def _split(numbers: str | None) -> list[str] | None:

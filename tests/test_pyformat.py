@@ -386,3 +386,14 @@ def test_numpy_printer_names_what_it_cannot_print(expr, axes, message):
 @pytest.mark.parametrize("name, python", [("z", "z"), (r"\tilde{z}", "z_tilde"), ("y'", "y_prime"), ("epsilon", "epsilon"), ("lambda", "lambda_")])
 def test_identifiers(name, python):
     assert identifier(name) == python
+
+
+def test_the_default_name_of_a_pytest_file_is_a_module_name(tmp_path):
+    """--temperature 0.5 --format py writes output/softmax-ce-3-temperature0_5.py: a dot would
+    cut the module's name short and pytest could not collect the file."""
+    made = subprocess.run([sys.executable, "-m", "derive", "softmax-ce", "--classes", "3", "--temperature", "0.5", "--format", "py"], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    (path,) = (tmp_path / "output").iterdir()
+    assert path.name == "softmax-ce-3-temperature0_5.py"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout + run.stderr

@@ -59,8 +59,10 @@ def file_stem(name: str, classes: int | None = None, options: dict[str, Any] | N
 
 def file_name(name: str, classes: int | None, fmt: str, options: dict[str, Any] | None = None) -> str:
     """The name the command line gives the document by default: its stem (see :func:`file_stem`)
-    and the format."""
-    return f"{file_stem(name, classes, options)}.{fmt}"
+    and the format. A pytest file's name is a module's, which a dot would cut short: its
+    stem writes 0.5 as 0_5 (softmax-ce-3-temperature0_5.py)."""
+    stem = file_stem(name, classes, options)
+    return f"{stem.replace('.', '_') if fmt == 'py' else stem}.{fmt}"
 
 
 def suggestions(name: str, names: Iterable[str], most: int = 3) -> list[str]:
