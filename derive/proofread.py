@@ -904,6 +904,7 @@ def _worked_shape(d: Any, name: Any, axis: int, m: Any) -> int:
 def _worked_values(d: Any) -> Any:
     """An evaluator at a planned derivation's worked example: its given numbers, its sizes."""
     from derive.numeric import Evaluator
+    from derive.worked import rational
 
     w = d.worked
     values: dict = {}
@@ -916,16 +917,12 @@ def _worked_values(d: Any) -> Any:
                     for n, y in enumerate(x, 1):
                         fill(y, (*at, n))
                 else:
-                    table[at] = _mp(_exact(x))
+                    table[at] = _mp(rational(x))
 
             fill(v, ())
             values[base] = table
         else:
-            values[base] = _mp(_exact(v))
+            values[base] = _mp(rational(v))
     return Evaluator(d.setting.definitions, dict(w.sizes), values)
 
 
-def _exact(v: Any) -> Any:
-    from fractions import Fraction
-
-    return sp.Rational(v.numerator, v.denominator) if isinstance(v, Fraction) else v

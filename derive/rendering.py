@@ -34,6 +34,7 @@ from derive.model import Derivation, Example, JacobianExample, LayerExample, Ste
 from derive.shown import named
 from derive.symbols import ExcludedSum
 from derive.verify import Report
+from derive.worked import rational
 
 FORMATS = ("md", "tex", "json", "pdf", "html", "py")
 TEMPLATE = {"md": "document.md.j2", "tex": "document.tex.j2", "json": "document.json.j2", "html": "document.html.j2", "py": "document.py.j2"}
@@ -950,16 +951,16 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
             rows = elide(list(value), None)
             width = len(value[0])
             cols = elide(list(range(width)), None)
-            cell = lambda row, c: r"\vdots" if row is None else r"\cdots" if c is None else number(_exact(row[c]))
+            cell = lambda row, c: r"\vdots" if row is None else r"\cdots" if c is None else number(rational(row[c]))
             return r"\begin{pmatrix} " + r" \\ ".join(" & ".join(cell(r, c) if not (r is None and c is None) else r"\ddots" for c in cols) for r in rows) + r" \end{pmatrix}"
         if isinstance(value, tuple):
-            return r"\left(" + ", ".join(elide([number(_exact(v)) for v in value], r"\dots")) + r"\right)"
-        return number(_exact(value))
+            return r"\left(" + ", ".join(elide([number(rational(v)) for v in value], r"\dots")) + r"\right)"
+        return number(rational(value))
 
     def data(value: Any) -> Any:
         if isinstance(value, tuple):
             return [data(v) for v in value]
-        return float(_exact(value))
+        return float(rational(value))
 
     quantity = d.subject.expr
     wrt = d.setting.wrt
@@ -996,14 +997,6 @@ def _worked(d: Derivation, words: dict[str, str], fmt: str) -> dict[str, Any]:
             **({"gradient": gradients[0][2]} if len(gradients) == 1 else {"gradients": {public.get(name, name): g for name, _, g in gradients}}),
         },
     }
-
-
-def _exact(v: Any) -> sp.Expr:
-    from fractions import Fraction
-
-    if isinstance(v, Fraction):
-        return sp.Rational(v.numerator, v.denominator)
-    return v
 
 
 def _concrete(d: Derivation, about: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,12 @@ SCALARS = {"gamma": Fraction(2), "T": Fraction(2), "lambda": Fraction(1, 10), "e
 """Defaults for the usual constants (focal gamma = 2, temperature 2, weight decay 0.1)."""
 
 
+def rational(v: object) -> object:
+    """A number of the worked example as SymPy writes it: a Fraction is a Rational; anything else
+    (an mpmath number, a table of them) is returned as it is."""
+    return sp.Rational(v.numerator, v.denominator) if isinstance(v, Fraction) else v
+
+
 @dataclass(frozen=True)
 class Worked:
     """The numbers of the example: sizes, every given and every defined quantity by name
