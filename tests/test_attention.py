@@ -45,7 +45,7 @@ def test_a_bad_mask_is_refused(mask, message):
 
 def test_the_document_states_the_precondition(example):
     md = derive.render(example, "md")
-    assert "At least one position must be attended" in md and "gradients by its key and by its value are 0" in md
+    assert "At least one position must be attended" in md and "gradients by its key and by its value are $`0`$" in md
 
 
 def test_the_gradients_are_written_with_the_weights(example):
@@ -129,7 +129,7 @@ def test_an_all_zero_mask_is_refused_without_writing(tmp_path):
 def test_the_notation_list_says_what_the_letter_is(example):
     md = derive.render(example, "md")
     line = next(x for x in md.splitlines() if x.startswith("- $`m_j`$"))
-    assert line.endswith("gradients by its key and by its value are 0. The command line and the JSON call it mask.")
+    assert line.endswith("gradients by its key and by its value are $`0`$. The command line and the JSON call it mask.")
 
 
 def test_no_summation_letter_is_the_name_of_a_quantity(example):
