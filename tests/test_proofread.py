@@ -36,7 +36,8 @@ def tex_formulas(text: str) -> list[str]:
     found += [m.group(1).replace("&=", "=") for m in re.finditer(r"\\begin\{align\*\}(.*?)\\end\{align\*\}", body, re.S)]
     found += [m.group(1) for m in re.finditer(r"\\\((.+?)\\\)", body, re.S)]
     found += [m.group(1) for m in re.finditer(r"(?<![\\$])\$([^$]+)\$", body)]
-    return [f.strip() for f in found if f.strip()]
+    # A displayed formula that ends its sentence carries the full stop (\,.): punctuation, not math.
+    return [f.strip().removesuffix(r"\,.").rstrip() for f in found if f.strip()]
 
 
 def json_formulas(data: object) -> list[str]:
