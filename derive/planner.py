@@ -117,6 +117,8 @@ class Planner:
         self.leaf = _head(self.wrt)
         # The names of the quantities (attention's keys k): a summation letter is never one of them.
         self.names = frozenset(str(h) for d in problem.definitions for h in (_head(d.symbol), *_heads(d.value))) | {str(self.leaf)}
+        # The number of indices of each indexed name (a batch's o_ni has one more than o_i).
+        self.ranks = _ranks(problem.definitions)
         self._reach: dict[sp.Basic, frozenset] = {}
         self.steps: list[Step] = []
 
@@ -1048,19 +1050,11 @@ def _per_example(p: Planner, node: sp.Basic) -> Built | None:
     candidates = sorted((s_ for s_ in f.free_symbols if _is_index(s_) and s_ not in x.free_symbols), key=str)
     if not candidates:
         return None
-    ranks: dict[sp.Basic, int] = {}
-    for d in p.problem.definitions:
-        for e in (d.symbol, d.value):
-            for q in e.atoms(sp.Indexed):
-                ranks.setdefault(q.base, len(q.indices))
+    ranks = p.ranks
     for name, definitions, variable, general in p.problem.citable():
         if _head(variable) != _head(x) or not isinstance(definitions[0].symbol, sp.Symbol):
             continue
-        theirs: dict[sp.Basic, int] = {}
-        for d in definitions:
-            for e in (d.symbol, d.value):
-                for q in e.atoms(sp.Indexed):
-                    theirs.setdefault(q.base, len(q.indices))
+        theirs = _ranks(definitions)
         if any(h not in ranks or ranks[h] - r not in (0, 1) for h, r in theirs.items()):
             continue
         batch = {h for h, r in theirs.items() if ranks[h] == r + 1}
@@ -1101,6 +1095,16 @@ def _per_example(p: Planner, node: sp.Basic) -> Built | None:
                 value = substitute(value, mapping)
             return Built(value, identity=sp.Eq(node, value, evaluate=False), notes=(("term", node), ("example", n)))
     return None
+
+
+def _ranks(definitions: Iterable[Definition]) -> dict[sp.Basic, int]:
+    """Each indexed name of the definitions -> its number of indices."""
+    out: dict[sp.Basic, int] = {}
+    for d in definitions:
+        for e in (d.symbol, d.value):
+            for q in e.atoms(sp.Indexed):
+                out.setdefault(q.base, len(q.indices))
+    return out
 
 
 def through_result(p: Planner, node: sp.Basic) -> Built | None:

@@ -39,10 +39,8 @@ def planned(name: str, written: Iterable[Any] = (), names: dict | None = None, w
         if not chosen:
             raise DeriveError(f"{name}: the spec file lists no variable {wrt}")
         given = chosen[0]
-    problem = specs.problem(given)
-    if reduction is not None:
-        one, general = problem, plan(problem).general
-        problem = replace(specs.problem(replace(given, reduction=reduction)), citable=lambda: ((name, one.definitions, one.wrt, general),))
+    # Over a batch, the spec's shared variable cites its result for one example (spec.problem).
+    problem = specs.problem(given if reduction is None else replace(given, reduction=reduction))
     if written:
         by = {w.symbol.xreplace({E: sp.Symbol("E")}): w for w in written}
         definitions = []
